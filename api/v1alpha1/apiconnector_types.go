@@ -1,0 +1,528 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Step is the point of an Entra ID sign-up user flow at which Entra calls the connector.
+// +kubebuilder:validation:Enum=PostFederationSignup;PostAttributeCollection
+type Step string
+
+const (
+	// StepPostFederationSignup runs after the user federated with an identity provider, before the
+	// attribute collection page. Claims returned on Continue prefill that page.
+	StepPostFederationSignup Step = "PostFederationSignup"
+	// StepPostAttributeCollection runs before the user is created. Claims returned on Continue
+	// override what the user entered. Only this step may answer ValidationError.
+	StepPostAttributeCollection Step = "PostAttributeCollection"
+)
+
+// FailurePolicy says what happens when something the connector depends on fails at request time.
+// +kubebuilder:validation:Enum=Fail;Ignore
+type FailurePolicy string
+
+const (
+	// FailurePolicyFail fails closed: the sign-up is stopped (ShowBlockPage with the connector's
+	// failure message) or, for an event, the delivery error is reported.
+	FailurePolicyFail FailurePolicy = "Fail"
+	// FailurePolicyIgnore fails open: the failure is logged and counted, and evaluation goes on.
+	FailurePolicyIgnore FailurePolicy = "Ignore"
+)
+
+// DeliveryMode says whether an event is delivered before or after Entra gets its answer.
+// +kubebuilder:validation:Enum=Sync;Async
+type DeliveryMode string
+
+const (
+	// DeliverySync delivers the event before answering Entra.
+	DeliverySync DeliveryMode = "Sync"
+	// DeliveryAsync queues the event and answers Entra at once.
+	DeliveryAsync DeliveryMode = "Async"
+)
+
+// APIConnectorSpec declares one Entra ID API connector endpoint.
+//
+// +kubebuilder:validation:XValidation:rule="self.step == 'PostAttributeCollection' || !has(self.rules) || self.rules.all(r, !has(r.validationError))",message="validationError outcomes are only allowed at step PostAttributeCollection; use block at PostFederationSignup",fieldPath=".rules"
+type APIConnectorSpec struct {
+	// Step is the user-flow step this connector serves. PostFederationSignup runs after the user
+	// signs in with an identity provider (returned claims prefill the attribute page);
+	// PostAttributeCollection runs before the user is created (returned claims override input).
+	// +required
+	Step Step `json:"step"`
+
+	// Authentication says how Entra ID authenticates to this endpoint. Exactly one method is set.
+	// +required
+	Authentication Authentication `json:"authentication"`
+
+	// Lists are named string sets that rules reference as lists.<name> (allow and deny lists).
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=32
+	Lists []List `json:"lists,omitempty"`
+
+	// Calls are outbound HTTP requests to external systems (approval systems, identity
+	// verification, data look-ups). They run before the rules; their results are calls.<name>.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Calls []Call `json:"calls,omitempty"`
+
+	// Rules are evaluated in order; the first whose when expression is true decides the answer.
+	// When none matches, the answer is Continue.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=64
+	Rules []Rule `json:"rules,omitempty"`
+
+	// Claims maps a claim name to a CEL expression whose string result is returned on Continue,
+	// overwriting or appending that claim. An expression may return an optional.none() to leave
+	// the claim untouched. The email claim cannot be returned.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=64
+	// +kubebuilder:validation:XValidation:rule="self.all(k, k.size() <= 128 && k.matches('^[A-Za-z][A-Za-z0-9_]*$'))",message="claim names must be identifiers of at most 128 characters (letters, digits, underscore)"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['email', 'version', 'action', 'status', 'userMessage']))",message="claims must not return email or the response fields version, action, status, userMessage"
+	Claims map[string]Expression `json:"claims,omitempty"`
+
+	// Events are downstream business events (CloudEvents 1.0 over HTTP) sent after the decision.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=16
+	Events []Event `json:"events,omitempty"`
+
+	// FailurePolicy applies when a rule or claim expression fails at request time. Fail (the
+	// default) answers ShowBlockPage with failureMessage; Ignore answers Continue.
+	// +optional
+	// +kubebuilder:default=Fail
+	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// FailureMessage is the userMessage shown when the connector fails closed.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	FailureMessage string `json:"failureMessage,omitempty"`
+
+	// Timeout bounds all work for one request (calls, rules, sync events). Entra waits 20s and
+	// retries once, so the default is 8s and the maximum 15s.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('15s')",message="timeout must be greater than 0s and at most 15s"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// Exposure says where the endpoint is published.
+	// +required
+	Exposure Exposure `json:"exposure"`
+
+	// Runtime tunes the pods that serve the connector.
+	// +optional
+	Runtime RuntimeSpec `json:"runtime,omitempty"`
+}
+
+// Expression is a CEL expression. See docs/rules.md for the variables in scope.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=4096
+type Expression string
+
+// Authentication selects exactly one way Entra ID authenticates to the connector.
+// +kubebuilder:validation:XValidation:rule="(has(self.basic) ? 1 : 0) + (has(self.clientCertificate) ? 1 : 0) == 1",message="exactly one of basic or clientCertificate must be set"
+type Authentication struct {
+	// Basic is HTTP Basic authentication. The Secret holds the keys username and password.
+	// +optional
+	Basic *BasicAuth `json:"basic,omitempty"`
+
+	// ClientCertificate is TLS client-certificate authentication. The Secret holds the key ca.crt:
+	// a PEM bundle of the client certificates or CAs to trust. Several may be trusted at once so a
+	// certificate can be rolled over.
+	// +optional
+	ClientCertificate *ClientCertificateAuth `json:"clientCertificate,omitempty"`
+}
+
+// BasicAuth is HTTP Basic authentication.
+type BasicAuth struct {
+	// SecretRef names a Secret in the connector's namespace with the keys username and password.
+	// +required
+	SecretRef SecretReference `json:"secretRef"`
+}
+
+// ClientCertificateAuth is TLS client-certificate authentication.
+type ClientCertificateAuth struct {
+	// SecretRef names a Secret in the connector's namespace with the key ca.crt.
+	// +required
+	SecretRef SecretReference `json:"secretRef"`
+
+	// Forwarded trusts a client certificate forwarded in a header by an ingress controller that
+	// verified it itself. Off unless set; only requests from trustedProxies are believed.
+	// +optional
+	Forwarded *ForwardedClientCertificate `json:"forwarded,omitempty"`
+}
+
+// ForwardedClientCertificate trusts a client certificate forwarded by a proxy.
+type ForwardedClientCertificate struct {
+	// Header carrying the URL-escaped PEM (ingress-nginx ssl-client-cert) or base64 DER
+	// (Traefik X-Forwarded-Tls-Client-Cert) client certificate.
+	// +kubebuilder:validation:Enum=ssl-client-cert;X-Forwarded-Tls-Client-Cert
+	// +required
+	Header string `json:"header"`
+
+	// TrustedProxies are the CIDRs of the proxies allowed to set the header.
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 10.0.0.0/8"
+	TrustedProxies []string `json:"trustedProxies"`
+}
+
+// SecretReference names a Secret in the connector's namespace.
+type SecretReference struct {
+	// Name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// List is a named set of strings, written inline or read from a ConfigMap key.
+// +kubebuilder:validation:XValidation:rule="has(self.values) != has(self.configMapRef)",message="exactly one of values or configMapRef must be set"
+type List struct {
+	// Name is how rules refer to the list: lists.<name>.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	Name string `json:"name"`
+
+	// Values are the list's entries.
+	// +optional
+	// +kubebuilder:validation:MaxItems=1000
+	// +kubebuilder:validation:items:MaxLength=256
+	Values []string `json:"values,omitempty"`
+
+	// ConfigMapRef reads the entries from a ConfigMap key, one per line. Blank lines and lines
+	// starting with # are skipped. The controller resolves it into values for the runtime.
+	// +optional
+	ConfigMapRef *ConfigMapKeyReference `json:"configMapRef,omitempty"`
+}
+
+// ConfigMapKeyReference names a key of a ConfigMap in the connector's namespace.
+type ConfigMapKeyReference struct {
+	// Name of the ConfigMap.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Key in the ConfigMap's data.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Key string `json:"key"`
+}
+
+// Call is an outbound HTTP request made before the rules are evaluated.
+type Call struct {
+	// Name is how rules refer to the result: calls.<name>.status and calls.<name>.body.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z_][A-Za-z0-9_]*$`
+	Name string `json:"name"`
+
+	// URL of the external system.
+	// +required
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))",message="must be an absolute http or https URL"
+	URL string `json:"url"`
+
+	// Method is the HTTP method.
+	// +optional
+	// +kubebuilder:default=POST
+	// +kubebuilder:validation:Enum=GET;POST;PUT;PATCH
+	Method string `json:"method,omitempty"`
+
+	// Headers are static request headers.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=16
+	Headers map[string]string `json:"headers,omitempty"`
+
+	// Body is a CEL expression producing the JSON request body (a map). When empty, the request's
+	// claims are sent.
+	// +optional
+	Body Expression `json:"body,omitempty"`
+
+	// Auth authenticates the call.
+	// +optional
+	Auth *OutboundAuth `json:"auth,omitempty"`
+
+	// When is a CEL expression; the call runs only when it is true. Empty means always.
+	// +optional
+	When Expression `json:"when,omitempty"`
+
+	// Timeout of the call; it also never outlives the connector's own deadline.
+	// +optional
+	// +kubebuilder:default="2s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('10s')",message="timeout must be greater than 0s and at most 10s"
+	Timeout *metav1.Duration `json:"timeout,omitempty"`
+
+	// FailurePolicy applies when the call times out, answers non-2xx or returns bad JSON. Fail
+	// stops the sign-up with the connector's failure message; Ignore goes on with
+	// calls.<name>.status set to 0 (or the status received).
+	// +optional
+	// +kubebuilder:default=Fail
+	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+}
+
+// OutboundAuthType is how the connector authenticates to an external system.
+// +kubebuilder:validation:Enum=Basic;Bearer
+type OutboundAuthType string
+
+const (
+	// OutboundAuthBasic sends the Secret's username and password as HTTP Basic.
+	OutboundAuthBasic OutboundAuthType = "Basic"
+	// OutboundAuthBearer sends the Secret's token as a bearer token.
+	OutboundAuthBearer OutboundAuthType = "Bearer"
+)
+
+// OutboundAuth authenticates a call or an event delivery.
+type OutboundAuth struct {
+	// Type is Basic (Secret keys username, password) or Bearer (Secret key token).
+	// +required
+	Type OutboundAuthType `json:"type"`
+	// SecretRef names the Secret in the connector's namespace.
+	// +required
+	SecretRef SecretReference `json:"secretRef"`
+}
+
+// Rule decides the answer when its condition holds.
+// +kubebuilder:validation:XValidation:rule="(has(self.block) ? 1 : 0) + (has(self.validationError) ? 1 : 0) == 1",message="exactly one of block or validationError must be set"
+type Rule struct {
+	// Name identifies the rule in logs, metrics and events.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	Name string `json:"name"`
+
+	// When is a CEL expression returning bool.
+	// +required
+	When Expression `json:"when"`
+
+	// Block stops the sign-up with a ShowBlockPage answer.
+	// +optional
+	Block *Outcome `json:"block,omitempty"`
+
+	// ValidationError sends the user back to the attribute page with a message (HTTP 400).
+	// Only allowed at step PostAttributeCollection.
+	// +optional
+	ValidationError *Outcome `json:"validationError,omitempty"`
+}
+
+// Outcome is the message shown to the user.
+// +kubebuilder:validation:XValidation:rule="has(self.message) || has(self.messageExpression)",message="one of message or messageExpression must be set"
+type Outcome struct {
+	// Message is the userMessage shown to the user.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+
+	// MessageExpression is a CEL expression returning the userMessage. It wins over message;
+	// message is the fallback when it fails.
+	// +optional
+	MessageExpression Expression `json:"messageExpression,omitempty"`
+}
+
+// Event is a downstream business event sent as a CloudEvent.
+type Event struct {
+	// Name identifies the event; it is also the CloudEvent type suffix.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:Pattern=`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	Name string `json:"name"`
+
+	// When is a CEL expression; the event is sent only when it is true. Empty means always.
+	// decision.action, decision.rule and decision.claims are in scope.
+	// +optional
+	When Expression `json:"when,omitempty"`
+
+	// Data is a CEL expression producing the event's JSON data (a map). When empty, the data is
+	// the step, the decision and the returned claims.
+	// +optional
+	Data Expression `json:"data,omitempty"`
+
+	// Sink receives the event.
+	// +required
+	Sink Sink `json:"sink"`
+
+	// Delivery is Sync (delivered before answering Entra) or Async (queued, retried).
+	// +optional
+	// +kubebuilder:default=Async
+	Delivery DeliveryMode `json:"delivery,omitempty"`
+
+	// FailurePolicy applies when a Sync delivery fails: Fail stops the sign-up with the
+	// connector's failure message, Ignore answers as decided.
+	// +optional
+	// +kubebuilder:default=Ignore
+	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+}
+
+// Sink is where an event is delivered.
+type Sink struct {
+	// URL of the sink.
+	// +required
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))",message="must be an absolute http or https URL"
+	URL string `json:"url"`
+
+	// Auth authenticates the delivery.
+	// +optional
+	Auth *OutboundAuth `json:"auth,omitempty"`
+}
+
+// Exposure publishes the endpoint.
+// +kubebuilder:validation:XValidation:rule="!has(self.path) || self.path.startsWith('/')",message="path must start with /",fieldPath=".path"
+type Exposure struct {
+	// Host is the DNS name Entra ID calls.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Host string `json:"host"`
+
+	// Path of the endpoint. Defaults to /<namespace>/<name>.
+	// +optional
+	// +kubebuilder:validation:MaxLength=256
+	Path string `json:"path,omitempty"`
+
+	// IngressClassName selects the ingress controller. Empty uses the cluster default.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	IngressClassName *string `json:"ingressClassName,omitempty"`
+
+	// Annotations are added to the Ingress (for example for the ingress controller).
+	// +optional
+	// +kubebuilder:validation:MaxProperties=32
+	Annotations map[string]string `json:"annotations,omitempty"`
+
+	// TLS says where the endpoint's certificate comes from. Entra only calls HTTPS endpoints.
+	// +optional
+	TLS *TLS `json:"tls,omitempty"`
+}
+
+// TLS is the certificate of the endpoint: issued by cert-manager or brought by the user.
+// +kubebuilder:validation:XValidation:rule="(has(self.issuerRef) ? 1 : 0) + (has(self.secretName) ? 1 : 0) == 1",message="exactly one of issuerRef or secretName must be set"
+type TLS struct {
+	// IssuerRef asks cert-manager for a certificate from this Issuer or ClusterIssuer.
+	// +optional
+	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
+
+	// SecretName is a kubernetes.io/tls Secret the user provides.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	SecretName string `json:"secretName,omitempty"`
+}
+
+// IssuerReference names a cert-manager issuer.
+type IssuerReference struct {
+	// Kind is Issuer (same namespace) or ClusterIssuer.
+	// +optional
+	// +kubebuilder:default=ClusterIssuer
+	// +kubebuilder:validation:Enum=Issuer;ClusterIssuer
+	Kind string `json:"kind,omitempty"`
+	// Name of the issuer.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+}
+
+// RuntimeSpec tunes the pods that serve the connector.
+type RuntimeSpec struct {
+	// Replicas of the runtime Deployment.
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=50
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// Image overrides the operator's runtime image for this connector.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Image string `json:"image,omitempty"`
+
+	// Resources of the runtime container.
+	// +optional
+	Resources *corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// NodeSelector constrains the pods to matching nodes.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=16
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// Tolerations of the pods.
+	// +optional
+	// +kubebuilder:validation:MaxItems=16
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+}
+
+// APIConnectorStatus is the observed state of the connector.
+type APIConnectorStatus struct {
+	// ObservedGeneration is the generation the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// Conditions: Ready, Reconciling, Stalled, and the details RulesValid, DeploymentAvailable,
+	// CertificateReady.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// Endpoints are the full HTTPS URLs to configure in Entra ID.
+	// +optional
+	// +kubebuilder:validation:MaxItems=8
+	Endpoints []string `json:"endpoints,omitempty"`
+
+	// ReadyReplicas is the number of runtime pods ready to serve.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// ConfigHash identifies the configuration (rendered spec and referenced Secret data) the
+	// runtime pods were rolled out with.
+	// +optional
+	ConfigHash string `json:"configHash,omitempty"`
+}
+
+// APIConnector turns declarative CEL rules into an Entra ID API connector endpoint.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=apic
+// +kubebuilder:printcolumn:name="Step",type=string,JSONPath=`.spec.step`
+// +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoints[0]`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type APIConnector struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// Spec is the desired connector.
+	// +required
+	Spec APIConnectorSpec `json:"spec"`
+
+	// Status is the observed state.
+	// +optional
+	Status APIConnectorStatus `json:"status,omitempty"`
+}
+
+// APIConnectorList is a list of APIConnectors.
+// +kubebuilder:object:root=true
+type APIConnectorList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []APIConnector `json:"items"`
+}

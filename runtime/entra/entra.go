@@ -1,0 +1,54 @@
+// Package entra is the wire contract of Entra ID API connectors (self-service sign-up user flows):
+// the request Entra POSTs and the three answers it understands. It knows nothing of rules; the
+// server decodes with it and the rules engine decides with the decoded Request.
+package entra
+
+import "context"
+
+// Version is the "version" field of every answer.
+const Version = "1.0.0"
+
+// Action is what Entra does with the answer.
+type Action string
+
+const (
+	// ActionContinue lets the sign-up continue, optionally with returned claims (HTTP 200).
+	ActionContinue Action = "Continue"
+	// ActionShowBlockPage stops the sign-up and shows userMessage (HTTP 200).
+	ActionShowBlockPage Action = "ShowBlockPage"
+	// ActionValidationError sends the user back to the form with userMessage (HTTP 400).
+	// Only valid at PostAttributeCollection.
+	ActionValidationError Action = "ValidationError"
+)
+
+// Request is one decoded API connector call.
+type Request struct {
+	// Claims holds every top-level key of the JSON body, known or not, with the types JSON
+	// decoding gives (string, float64, bool, []any, map[string]any). identities stays a []any of
+	// maps. Missing claims are absent, never empty strings.
+	Claims map[string]any
+	// Canonical is the body re-encoded with sorted keys and no insignificant whitespace, so two
+	// deliveries of the same sign-up (Entra retries once) have the same bytes.
+	Canonical []byte
+}
+
+// Decision is the answer to one request.
+type Decision struct {
+	Action Action
+	// UserMessage is shown for ShowBlockPage and ValidationError.
+	UserMessage string
+	// Claims are returned on Continue as top-level string keys.
+	Claims map[string]string
+	// Rule is the name of the rule that decided, empty when none matched.
+	Rule string
+	// Failure says why the connector failed closed or open (a call or expression error), empty
+	// otherwise. It is for logs and metrics and never shown to the user.
+	Failure string
+}
+
+// Evaluator decides the answer to a request. The rules engine implements it; the server calls it
+// within the connector's deadline. Evaluate applies the connector's failure policies itself and
+// returns an error only when it could not decide at all; the server then fails closed.
+type Evaluator interface {
+	Evaluate(ctx context.Context, req *Request) (*Decision, error)
+}
