@@ -117,6 +117,7 @@ type APIConnectorSpec struct {
 
 	// Runtime tunes the pods that serve the connector.
 	// +optional
+	// +kubebuilder:default={}
 	Runtime RuntimeSpec `json:"runtime,omitempty"`
 }
 

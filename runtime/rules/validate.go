@@ -1,0 +1,190 @@
+package rules
+
+import (
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
+)
+
+// These mirror the CRD's patterns so that a connector loaded from a file (runtime config,
+// the local test runner) gets the same answers as one admitted by the API server.
+var (
+	listOrCallNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	ruleOrEventRE    = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
+	claimNameRE      = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
+)
+
+// reservedClaims cannot be returned: Entra refuses email, and the others are response fields.
+var reservedClaims = map[string]bool{"email": true, "version": true, "action": true, "status": true, "userMessage": true}
+
+const (
+	maxConnectorTimeout = 15 * time.Second
+	maxCallTimeout      = 10 * time.Second
+	maxExpressionLength = 4096
+	maxMessageLength    = 1024
+)
+
+// Validate runs the structural checks the CRD's schema and CEL validation rules perform (one
+// outcome per rule, validationError only at PostAttributeCollection, no email claim, unique
+// names, enums, timeouts). It does not compile expressions; Compile calls it and does both.
+func Validate(conn *v1alpha1.APIConnector) error {
+	var c errs
+	validate(&c, conn)
+	return c.err()
+}
+
+func validate(c *errs, conn *v1alpha1.APIConnector) {
+	s := &conn.Spec
+	switch s.Step {
+	case v1alpha1.StepPostFederationSignup, v1alpha1.StepPostAttributeCollection:
+	default:
+		c.add("spec.step", "must be PostFederationSignup or PostAttributeCollection, got %q", s.Step)
+	}
+	a := s.Authentication
+	if (a.Basic != nil) == (a.ClientCertificate != nil) {
+		c.add("spec.authentication", "exactly one of basic or clientCertificate must be set")
+	}
+	if a.Basic != nil && a.Basic.SecretRef.Name == "" {
+		c.add("spec.authentication.basic.secretRef.name", "must not be empty")
+	}
+	if a.ClientCertificate != nil && a.ClientCertificate.SecretRef.Name == "" {
+		c.add("spec.authentication.clientCertificate.secretRef.name", "must not be empty")
+	}
+	if s.Exposure.Host == "" {
+		c.add("spec.exposure.host", "must not be empty")
+	}
+	if s.Exposure.Path != "" && !strings.HasPrefix(s.Exposure.Path, "/") {
+		c.add("spec.exposure.path", "path must start with /")
+	}
+	checkPolicy(c, "spec.failurePolicy", s.FailurePolicy)
+	if len(s.FailureMessage) > maxMessageLength {
+		c.add("spec.failureMessage", "must be at most %d characters", maxMessageLength)
+	}
+	if s.Timeout != nil && (s.Timeout.Duration <= 0 || s.Timeout.Duration > maxConnectorTimeout) {
+		c.add("spec.timeout", "timeout must be greater than 0s and at most 15s")
+	}
+
+	names := map[string]bool{}
+	for i, l := range s.Lists {
+		p := fmt.Sprintf("spec.lists[%d]", i)
+		checkName(c, p+".name", l.Name, listOrCallNameRE, names)
+		if (l.Values != nil) == (l.ConfigMapRef != nil) {
+			c.add(p, "exactly one of values or configMapRef must be set")
+		}
+		if l.ConfigMapRef != nil && (l.ConfigMapRef.Name == "" || l.ConfigMapRef.Key == "") {
+			c.add(p+".configMapRef", "name and key must be set")
+		}
+	}
+
+	names = map[string]bool{}
+	for i, call := range s.Calls {
+		p := fmt.Sprintf("spec.calls[%d]", i)
+		checkName(c, p+".name", call.Name, listOrCallNameRE, names)
+		checkURL(c, p+".url", call.URL)
+		switch call.Method {
+		case "", "GET", "POST", "PUT", "PATCH":
+		default:
+			c.add(p+".method", "must be one of GET, POST, PUT, PATCH, got %q", call.Method)
+		}
+		if call.Timeout != nil && (call.Timeout.Duration <= 0 || call.Timeout.Duration > maxCallTimeout) {
+			c.add(p+".timeout", "timeout must be greater than 0s and at most 10s")
+		}
+		checkPolicy(c, p+".failurePolicy", call.FailurePolicy)
+		checkAuth(c, p+".auth", call.Auth)
+	}
+
+	names = map[string]bool{}
+	for i, r := range s.Rules {
+		p := fmt.Sprintf("spec.rules[%d]", i)
+		checkName(c, p+".name", r.Name, ruleOrEventRE, names)
+		if r.When == "" {
+			c.add(p+".when", "must not be empty")
+		}
+		if (r.Block != nil) == (r.ValidationError != nil) {
+			c.add(p, "exactly one of block or validationError must be set")
+		}
+		if r.ValidationError != nil && s.Step != v1alpha1.StepPostAttributeCollection {
+			c.add(p+".validationError", "validationError outcomes are only allowed at step PostAttributeCollection; use block at PostFederationSignup")
+		}
+		for field, o := range map[string]*v1alpha1.Outcome{"block": r.Block, "validationError": r.ValidationError} {
+			if o == nil {
+				continue
+			}
+			if o.Message == "" && o.MessageExpression == "" {
+				c.add(p+"."+field, "one of message or messageExpression must be set")
+			}
+			if len(o.Message) > maxMessageLength {
+				c.add(p+"."+field+".message", "must be at most %d characters", maxMessageLength)
+			}
+		}
+	}
+
+	for name := range s.Claims {
+		p := "spec.claims." + name
+		if len(name) > 128 || !claimNameRE.MatchString(name) {
+			c.add(p, "claim names must be identifiers of at most 128 characters (letters, digits, underscore)")
+		}
+		if reservedClaims[name] {
+			c.add(p, "claims must not return email or the response fields version, action, status, userMessage")
+		}
+	}
+
+	names = map[string]bool{}
+	for i, ev := range s.Events {
+		p := fmt.Sprintf("spec.events[%d]", i)
+		checkName(c, p+".name", ev.Name, ruleOrEventRE, names)
+		checkURL(c, p+".sink.url", ev.Sink.URL)
+		checkAuth(c, p+".sink.auth", ev.Sink.Auth)
+		switch ev.Delivery {
+		case "", v1alpha1.DeliverySync, v1alpha1.DeliveryAsync:
+		default:
+			c.add(p+".delivery", "must be Sync or Async, got %q", ev.Delivery)
+		}
+		checkPolicy(c, p+".failurePolicy", ev.FailurePolicy)
+	}
+}
+
+func checkName(c *errs, path, name string, re *regexp.Regexp, seen map[string]bool) {
+	switch {
+	case name == "":
+		c.add(path, "must not be empty")
+	case len(name) > 63:
+		c.add(path, "must be at most 63 characters")
+	case !re.MatchString(name):
+		c.add(path, "%q must match %s", name, re)
+	case seen[name]:
+		c.add(path, "duplicate name %q", name)
+	}
+	seen[name] = true
+}
+
+func checkURL(c *errs, path, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		c.add(path, "must be an absolute http or https URL, got %q", raw)
+	}
+}
+
+func checkPolicy(c *errs, path string, p v1alpha1.FailurePolicy) {
+	switch p {
+	case "", v1alpha1.FailurePolicyFail, v1alpha1.FailurePolicyIgnore:
+	default:
+		c.add(path, "must be Fail or Ignore, got %q", p)
+	}
+}
+
+func checkAuth(c *errs, path string, a *v1alpha1.OutboundAuth) {
+	if a == nil {
+		return
+	}
+	if a.Type != v1alpha1.OutboundAuthBasic && a.Type != v1alpha1.OutboundAuthBearer {
+		c.add(path+".type", "must be Basic or Bearer, got %q", a.Type)
+	}
+	if a.SecretRef.Name == "" {
+		c.add(path+".secretRef.name", "must not be empty")
+	}
+}
