@@ -382,9 +382,29 @@ type Sink struct {
 	Auth *OutboundAuth `json:"auth,omitempty"`
 }
 
+// ExposureType is how the endpoint is published.
+type ExposureType string
+
+const (
+	// ExposureIngress routes through an Ingress.
+	ExposureIngress ExposureType = "Ingress"
+	// ExposureLoadBalancer publishes the runtime's TLS listener through a LoadBalancer Service.
+	ExposureLoadBalancer ExposureType = "LoadBalancer"
+)
+
 // Exposure publishes the endpoint.
+// +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type != 'LoadBalancer' || has(self.tls)",message="type LoadBalancer needs tls: the runtime terminates TLS itself"
 // +kubebuilder:validation:XValidation:rule="!has(self.path) || self.path.startsWith('/')",message="path must start with /",fieldPath=".path"
 type Exposure struct {
+	// Type is how the endpoint is published. Ingress (the default) routes through an ingress
+	// controller. LoadBalancer publishes the runtime's own TLS listener on port 443 through a
+	// LoadBalancer Service, for client-certificate connectors whose ingress controller cannot pass
+	// TLS through; point the host's DNS at the Service's address.
+	// +optional
+	// +kubebuilder:default=Ingress
+	// +kubebuilder:validation:Enum=Ingress;LoadBalancer
+	Type ExposureType `json:"type,omitempty"`
+
 	// Host is the DNS name Entra ID calls.
 	// +required
 	// +kubebuilder:validation:MinLength=1

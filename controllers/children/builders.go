@@ -1,0 +1,415 @@
+package children
+
+import (
+	"strconv"
+
+	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
+	policyv1ac "k8s.io/client-go/applyconfigurations/policy/v1"
+	"k8s.io/utils/ptr"
+)
+
+// ownerRef makes the connector the controller of a child, so deleting the connector garbage
+// collects it and the manager's Owns watches map events back to the connector.
+func ownerRef(c *apiv1.APIConnector) *metav1ac.OwnerReferenceApplyConfiguration {
+	return metav1ac.OwnerReference().
+		WithAPIVersion(apiv1.GroupVersion.String()).
+		WithKind("APIConnector").
+		WithName(c.Name).
+		WithUID(c.UID).
+		WithController(true).
+		WithBlockOwnerDeletion(true)
+}
+
+// MakeConfigMap holds the rendered runtime config the pods mount.
+func MakeConfigMap(c *apiv1.APIConnector, config []byte) *corev1ac.ConfigMapApplyConfiguration {
+	return corev1ac.ConfigMap(ConfigMapName(c), c.Namespace).
+		WithLabels(Labels(c)).
+		WithOwnerReferences(ownerRef(c)).
+		WithData(map[string]string{ConfigKey: string(config)})
+}
+
+// RuntimeTerminatesTLS says whether the runtime serves TLS itself: for client-certificate
+// connectors (only the runtime can check certificates against the connector's trusted bundle,
+// whatever the ingress controller) and for LoadBalancer exposure.
+func RuntimeTerminatesTLS(c *apiv1.APIConnector) bool {
+	if TLSSecretName(c) == "" {
+		return false
+	}
+	if c.Spec.Exposure.Type == apiv1.ExposureLoadBalancer {
+		return true
+	}
+	cc := c.Spec.Authentication.ClientCertificate
+	return cc != nil && cc.Forwarded == nil
+}
+
+// WantsIngress reports whether the connector is published through an Ingress.
+func WantsIngress(c *apiv1.APIConnector) bool {
+	return c.Spec.Exposure.Type != apiv1.ExposureLoadBalancer
+}
+
+// MakeDeployment runs the shared runtime image for one connector. configHash covers the rendered
+// config and every referenced Secret's data, so any change rolls the pods.
+func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *appsv1ac.DeploymentApplyConfiguration {
+	image := opts.RuntimeImage
+	if c.Spec.Runtime.Image != "" {
+		image = c.Spec.Runtime.Image
+	}
+	replicas := int32(DefaultReplicas)
+	if c.Spec.Runtime.Replicas != nil {
+		replicas = *c.Spec.Runtime.Replicas
+	}
+	args := []string{
+		"serve",
+		"--connector=" + ConfigDir + "/" + ConfigKey,
+		"--secrets-dir=" + SecretsDir,
+		"--listen=:" + strconv.Itoa(HTTPPort),
+		"--ops-listen=:" + strconv.Itoa(OpsPort),
+	}
+	mounts := []*corev1ac.VolumeMountApplyConfiguration{
+		corev1ac.VolumeMount().WithName("config").WithMountPath(ConfigDir).WithReadOnly(true),
+		corev1ac.VolumeMount().WithName("secrets").WithMountPath(SecretsDir).WithReadOnly(true),
+	}
+	volumes := []*corev1ac.VolumeApplyConfiguration{
+		corev1ac.Volume().WithName("config").WithConfigMap(
+			corev1ac.ConfigMapVolumeSource().WithName(ConfigMapName(c)).WithDefaultMode(0o444)),
+		corev1ac.Volume().WithName("secrets").WithProjected(
+			corev1ac.ProjectedVolumeSource().WithDefaultMode(0o440).WithSources(secretProjections(c)...)),
+	}
+	if RuntimeTerminatesTLS(c) {
+		args = append(args, "--tls-cert="+TLSDir+"/tls.crt", "--tls-key="+TLSDir+"/tls.key")
+		mounts = append(mounts, corev1ac.VolumeMount().WithName("tls").WithMountPath(TLSDir).WithReadOnly(true))
+		volumes = append(volumes, corev1ac.Volume().WithName("tls").WithSecret(
+			corev1ac.SecretVolumeSource().WithSecretName(TLSSecretName(c)).WithDefaultMode(0o440)))
+	}
+
+	probe := func(path string) *corev1ac.ProbeApplyConfiguration {
+		return corev1ac.Probe().
+			WithHTTPGet(corev1ac.HTTPGetAction().WithPath(path).WithPort(intstr.FromString("ops"))).
+			WithPeriodSeconds(5).
+			WithTimeoutSeconds(2).
+			WithFailureThreshold(3)
+	}
+
+	container := corev1ac.Container().
+		WithName("runtime").
+		WithImage(image).
+		WithImagePullPolicy(corev1.PullIfNotPresent).
+		WithArgs(args...).
+		WithPorts(
+			corev1ac.ContainerPort().WithName("http").WithContainerPort(HTTPPort).WithProtocol(corev1.ProtocolTCP),
+			corev1ac.ContainerPort().WithName("ops").WithContainerPort(OpsPort).WithProtocol(corev1.ProtocolTCP),
+		).
+		WithReadinessProbe(probe("/readyz")).
+		WithLivenessProbe(probe("/healthz")).
+		WithResources(resources(c)).
+		WithVolumeMounts(mounts...).
+		WithSecurityContext(corev1ac.SecurityContext().
+			WithRunAsNonRoot(true).
+			WithRunAsUser(RuntimeUser).
+			WithRunAsGroup(RuntimeUser).
+			WithReadOnlyRootFilesystem(true).
+			WithAllowPrivilegeEscalation(false).
+			WithPrivileged(false).
+			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault)))
+
+	pod := corev1ac.PodSpec().
+		WithContainers(container).
+		WithVolumes(volumes...).
+		WithAutomountServiceAccountToken(false).
+		WithEnableServiceLinks(false).
+		// Entra retries once after 20s; the runtime drains in-flight requests well within this.
+		WithTerminationGracePeriodSeconds(30).
+		WithSecurityContext(corev1ac.PodSecurityContext().
+			WithRunAsNonRoot(true).
+			WithFSGroup(RuntimeUser).
+			WithSeccompProfile(corev1ac.SeccompProfile().WithType(corev1.SeccompProfileTypeRuntimeDefault))).
+		WithTopologySpreadConstraints(corev1ac.TopologySpreadConstraint().
+			WithMaxSkew(1).
+			WithTopologyKey(corev1.LabelHostname).
+			WithWhenUnsatisfiable(corev1.ScheduleAnyway).
+			WithLabelSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(c))))
+	if len(c.Spec.Runtime.NodeSelector) > 0 {
+		pod.WithNodeSelector(c.Spec.Runtime.NodeSelector)
+	}
+	for i := range c.Spec.Runtime.Tolerations {
+		pod.WithTolerations(toleration(c.Spec.Runtime.Tolerations[i]))
+	}
+
+	return appsv1ac.Deployment(DeploymentName(c), c.Namespace).
+		WithLabels(Labels(c)).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(appsv1ac.DeploymentSpec().
+			WithReplicas(replicas).
+			WithRevisionHistoryLimit(3).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(c))).
+			// Never fewer serving pods than asked for during a rollout: Entra gives a request one retry.
+			WithStrategy(appsv1ac.DeploymentStrategy().
+				WithType("RollingUpdate").
+				WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
+					WithMaxUnavailable(intstr.FromInt32(0)).
+					WithMaxSurge(intstr.FromInt32(1)))).
+			WithTemplate(corev1ac.PodTemplateSpec().
+				WithLabels(Labels(c)).
+				WithAnnotations(map[string]string{ConfigHashKey: configHash}).
+				WithSpec(pod)))
+}
+
+// secretProjections project every referenced Secret into one directory: the inbound credentials
+// at the top (username/password or ca.crt) and outbound ones under calls/<name>/ and
+// events/<name>/, the layout the runtime's --secrets-dir expects.
+func secretProjections(c *apiv1.APIConnector) []*corev1ac.VolumeProjectionApplyConfiguration {
+	project := func(secret string, keys []string, dir string) *corev1ac.VolumeProjectionApplyConfiguration {
+		src := corev1ac.SecretProjection().WithName(secret).WithOptional(false)
+		for _, k := range keys {
+			src.WithItems(corev1ac.KeyToPath().WithKey(k).WithPath(dir + k))
+		}
+		return corev1ac.VolumeProjection().WithSecret(src)
+	}
+	outboundKeys := func(a *apiv1.OutboundAuth) []string {
+		if a.Type == apiv1.OutboundAuthBearer {
+			return []string{"token"}
+		}
+		return []string{"username", "password"}
+	}
+	var out []*corev1ac.VolumeProjectionApplyConfiguration
+	auth := c.Spec.Authentication
+	switch {
+	case auth.Basic != nil:
+		out = append(out, project(auth.Basic.SecretRef.Name, []string{"username", "password"}, ""))
+	case auth.ClientCertificate != nil:
+		out = append(out, project(auth.ClientCertificate.SecretRef.Name, []string{"ca.crt"}, ""))
+	}
+	for _, call := range c.Spec.Calls {
+		if call.Auth != nil {
+			out = append(out, project(call.Auth.SecretRef.Name, outboundKeys(call.Auth), "calls/"+call.Name+"/"))
+		}
+	}
+	for _, ev := range c.Spec.Events {
+		if ev.Sink.Auth != nil {
+			out = append(out, project(ev.Sink.Auth.SecretRef.Name, outboundKeys(ev.Sink.Auth), "events/"+ev.Name+"/"))
+		}
+	}
+	return out
+}
+
+// SecretNames lists every Secret the connector references, for hashing and for the watch index.
+func SecretNames(c *apiv1.APIConnector) []string {
+	seen := map[string]bool{}
+	var out []string
+	add := func(n string) {
+		if n != "" && !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	auth := c.Spec.Authentication
+	if auth.Basic != nil {
+		add(auth.Basic.SecretRef.Name)
+	}
+	if auth.ClientCertificate != nil {
+		add(auth.ClientCertificate.SecretRef.Name)
+	}
+	for _, call := range c.Spec.Calls {
+		if call.Auth != nil {
+			add(call.Auth.SecretRef.Name)
+		}
+	}
+	for _, ev := range c.Spec.Events {
+		if ev.Sink.Auth != nil {
+			add(ev.Sink.Auth.SecretRef.Name)
+		}
+	}
+	if RuntimeTerminatesTLS(c) {
+		add(TLSSecretName(c))
+	}
+	return out
+}
+
+// ConfigMapNames lists the ConfigMaps the connector's lists read.
+func ConfigMapNames(c *apiv1.APIConnector) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, l := range c.Spec.Lists {
+		if l.ConfigMapRef != nil && !seen[l.ConfigMapRef.Name] {
+			seen[l.ConfigMapRef.Name] = true
+			out = append(out, l.ConfigMapRef.Name)
+		}
+	}
+	return out
+}
+
+func resources(c *apiv1.APIConnector) *corev1ac.ResourceRequirementsApplyConfiguration {
+	r := corev1ac.ResourceRequirements()
+	if rr := c.Spec.Runtime.Resources; rr != nil {
+		if len(rr.Requests) > 0 {
+			r.WithRequests(rr.Requests)
+		}
+		if len(rr.Limits) > 0 {
+			r.WithLimits(rr.Limits)
+		}
+		return r
+	}
+	// Measured need is a few MiB; the limit protects the node from a pathological config.
+	return r.
+		WithRequests(corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("50m"), corev1.ResourceMemory: resource.MustParse("32Mi")}).
+		WithLimits(corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")})
+}
+
+func toleration(t corev1.Toleration) *corev1ac.TolerationApplyConfiguration {
+	out := corev1ac.Toleration()
+	if t.Key != "" {
+		out.WithKey(t.Key)
+	}
+	if t.Operator != "" {
+		out.WithOperator(t.Operator)
+	}
+	if t.Value != "" {
+		out.WithValue(t.Value)
+	}
+	if t.Effect != "" {
+		out.WithEffect(t.Effect)
+	}
+	if t.TolerationSeconds != nil {
+		out.WithTolerationSeconds(*t.TolerationSeconds)
+	}
+	return out
+}
+
+// MakeService fronts the runtime pods: the connector port and a separate metrics port. With
+// LoadBalancer exposure the connector port is published as 443.
+func MakeService(c *apiv1.APIConnector) *corev1ac.ServiceApplyConfiguration {
+	name, port, typ := "http", int32(HTTPPort), corev1.ServiceTypeClusterIP
+	if RuntimeTerminatesTLS(c) {
+		name = "https"
+	}
+	if !WantsIngress(c) {
+		port, typ = 443, corev1.ServiceTypeLoadBalancer
+	}
+	return corev1ac.Service(ServiceName(c), c.Namespace).
+		WithLabels(Labels(c)).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(corev1ac.ServiceSpec().
+			WithType(typ).
+			WithSelector(SelectorLabels(c)).
+			WithPorts(
+				corev1ac.ServicePort().WithName(name).WithPort(port).WithTargetPort(intstr.FromString("http")).WithProtocol(corev1.ProtocolTCP),
+				corev1ac.ServicePort().WithName("metrics").WithPort(OpsPort).WithTargetPort(intstr.FromString("ops")).WithProtocol(corev1.ProtocolTCP),
+			))
+}
+
+// MakeIngress routes https://<host><path> to the Service. The user's annotations are passed on;
+// TLS uses the user's Secret or the one our Certificate fills. When the runtime terminates TLS
+// (client certificates), the backend is its https port and the ingress controller must pass TLS
+// through (an annotation the user sets, see docs/exposure.md).
+func MakeIngress(c *apiv1.APIConnector) *netv1ac.IngressApplyConfiguration {
+	port := "http"
+	if RuntimeTerminatesTLS(c) {
+		port = "https"
+	}
+	spec := netv1ac.IngressSpec().
+		WithRules(netv1ac.IngressRule().
+			WithHost(c.Spec.Exposure.Host).
+			WithHTTP(netv1ac.HTTPIngressRuleValue().WithPaths(
+				netv1ac.HTTPIngressPath().
+					WithPath(Path(c)).
+					WithPathType("Prefix").
+					WithBackend(netv1ac.IngressBackend().WithService(
+						netv1ac.IngressServiceBackend().WithName(ServiceName(c)).WithPort(
+							netv1ac.ServiceBackendPort().WithName(port)))))))
+	if cls := c.Spec.Exposure.IngressClassName; cls != nil {
+		spec.WithIngressClassName(*cls)
+	}
+	if secret := TLSSecretName(c); secret != "" {
+		spec.WithTLS(netv1ac.IngressTLS().WithHosts(c.Spec.Exposure.Host).WithSecretName(secret))
+	}
+	ing := netv1ac.Ingress(IngressName(c), c.Namespace).
+		WithLabels(Labels(c)).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(spec)
+	if len(c.Spec.Exposure.Annotations) > 0 {
+		ing.WithAnnotations(c.Spec.Exposure.Annotations)
+	}
+	return ing
+}
+
+// MakePodDisruptionBudget keeps one pod serving during voluntary disruptions. Only meaningful with
+// more than one replica; the reconciler deletes it otherwise.
+func MakePodDisruptionBudget(c *apiv1.APIConnector) *policyv1ac.PodDisruptionBudgetApplyConfiguration {
+	return policyv1ac.PodDisruptionBudget(PDBName(c), c.Namespace).
+		WithLabels(Labels(c)).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(policyv1ac.PodDisruptionBudgetSpec().
+			WithMaxUnavailable(intstr.FromInt32(1)).
+			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(c))))
+}
+
+// WantsPodDisruptionBudget reports whether the connector runs more than one replica.
+func WantsPodDisruptionBudget(c *apiv1.APIConnector) bool {
+	return c.Spec.Runtime.Replicas == nil || *c.Spec.Runtime.Replicas > 1
+}
+
+// cert-manager's Certificate is built unstructured so the operator does not depend on
+// cert-manager's Go module and runs without cert-manager installed.
+const (
+	CertificateAPIVersion = "cert-manager.io/v1"
+	CertificateKind       = "Certificate"
+)
+
+// MakeCertificate asks cert-manager for the endpoint's certificate. Nil when the connector does not
+// reference an issuer.
+func MakeCertificate(c *apiv1.APIConnector) *unstructured.Unstructured {
+	tls := c.Spec.Exposure.TLS
+	if tls == nil || tls.IssuerRef == nil {
+		return nil
+	}
+	kind := tls.IssuerRef.Kind
+	if kind == "" {
+		kind = "ClusterIssuer"
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": CertificateAPIVersion,
+		"kind":       CertificateKind,
+		"metadata": map[string]any{
+			"name":      CertificateName(c),
+			"namespace": c.Namespace,
+			"labels":    toAny(Labels(c)),
+		},
+		"spec": map[string]any{
+			"secretName": CertificateName(c),
+			"dnsNames":   []any{c.Spec.Exposure.Host},
+			"issuerRef": map[string]any{
+				"name":  tls.IssuerRef.Name,
+				"kind":  kind,
+				"group": "cert-manager.io",
+			},
+			"usages": []any{"server auth", "digital signature", "key encipherment"},
+		},
+	}}
+	u.SetOwnerReferences([]metav1.OwnerReference{{
+		APIVersion:         apiv1.GroupVersion.String(),
+		Kind:               "APIConnector",
+		Name:               c.Name,
+		UID:                c.UID,
+		Controller:         ptr.To(true),
+		BlockOwnerDeletion: ptr.To(true),
+	}})
+	return u
+}
+
+func toAny(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,157 @@
+// Package children builds the objects an APIConnector is reconciled into. Every builder is a pure
+// function of the connector and the operator's options, so the shapes are tested alone with golden
+// files and the reconciler only fetches inputs and applies what these return.
+package children
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+
+	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// Well-known names, labels, paths and ports shared by the children and the runtime's command line.
+const (
+	ManagedBy       = "apiconnector-operator"
+	ConfigKey       = "connector.yaml"
+	ConfigDir       = "/etc/apiconnector/config"
+	SecretsDir      = "/etc/apiconnector/secrets"
+	TLSDir          = "/etc/apiconnector/tls"
+	HTTPPort        = 8080
+	OpsPort         = 9090
+	RuntimeUser     = 65532
+	ConfigHashKey   = "apiconnector.dev/config-hash"
+	DefaultReplicas = 2
+
+	// FieldOwner is the server-side apply field manager of every child.
+	FieldOwner = "apiconnector-operator"
+)
+
+// Options are the operator-wide settings the builders need.
+type Options struct {
+	// RuntimeImage is the runtime image used unless a connector overrides it.
+	RuntimeImage string
+}
+
+// Names of a connector's children. Kept in one place so the reconciler, the builders and the
+// watches agree.
+func DeploymentName(c *apiv1.APIConnector) string { return c.Name }
+func ServiceName(c *apiv1.APIConnector) string    { return c.Name }
+func IngressName(c *apiv1.APIConnector) string    { return c.Name }
+func PDBName(c *apiv1.APIConnector) string        { return c.Name }
+func ConfigMapName(c *apiv1.APIConnector) string  { return c.Name + "-config" }
+func CertificateName(c *apiv1.APIConnector) string {
+	return c.Name + "-tls"
+}
+
+// TLSSecretName is the Secret holding the endpoint's certificate: the user's, or the one
+// cert-manager writes for the Certificate we create. Empty when the connector has no TLS.
+func TLSSecretName(c *apiv1.APIConnector) string {
+	tls := c.Spec.Exposure.TLS
+	switch {
+	case tls == nil:
+		return ""
+	case tls.SecretName != "":
+		return tls.SecretName
+	default:
+		return CertificateName(c)
+	}
+}
+
+// Path is the endpoint path: the user's, or /<namespace>/<name>.
+func Path(c *apiv1.APIConnector) string {
+	if c.Spec.Exposure.Path != "" {
+		return c.Spec.Exposure.Path
+	}
+	return "/" + c.Namespace + "/" + c.Name
+}
+
+// Endpoint is the URL to configure in Entra ID.
+func Endpoint(c *apiv1.APIConnector) string {
+	return "https://" + c.Spec.Exposure.Host + Path(c)
+}
+
+// Labels are the standard labels of every child. The connector's own labels and annotations are
+// never copied: GitOps tools track resources by them and would adopt or prune our children.
+func Labels(c *apiv1.APIConnector) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":       "apiconnector",
+		"app.kubernetes.io/instance":   c.Name,
+		"app.kubernetes.io/component":  "runtime",
+		"app.kubernetes.io/managed-by": ManagedBy,
+	}
+}
+
+// SelectorLabels select the connector's runtime pods; they never change after creation.
+func SelectorLabels(c *apiv1.APIConnector) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":     "apiconnector",
+		"app.kubernetes.io/instance": c.Name,
+	}
+}
+
+func objectMeta(c *apiv1.APIConnector, name string) metav1.ObjectMeta {
+	return metav1.ObjectMeta{Name: name, Namespace: c.Namespace, Labels: Labels(c)}
+}
+
+// RenderConfig is the runtime's configuration: the connector with ConfigMap-backed lists replaced
+// by their values, so the runtime needs no Kubernetes access. resolved maps list name to values.
+// The output is deterministic, so its hash only changes when the configuration does.
+func RenderConfig(c *apiv1.APIConnector, resolved map[string][]string) ([]byte, error) {
+	spec := c.Spec.DeepCopy()
+	for i := range spec.Lists {
+		l := &spec.Lists[i]
+		if l.ConfigMapRef == nil {
+			continue
+		}
+		values, ok := resolved[l.Name]
+		if !ok {
+			return nil, fmt.Errorf("list %q: values from ConfigMap %q were not resolved", l.Name, l.ConfigMapRef.Name)
+		}
+		l.ConfigMapRef = nil
+		l.Values = append([]string{}, values...)
+	}
+	// The runtime does not use these; leaving them out keeps replica changes from rolling pods.
+	spec.Runtime = apiv1.RuntimeSpec{}
+	out := apiv1.APIConnector{
+		TypeMeta:   metav1.TypeMeta{APIVersion: apiv1.GroupVersion.String(), Kind: "APIConnector"},
+		ObjectMeta: metav1.ObjectMeta{Name: c.Name, Namespace: c.Namespace},
+		Spec:       *spec,
+	}
+	b, err := yaml.Marshal(&out)
+	if err != nil {
+		return nil, fmt.Errorf("render runtime config: %w", err)
+	}
+	return b, nil
+}
+
+// ConfigHash identifies a rollout: the rendered config plus the data of every referenced Secret.
+// Secrets are hashed by key and value in sorted order; their metadata never matters.
+func ConfigHash(config []byte, secrets map[string]map[string][]byte) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "config %d\n", len(config))
+	h.Write(config)
+	names := make([]string, 0, len(secrets))
+	for n := range secrets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		data := secrets[n]
+		keys := make([]string, 0, len(data))
+		for k := range data {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Fprintf(h, "secret %q %d\n", n, len(keys))
+		for _, k := range keys {
+			fmt.Fprintf(h, "%q %d\n", k, len(data[k]))
+			h.Write(data[k])
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}

@@ -1,0 +1,161 @@
+package children
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+// connector loads testdata/<name>.input.yaml.
+func connector(t *testing.T, name string) *apiv1.APIConnector {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name+".input.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c apiv1.APIConnector
+	if err := yaml.UnmarshalStrict(b, &c); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return &c
+}
+
+func golden(t *testing.T, name string, objs ...any) {
+	t.Helper()
+	var buf bytes.Buffer
+	for _, o := range objs {
+		b, err := yaml.Marshal(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf.WriteString("---\n")
+		buf.Write(b)
+	}
+	path := filepath.Join("testdata", name+".golden.yaml")
+	if *update {
+		if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run `go test ./controllers/children -update` to create it)", err)
+	}
+	if !bytes.Equal(want, buf.Bytes()) {
+		t.Errorf("%s differs from the golden file; if the change is intended run `go test ./controllers/children -update`\n--- got:\n%s", path, buf.String())
+	}
+}
+
+func TestGolden(t *testing.T) {
+	opts := Options{RuntimeImage: "apiconnector-runtime:v0.1.0"}
+	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer"} {
+		t.Run(name, func(t *testing.T) {
+			c := connector(t, name)
+			resolved := map[string][]string{}
+			for _, l := range c.Spec.Lists {
+				if l.ConfigMapRef != nil {
+					resolved[l.Name] = []string{"contoso.com", "fabrikam.com"}
+				}
+			}
+			config, err := RenderConfig(c, resolved)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hash := ConfigHash(config, map[string]map[string][]byte{"entra-basic": {"username": []byte("u"), "password": []byte("p")}})
+			objs := []any{MakeConfigMap(c, config), MakeDeployment(c, opts, hash), MakeService(c)}
+			if WantsIngress(c) {
+				objs = append(objs, MakeIngress(c))
+			}
+			if WantsPodDisruptionBudget(c) {
+				objs = append(objs, MakePodDisruptionBudget(c))
+			}
+			if cert := MakeCertificate(c); cert != nil {
+				objs = append(objs, cert.Object)
+			}
+			golden(t, name, objs...)
+		})
+	}
+}
+
+func TestRenderConfigResolvesListsAndDropsRuntime(t *testing.T) {
+	c := connector(t, "full")
+	if _, err := RenderConfig(c, nil); err == nil || !strings.Contains(err.Error(), `list "allowedDomains"`) {
+		t.Fatalf("an unresolved ConfigMap list must be an error naming the list, got %v", err)
+	}
+	out, err := RenderConfig(c, map[string][]string{"allowedDomains": {"contoso.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back apiv1.APIConnector
+	if err := yaml.UnmarshalStrict(out, &back); err != nil {
+		t.Fatalf("the rendered config must load back with the same schema: %v", err)
+	}
+	for _, l := range back.Spec.Lists {
+		if l.ConfigMapRef != nil {
+			t.Errorf("list %s still references a ConfigMap", l.Name)
+		}
+	}
+	if back.Spec.Runtime.Replicas != nil {
+		t.Error("runtime settings must not be part of the runtime config (a replica change would roll pods)")
+	}
+	again, _ := RenderConfig(c, map[string][]string{"allowedDomains": {"contoso.com"}})
+	if !bytes.Equal(out, again) {
+		t.Error("rendering is not deterministic")
+	}
+}
+
+func TestConfigHashChangesWithEveryInput(t *testing.T) {
+	base := ConfigHash([]byte("a"), map[string]map[string][]byte{"s": {"k": []byte("v")}})
+	for name, h := range map[string]string{
+		"config":     ConfigHash([]byte("b"), map[string]map[string][]byte{"s": {"k": []byte("v")}}),
+		"value":      ConfigHash([]byte("a"), map[string]map[string][]byte{"s": {"k": []byte("w")}}),
+		"key":        ConfigHash([]byte("a"), map[string]map[string][]byte{"s": {"j": []byte("v")}}),
+		"secret":     ConfigHash([]byte("a"), map[string]map[string][]byte{"t": {"k": []byte("v")}}),
+		"boundaries": ConfigHash([]byte("a"), map[string]map[string][]byte{"s": {"k": []byte("v"), "": nil}}),
+	} {
+		if h == base {
+			t.Errorf("changing the %s did not change the hash", name)
+		}
+	}
+	if ConfigHash([]byte("a"), map[string]map[string][]byte{"s": {"k": []byte("v")}}) != base {
+		t.Error("the hash is not stable")
+	}
+}
+
+func TestChildrenNeverCopyConnectorLabels(t *testing.T) {
+	c := connector(t, "full")
+	c.Labels = map[string]string{"app.kubernetes.io/instance": "argo-app", "team": "identity"}
+	c.Annotations = map[string]string{"argocd.argoproj.io/tracking-id": "app:apiconnector.dev/APIConnector:ns/x"}
+	d := MakeDeployment(c, Options{RuntimeImage: "img"}, "h")
+	for k := range d.Labels {
+		if k == "team" {
+			t.Error("connector labels leaked onto the Deployment")
+		}
+	}
+	if d.Labels["app.kubernetes.io/instance"] != c.Name {
+		t.Errorf("instance label = %q, want the connector name", d.Labels["app.kubernetes.io/instance"])
+	}
+	if _, ok := d.Annotations["argocd.argoproj.io/tracking-id"]; ok {
+		t.Error("Argo CD tracking annotation leaked onto the Deployment")
+	}
+}
+
+func TestSecretNames(t *testing.T) {
+	got := strings.Join(SecretNames(connector(t, "full")), ",")
+	if want := "entra-basic,approvals-token,audit-basic"; got != want {
+		t.Errorf("SecretNames = %s, want %s", got, want)
+	}
+	got = strings.Join(SecretNames(connector(t, "client-certificate")), ",")
+	if want := "entra-client-ca,connector-tls"; got != want {
+		t.Errorf("SecretNames = %s, want %s", got, want)
+	}
+}
