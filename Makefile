@@ -11,6 +11,10 @@ STATICCHECK := $(TOOLS) staticcheck
 IMG_RUNTIME ?= apiconnector-runtime:dev
 FUZZTIME ?= 15s
 TEST_FLAGS ?= -race -count=1
+# cert-manager's real CRDs, read from its Go module, validate every Certificate the controller writes.
+CERT_MANAGER_VERSION ?= v1.21.2
+CERT_MANAGER_CRDS = $$($(GO) mod download -json github.com/cert-manager/cert-manager@$(CERT_MANAGER_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/deploy/crds
+TEST_ENV = KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" CERT_MANAGER_CRDS="$(CERT_MANAGER_CRDS)"
 
 .PHONY: help
 help: ## Show this help.
@@ -50,7 +54,7 @@ envtest-assets: ## Build kube-apiserver and etcd from the Go module proxy (cache
 
 .PHONY: test
 test: verify-generated lint envtest-assets ## Everything CI runs: generated files, lint, unit + envtest suites, fuzz smoke.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" $(GO) test $(TEST_FLAGS) ./...
+	$(TEST_ENV) $(GO) test $(TEST_FLAGS) ./...
 	$(MAKE) fuzz
 
 .PHONY: fuzz

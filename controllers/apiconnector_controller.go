@@ -1,0 +1,438 @@
+// Package controllers reconciles APIConnectors into the runtime Deployment, Service, Ingress and
+// cert-manager Certificate that serve them, and reports kstatus-compatible status.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+
+	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/controllers/children"
+	"github.com/apiconnector/operator/runtime/rules"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// CertificateGVK is cert-manager's Certificate.
+var CertificateGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}
+
+// Reconciler reconciles APIConnectors.
+type Reconciler struct {
+	// Client reads cached objects and applies children.
+	Client client.Client
+	// APIReader reads Secrets and ConfigMaps live: they are not cached cluster-wide.
+	APIReader client.Reader
+	// Mapper tells whether cert-manager is installed; it re-discovers on a miss.
+	Mapper   meta.RESTMapper
+	Recorder events.EventRecorder
+	Options  children.Options
+
+	// certWatch starts the Certificate watch the first time cert-manager is seen.
+	certWatch   func() error
+	certWatchMu sync.Mutex
+	certWatched bool
+}
+
+// inputs are what a connector references, read at the start of a reconcile.
+type inputs struct {
+	lists   map[string][]string
+	secrets map[string]map[string][]byte
+}
+
+// +kubebuilder:rbac:groups=apiconnector.dev,resources=apiconnectors,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apiconnector.dev,resources=apiconnectors/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=configmaps;services,verbs=create;update;patch;delete
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one connector's children in line with its spec and reports what it sees.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
+	logger := log.FromContext(ctx)
+
+	conn := &apiv1.APIConnector{}
+	if err := r.Client.Get(ctx, req.NamespacedName, conn); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !conn.DeletionTimestamp.IsZero() {
+		// Children carry owner references; the garbage collector removes them.
+		return ctrl.Result{}, nil
+	}
+
+	// Status is written once, at the end, whatever happened.
+	base := conn.DeepCopy()
+	defer func() {
+		conn.Status.ObservedGeneration = conn.Generation
+		if equality.Semantic.DeepEqual(base.Status, conn.Status) {
+			return
+		}
+		if err := r.Client.Status().Patch(ctx, conn, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
+			retErr = errors.Join(retErr, fmt.Errorf("patch status: %w", err))
+		}
+	}()
+
+	in, stalled := r.readInputs(ctx, conn)
+	if stalled {
+		return ctrl.Result{}, nil
+	}
+
+	config, err := children.RenderConfig(conn, in.lists)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if !r.rulesCompile(ctx, conn, in) {
+		// The last good Deployment keeps serving; nothing is applied until the rules are fixed.
+		return ctrl.Result{}, nil
+	}
+	hash := children.ConfigHash(config, in.secrets)
+
+	if err := r.applyChildren(ctx, conn, config, hash); err != nil {
+		setCondition(conn, ConditionReady, metav1.ConditionFalse, ReasonApplyFailed, err.Error())
+		setCondition(conn, ConditionReconciling, metav1.ConditionTrue, ReasonApplyFailed, err.Error())
+		return ctrl.Result{}, err
+	}
+	if conn.Status.ConfigHash != hash {
+		r.Recorder.Eventf(conn, nil, corev1.EventTypeNormal, "RollingOut", "Apply", "Rolling out configuration %s", hash)
+		conn.Status.ConfigHash = hash
+	}
+
+	if err := r.observeDeployment(ctx, conn); err != nil {
+		return ctrl.Result{}, err
+	}
+	certApplied, err := r.applyCertificate(ctx, conn)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if certApplied {
+		if err := r.observeCertificate(ctx, conn); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	conn.Status.Endpoints = []string{children.Endpoint(conn)}
+	summarize(conn)
+	logger.V(1).Info("reconciled", "configHash", hash, "ready", conditionIs(conn, ConditionReady, metav1.ConditionTrue))
+	return ctrl.Result{}, nil
+}
+
+// readInputs reads every referenced Secret and ConfigMap. A missing one stalls the connector: the
+// watches on Secrets and ConfigMaps bring it back when the object appears.
+func (r *Reconciler) readInputs(ctx context.Context, conn *apiv1.APIConnector) (inputs, bool) {
+	in := inputs{lists: map[string][]string{}, secrets: map[string]map[string][]byte{}}
+	required := requiredSecretKeys(conn)
+	for _, name := range children.SecretNames(conn) {
+		s := &corev1.Secret{}
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: name}, s)
+		if apierrors.IsNotFound(err) {
+			r.stallWithEvent(conn, ReasonSecretNotFound, fmt.Sprintf("Secret %q not found", name))
+			return in, true
+		}
+		if err != nil {
+			r.stallWithEvent(conn, ReasonSecretNotFound, fmt.Sprintf("read Secret %q: %v", name, err))
+			return in, true
+		}
+		for _, key := range required[name] {
+			if len(s.Data[key]) == 0 {
+				r.stallWithEvent(conn, ReasonSecretKeyMissing, fmt.Sprintf("Secret %q has no key %q", name, key))
+				return in, true
+			}
+		}
+		in.secrets[name] = s.Data
+	}
+	for _, l := range conn.Spec.Lists {
+		ref := l.ConfigMapRef
+		if ref == nil {
+			continue
+		}
+		cm := &corev1.ConfigMap{}
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: ref.Name}, cm)
+		if err != nil {
+			r.stallWithEvent(conn, ReasonConfigMapNotFound, fmt.Sprintf("list %q: ConfigMap %q: %v", l.Name, ref.Name, err))
+			return in, true
+		}
+		data, ok := cm.Data[ref.Key]
+		if !ok {
+			r.stallWithEvent(conn, ReasonConfigMapNotFound, fmt.Sprintf("list %q: ConfigMap %q has no key %q", l.Name, ref.Name, ref.Key))
+			return in, true
+		}
+		in.lists[l.Name] = rules.ParseListData(data)
+	}
+	return in, false
+}
+
+// requiredSecretKeys are the keys each referenced Secret must hold, so a typo is reported on the
+// connector instead of as a pod stuck in ContainerCreating.
+func requiredSecretKeys(conn *apiv1.APIConnector) map[string][]string {
+	out := map[string][]string{}
+	add := func(name string, keys ...string) { out[name] = append(out[name], keys...) }
+	outbound := func(a *apiv1.OutboundAuth) {
+		if a == nil {
+			return
+		}
+		if a.Type == apiv1.OutboundAuthBearer {
+			add(a.SecretRef.Name, "token")
+		} else {
+			add(a.SecretRef.Name, "username", "password")
+		}
+	}
+	if b := conn.Spec.Authentication.Basic; b != nil {
+		add(b.SecretRef.Name, "username", "password")
+	}
+	if cc := conn.Spec.Authentication.ClientCertificate; cc != nil {
+		add(cc.SecretRef.Name, "ca.crt")
+	}
+	for _, c := range conn.Spec.Calls {
+		outbound(c.Auth)
+	}
+	for _, e := range conn.Spec.Events {
+		outbound(e.Sink.Auth)
+	}
+	return out
+}
+
+func (r *Reconciler) stallWithEvent(conn *apiv1.APIConnector, reason, message string) {
+	if !conditionIs(conn, ConditionStalled, metav1.ConditionTrue) || meta.FindStatusCondition(conn.Status.Conditions, ConditionStalled).Message != message {
+		r.Recorder.Eventf(conn, nil, corev1.EventTypeWarning, reason, "Reconcile", "%s", message)
+	}
+	stall(conn, reason, message)
+}
+
+// rulesCompile compiles the connector exactly as the runtime will (with lists resolved) and
+// records the outcome in RulesValid.
+func (r *Reconciler) rulesCompile(ctx context.Context, conn *apiv1.APIConnector, in inputs) bool {
+	resolved := conn.DeepCopy()
+	for i := range resolved.Spec.Lists {
+		l := &resolved.Spec.Lists[i]
+		if l.ConfigMapRef != nil {
+			l.Values, l.ConfigMapRef = in.lists[l.Name], nil
+		}
+	}
+	engine, err := rules.Compile(resolved, rules.Options{})
+	if err != nil {
+		msg := err.Error()
+		setCondition(conn, ConditionRulesValid, metav1.ConditionFalse, ReasonInvalidRules, msg)
+		r.stallWithEvent(conn, ReasonInvalidRules, msg)
+		return false
+	}
+	_ = engine.Close(ctx)
+	setCondition(conn, ConditionRulesValid, metav1.ConditionTrue, ReasonCompiled, "All expressions compile.")
+	return true
+}
+
+// applyConfiguration is a typed client-go apply configuration.
+type applyConfiguration interface {
+	runtime.ApplyConfiguration
+	GetName() *string
+	GetKind() *string
+}
+
+// apply server-side applies a child as our field owner, taking over fields someone else changed:
+// the connector is the source of truth for its children.
+func (r *Reconciler) apply(ctx context.Context, ac applyConfiguration) error {
+	if err := r.Client.Apply(ctx, ac, client.FieldOwner(children.FieldOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("apply %s %s: %w", ptr.Deref(ac.GetKind(), ""), ptr.Deref(ac.GetName(), ""), err)
+	}
+	return nil
+}
+
+// applyChildren applies every child with server-side apply and removes the ones the spec no longer
+// wants (an Ingress after switching to LoadBalancer, a PDB at one replica, a Certificate after
+// switching to a user Secret).
+func (r *Reconciler) applyChildren(ctx context.Context, conn *apiv1.APIConnector, config []byte, hash string) error {
+	objs := []applyConfiguration{
+		children.MakeConfigMap(conn, config),
+		children.MakeDeployment(conn, r.Options, hash),
+		children.MakeService(conn),
+	}
+	type child struct {
+		gvk  schema.GroupVersionKind
+		name string
+	}
+	var stale []child
+	if children.WantsIngress(conn) {
+		objs = append(objs, children.MakeIngress(conn))
+	} else {
+		stale = append(stale, child{networkingv1.SchemeGroupVersion.WithKind("Ingress"), children.IngressName(conn)})
+	}
+	if children.WantsPodDisruptionBudget(conn) {
+		objs = append(objs, children.MakePodDisruptionBudget(conn))
+	} else {
+		stale = append(stale, child{policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"), children.PDBName(conn)})
+	}
+	for _, o := range objs {
+		if err := r.apply(ctx, o); err != nil {
+			return err
+		}
+	}
+	for _, o := range stale {
+		if err := r.deleteOwned(ctx, conn, o.gvk, o.name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteOwned deletes a child we no longer want, but only if we control it. It reads metadata
+// only, from the informers the Owns watches already run.
+func (r *Reconciler) deleteOwned(ctx context.Context, conn *apiv1.APIConnector, gvk schema.GroupVersionKind, name string) error {
+	obj := &metav1.PartialObjectMetadata{}
+	obj.SetGroupVersionKind(gvk)
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: name}, obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(obj, conn) {
+		return nil
+	}
+	if err := r.Client.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete %s %s: %w", gvk.Kind, name, err)
+	}
+	return nil
+}
+
+// certManagerInstalled asks the RESTMapper, which re-runs discovery on a miss, so a cert-manager
+// installed after the operator started is noticed at the next reconcile.
+func (r *Reconciler) certManagerInstalled() (bool, error) {
+	_, err := r.Mapper.RESTMapping(CertificateGVK.GroupKind(), CertificateGVK.Version)
+	switch {
+	case err == nil:
+		return true, nil
+	case meta.IsNoMatchError(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("discover cert-manager: %w", err)
+	}
+}
+
+// applyCertificate creates the Certificate when the connector names an issuer and cert-manager is
+// installed; it reports whether one was applied, so its readiness is worth reading.
+func (r *Reconciler) applyCertificate(ctx context.Context, conn *apiv1.APIConnector) (bool, error) {
+	cert := children.MakeCertificate(conn)
+	installed, err := r.certManagerInstalled()
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case cert == nil:
+		meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionCertificateReady)
+		if !installed {
+			return false, nil
+		}
+		return false, r.deleteOwned(ctx, conn, CertificateGVK, children.CertificateName(conn))
+	case !installed:
+		setCondition(conn, ConditionCertificateReady, metav1.ConditionFalse, ReasonCertManagerNotInstalled,
+			"spec.exposure.tls.issuerRef needs cert-manager, which is not installed; install it or set spec.exposure.tls.secretName")
+		return false, nil
+	}
+	if err := r.ensureCertificateWatch(); err != nil {
+		return false, err
+	}
+	err = r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(cert), client.FieldOwner(children.FieldOwner), client.ForceOwnership)
+	if err != nil {
+		return false, fmt.Errorf("apply Certificate %s: %w", cert.GetName(), err)
+	}
+	return true, nil
+}
+
+func (r *Reconciler) ensureCertificateWatch() error {
+	r.certWatchMu.Lock()
+	defer r.certWatchMu.Unlock()
+	if r.certWatched || r.certWatch == nil {
+		return nil
+	}
+	if err := r.certWatch(); err != nil {
+		return fmt.Errorf("watch Certificates: %w", err)
+	}
+	r.certWatched = true
+	return nil
+}
+
+// observeCertificate mirrors the Certificate's Ready condition into CertificateReady.
+func (r *Reconciler) observeCertificate(ctx context.Context, conn *apiv1.APIConnector) error {
+	cert := &unstructured.Unstructured{}
+	cert.SetGroupVersionKind(CertificateGVK)
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: children.CertificateName(conn)}, cert); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	status, reason, message := metav1.ConditionFalse, ReasonCertificateNotReady, "cert-manager has not issued the certificate yet"
+	conds, _, _ := unstructured.NestedSlice(cert.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] != "Ready" {
+			continue
+		}
+		if m["status"] == "True" {
+			status, reason, message = metav1.ConditionTrue, ReasonIssued, "The certificate is issued."
+		} else if msg, _ := m["message"].(string); msg != "" {
+			message = msg
+		}
+	}
+	setCondition(conn, ConditionCertificateReady, status, reason, message)
+	return nil
+}
+
+// observeDeployment mirrors what the kube-controller-manager reports about the rollout.
+func (r *Reconciler) observeDeployment(ctx context.Context, conn *apiv1.APIConnector) error {
+	d := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: children.DeploymentName(conn)}, d); err != nil {
+		if apierrors.IsNotFound(err) {
+			setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonDeploymentUnavailable, "The Deployment does not exist yet.")
+			return nil
+		}
+		return fmt.Errorf("read Deployment: %w", err)
+	}
+	conn.Status.ReadyReplicas = d.Status.ReadyReplicas
+	want := int32(1)
+	if d.Spec.Replicas != nil {
+		want = *d.Spec.Replicas
+	}
+	available := false
+	for _, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionTrue {
+			available = true
+		}
+	}
+	rolledOut := d.Status.ObservedGeneration >= d.Generation &&
+		d.Status.UpdatedReplicas == want && d.Status.Replicas == want && d.Status.AvailableReplicas == want
+	switch {
+	case want == 0:
+		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonDeploymentUnavailable, "spec.runtime.replicas is 0: nothing serves the endpoint.")
+	case available && rolledOut:
+		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionTrue, ReasonAvailable,
+			fmt.Sprintf("%d/%d replicas serve the current configuration.", d.Status.AvailableReplicas, want))
+	default:
+		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonDeploymentUnavailable,
+			fmt.Sprintf("Rolling out: %d/%d replicas updated, %d available.", d.Status.UpdatedReplicas, want, d.Status.AvailableReplicas))
+	}
+	return nil
+}
+
+// indexKeys returns "namespace/name" keys, the form the watch indexes store.
+func indexKeys(namespace string, names []string) []string {
+	out := make([]string, 0, len(names))
+	for _, n := range names {
+		out = append(out, namespace+"/"+n)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,75 @@
+package controllers
+
+import (
+	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Condition types. Ready, Reconciling and Stalled follow kstatus so Flux, Argo CD and
+// `kubectl wait` understand the connector; the others say which part is not there yet.
+const (
+	ConditionReady               = "Ready"
+	ConditionReconciling         = "Reconciling"
+	ConditionStalled             = "Stalled"
+	ConditionRulesValid          = "RulesValid"
+	ConditionDeploymentAvailable = "DeploymentAvailable"
+	ConditionCertificateReady    = "CertificateReady"
+)
+
+// Reasons.
+const (
+	ReasonSucceeded               = "Succeeded"
+	ReasonProgressing             = "Progressing"
+	ReasonInvalidRules            = "InvalidRules"
+	ReasonSecretNotFound          = "SecretNotFound"
+	ReasonSecretKeyMissing        = "SecretKeyMissing"
+	ReasonConfigMapNotFound       = "ConfigMapNotFound"
+	ReasonApplyFailed             = "ApplyFailed"
+	ReasonDeploymentUnavailable   = "DeploymentUnavailable"
+	ReasonCertManagerNotInstalled = "CertManagerNotInstalled"
+	ReasonCertificateNotReady     = "CertificateNotReady"
+	ReasonCompiled                = "Compiled"
+	ReasonAvailable               = "Available"
+	ReasonIssued                  = "Issued"
+)
+
+// setCondition records a condition for the connector's current generation.
+func setCondition(c *apiv1.APIConnector, typ string, status metav1.ConditionStatus, reason, message string) {
+	meta.SetStatusCondition(&c.Status.Conditions, metav1.Condition{
+		Type:               typ,
+		Status:             status,
+		Reason:             reason,
+		Message:            message,
+		ObservedGeneration: c.Generation,
+	})
+}
+
+func conditionIs(c *apiv1.APIConnector, typ string, status metav1.ConditionStatus) bool {
+	cond := meta.FindStatusCondition(c.Status.Conditions, typ)
+	return cond != nil && cond.Status == status
+}
+
+// stall marks a problem that retrying cannot fix: only a change to the connector or to something
+// it references (both watched) can.
+func stall(c *apiv1.APIConnector, reason, message string) {
+	setCondition(c, ConditionStalled, metav1.ConditionTrue, reason, message)
+	setCondition(c, ConditionReady, metav1.ConditionFalse, reason, message)
+	meta.RemoveStatusCondition(&c.Status.Conditions, ConditionReconciling)
+}
+
+// summarize derives Ready and Reconciling from the detail conditions once every child was applied.
+func summarize(c *apiv1.APIConnector) {
+	meta.RemoveStatusCondition(&c.Status.Conditions, ConditionStalled)
+	for _, detail := range []string{ConditionRulesValid, ConditionDeploymentAvailable, ConditionCertificateReady} {
+		cond := meta.FindStatusCondition(c.Status.Conditions, detail)
+		if cond == nil || cond.Status == metav1.ConditionTrue {
+			continue
+		}
+		setCondition(c, ConditionReady, metav1.ConditionFalse, cond.Reason, cond.Message)
+		setCondition(c, ConditionReconciling, metav1.ConditionTrue, ReasonProgressing, cond.Message)
+		return
+	}
+	setCondition(c, ConditionReady, metav1.ConditionTrue, ReasonSucceeded, "The endpoint is served by the current configuration.")
+	meta.RemoveStatusCondition(&c.Status.Conditions, ConditionReconciling)
+}

@@ -1,0 +1,134 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/controllers/children"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+)
+
+// Field indexes on APIConnector: the "namespace/name" of every Secret and ConfigMap it references,
+// so a change to one enqueues only the connectors that use it.
+const (
+	IndexSecrets    = ".spec.secretRefs"
+	IndexConfigMaps = ".spec.configMapRefs"
+	certManagerCRD  = "certificates.cert-manager.io"
+)
+
+// SetupWithManager registers the indexes and watches. Children are watched by owner; referenced
+// Secrets and ConfigMaps metadata-only (their data is read live, never cached).
+func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opts controller.Options) error {
+	return r.setup(ctx, mgr, opts, r)
+}
+
+// setup lets tests wrap the reconciler (to count reconciles) while keeping the real watches.
+func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controller.Options, rec reconcile.Reconciler) error {
+	indexer := mgr.GetFieldIndexer()
+	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexSecrets, func(o client.Object) []string {
+		c := o.(*apiv1.APIConnector)
+		return indexKeys(c.Namespace, children.SecretNames(c))
+	}); err != nil {
+		return fmt.Errorf("index Secrets: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexConfigMaps, func(o client.Object) []string {
+		c := o.(*apiv1.APIConnector)
+		return indexKeys(c.Namespace, children.ConfigMapNames(c))
+	}); err != nil {
+		return fmt.Errorf("index ConfigMaps: %w", err)
+	}
+
+	ctl, err := ctrl.NewControllerManagedBy(mgr).
+		Named("apiconnector").
+		For(&apiv1.APIConnector{}, builder.WithPredicates(predicate.Or(
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}, builder.OnlyMetadata).
+		Owns(&networkingv1.Ingress{}, builder.OnlyMetadata).
+		Owns(&policyv1.PodDisruptionBudget{}, builder.OnlyMetadata).
+		Owns(&corev1.ConfigMap{}, builder.OnlyMetadata).
+		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexSecrets)),
+			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
+		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexConfigMaps)),
+			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
+		// cert-manager may be installed after the operator: its CRD appearing re-queues the
+		// connectors that wait for it.
+		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.waitingForCertManager),
+			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == certManagerCRD }))).
+		WithOptions(opts).
+		Build(rec)
+	if err != nil {
+		return err
+	}
+	// Owns(Certificate) cannot be registered up front: a watch on a missing CRD fails the cache
+	// sync. It starts the first time a connector needs a Certificate and cert-manager is there.
+	r.certWatch = func() error {
+		cert := &unstructured.Unstructured{}
+		cert.SetGroupVersionKind(CertificateGVK)
+		return ctl.Watch(source.Kind(mgr.GetCache(), client.Object(cert),
+			handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &apiv1.APIConnector{}, handler.OnlyControllerOwner())))
+	}
+	return nil
+}
+
+// referencing maps a Secret or ConfigMap to the connectors whose index lists it.
+func (r *Reconciler) referencing(index string) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		var list apiv1.APIConnectorList
+		key := o.GetNamespace() + "/" + o.GetName()
+		if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: key}); err != nil {
+			ctrl.LoggerFrom(ctx).Error(err, "list connectors referencing object", "index", index, "object", key)
+			return nil
+		}
+		return requests(list.Items)
+	}
+}
+
+func (r *Reconciler) waitingForCertManager(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list apiv1.APIConnectorList
+	if err := r.Client.List(ctx, &list); err != nil {
+		ctrl.LoggerFrom(ctx).Error(err, "list connectors waiting for cert-manager")
+		return nil
+	}
+	var waiting []apiv1.APIConnector
+	for _, c := range list.Items {
+		if tls := c.Spec.Exposure.TLS; tls != nil && tls.IssuerRef != nil {
+			waiting = append(waiting, c)
+		}
+	}
+	return requests(waiting)
+}
+
+func requests(items []apiv1.APIConnector) []reconcile.Request {
+	out := make([]reconcile.Request, 0, len(items))
+	for _, c := range items {
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: c.Namespace, Name: c.Name}})
+	}
+	return out
+}
+
+// NewReconciler wires a Reconciler to a manager's clients.
+func NewReconciler(mgr ctrl.Manager, opts children.Options) *Reconciler {
+	return &Reconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Mapper:    mgr.GetRESTMapper(),
+		Recorder:  mgr.GetEventRecorder("apiconnector-controller"),
+		Options:   opts,
+	}
+}
