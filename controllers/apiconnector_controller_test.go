@@ -239,7 +239,9 @@ func TestRuleChangesRollAndInvalidRulesStall(t *testing.T) {
 	}
 
 	// A valid change rolls the pods.
-	update(func(c *apiv1.APIConnector) { c.Spec.Rules[0].ValidationError.Message = "Postal codes have five digits." })
+	update(func(c *apiv1.APIConnector) {
+		c.Spec.Rules[0].ValidationError.Message = "Postal codes have five digits."
+	})
 	eventually(t, timeout, func() error {
 		if h := podTemplateHash(t, key); h == first {
 			return fmt.Errorf("pod template hash unchanged after a rule change")
@@ -266,7 +268,9 @@ func TestRuleChangesRollAndInvalidRulesStall(t *testing.T) {
 	}
 
 	// Fixing it recovers.
-	update(func(c *apiv1.APIConnector) { c.Spec.Rules[0].When = "has(claims.postalCode) && claims.postalCode.size() != 5" })
+	update(func(c *apiv1.APIConnector) {
+		c.Spec.Rules[0].When = "has(claims.postalCode) && claims.postalCode.size() != 5"
+	})
 	waitCondition(t, key, ConditionRulesValid, metav1.ConditionTrue, ReasonCompiled)
 	markDeploymentAvailable(t, key)
 	c = waitCondition(t, key, ConditionReady, metav1.ConditionTrue, "")

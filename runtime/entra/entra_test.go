@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"os"
 	"path/filepath"
 	"testing"
@@ -214,7 +213,6 @@ func TestDecodeErrorsCarryNoValues(t *testing.T) {
 	if err == nil || bytes.Contains([]byte(err.Error()), []byte("12345")) {
 		t.Errorf("err = %v", err)
 	}
-	_ = http.StatusOK
 }
 
 func repeat(s string, n int) string {

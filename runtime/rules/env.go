@@ -20,12 +20,15 @@ const (
 	MaxEstimatedCost uint64 = 10_000_000
 	// CostLimit is the actual cost at which one evaluation of an expression is aborted.
 	CostLimit uint64 = 1_000_000
+	// UntrackedCostCeiling is the estimated cost up to which an expression is evaluated without
+	// tracking its actual cost (see compile); above it, CostLimit applies.
+	UntrackedCostCeiling uint64 = 100_000
 	// MaxListEntries bounds a list's size (inline values or resolved from a ConfigMap).
 	MaxListEntries = 10_000
 	// MaxStringSize is the size assumed for strings of unknown size (claims, call bodies) when
-	// estimating cost. Entra attributes are much shorter (at most 256 characters for custom
-	// attributes), so this is generous.
-	MaxStringSize = 4096
+	// estimating cost. The longest Entra user attribute (streetAddress) holds 1024 characters;
+	// custom attributes hold 256. A longer value at request time is still bounded by CostLimit.
+	MaxStringSize = 1024
 	// maxCollectionSize is the size assumed for maps and lists of unknown size other than lists.*.
 	maxCollectionSize = 256
 	// interruptCheckFrequency is how many comprehension iterations run between checks of the
@@ -51,7 +54,6 @@ func newEnv(kind envKind) (*cel.Env, error) {
 		cel.Variable("identity", cel.MapType(cel.StringType, dyn)),
 		cel.Variable("lists", cel.MapType(cel.StringType, cel.ListType(cel.StringType))),
 		cel.OptionalTypes(),
-		cel.HomogeneousAggregateLiterals(),
 		cel.EagerlyValidateDeclarations(true),
 		cel.DefaultUTCTimeZone(true),
 		cel.CrossTypeNumericComparisons(true),
@@ -59,6 +61,7 @@ func newEnv(kind envKind) (*cel.Env, error) {
 		ext.Lists(),
 		ext.Sets(),
 		ext.Encoders(),
+		ext.Bindings(),
 	}
 	if kind >= envRule {
 		opts = append(opts, cel.Variable("calls", cel.MapType(cel.StringType, cel.MapType(cel.StringType, dyn))))
@@ -81,12 +84,11 @@ func (sizeEstimator) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
 		return &checker.SizeEstimate{Min: 0, Max: MaxListEntries}
 	}
 	switch n.Type().Kind() {
-	case types.StringKind, types.BytesKind:
-		return &checker.SizeEstimate{Min: 0, Max: MaxStringSize}
 	case types.ListKind, types.MapKind:
 		return &checker.SizeEstimate{Min: 0, Max: maxCollectionSize}
 	}
-	return nil
+	// Strings, bytes, and dyn values (claims.x, calls.x.body.y) which may be either.
+	return &checker.SizeEstimate{Min: 0, Max: MaxStringSize}
 }
 
 func (sizeEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
