@@ -9,6 +9,7 @@ import (
 	"time"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/config/argocd"
 	"github.com/apiconnector/operator/controllers/children"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -123,6 +124,8 @@ func markDeploymentAvailable(t *testing.T, key types.NamespacedName) {
 	})
 }
 
+// kstatus computes what Flux and `kubectl wait` see, and checks that the Argo CD health check we
+// ship agrees with it on the same real object.
 func kstatus(t *testing.T, c *apiv1.APIConnector) status.Status {
 	t.Helper()
 	obj, err := runtimeToUnstructured(c)
@@ -132,6 +135,14 @@ func kstatus(t *testing.T, c *apiv1.APIConnector) status.Status {
 	res, err := status.Compute(obj)
 	if err != nil {
 		t.Fatal(err)
+	}
+	health, err := argocd.Evaluate(obj.Object)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[status.Status]string{status.InProgressStatus: "Progressing", status.CurrentStatus: "Healthy", status.FailedStatus: "Degraded"}[res.Status]
+	if health.Status != want {
+		t.Errorf("Argo CD health = %s (%s) but kstatus = %s", health.Status, health.Message, res.Status)
 	}
 	return res.Status
 }
