@@ -312,6 +312,10 @@ func TestSamplesAreAccepted(t *testing.T) {
 				if u.GetNamespace() == "" {
 					u.SetNamespace("default")
 				}
+				ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": u.GetNamespace()}}}
+				if err := k8sClient.Create(context.Background(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
+					t.Fatal(err)
+				}
 				if err := k8sClient.Create(context.Background(), u, client.DryRunAll); err != nil {
 					t.Fatalf("sample rejected: %v", err)
 				}

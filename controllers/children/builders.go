@@ -71,6 +71,8 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 		"serve",
 		"--connector=" + ConfigDir + "/" + ConfigKey,
 		"--secrets-dir=" + SecretsDir,
+		// Outbound credentials are projected into the same volume under calls/ and events/.
+		"--outbound-secrets-dir=" + SecretsDir,
 		"--listen=:" + strconv.Itoa(HTTPPort),
 		"--ops-listen=:" + strconv.Itoa(OpsPort),
 	}
@@ -127,8 +129,9 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 		WithVolumes(volumes...).
 		WithAutomountServiceAccountToken(false).
 		WithEnableServiceLinks(false).
-		// Entra retries once after 20s; the runtime drains in-flight requests well within this.
-		WithTerminationGracePeriodSeconds(30).
+		// Longer than the runtime's shutdown delay (2s) plus drain timeout (25s): in-flight requests
+		// finish before the kubelet kills the pod.
+		WithTerminationGracePeriodSeconds(45).
 		WithSecurityContext(corev1ac.PodSecurityContext().
 			WithRunAsNonRoot(true).
 			WithFSGroup(RuntimeUser).

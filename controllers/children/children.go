@@ -94,10 +94,6 @@ func SelectorLabels(c *apiv1.APIConnector) map[string]string {
 	}
 }
 
-func objectMeta(c *apiv1.APIConnector, name string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Name: name, Namespace: c.Namespace, Labels: Labels(c)}
-}
-
 // RenderConfig is the runtime's configuration: the connector with ConfigMap-backed lists replaced
 // by their values, so the runtime needs no Kubernetes access. resolved maps list name to values.
 // The output is deterministic, so its hash only changes when the configuration does.

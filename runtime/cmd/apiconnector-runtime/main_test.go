@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+const samples = "../../../config/samples"
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func runCmd(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func TestUsageAndExitCodes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{nil, 2, ""},
+		{[]string{"bogus"}, 2, ""},
+		{[]string{"help"}, 0, "Usage:"},
+		{[]string{"help", "serve"}, 0, "--secrets-dir"},
+		{[]string{"version"}, 0, ""},
+		{[]string{"serve"}, 2, ""},
+		{[]string{"serve", "--connector", "x"}, 2, ""},
+		{[]string{"serve", "--nope"}, 2, ""},
+		{[]string{"serve", "-h"}, 0, ""},
+		{[]string{"serve", "--connector", "x", "--secrets-dir", "d", "--tls-cert", "c"}, 2, ""},
+		{[]string{"test"}, 2, ""},
+		{[]string{"test", "--cases", "c.yaml"}, 2, ""},
+		{[]string{"eval", "--connector", "x"}, 2, ""},
+		{[]string{"eval", "--connector", "/nonexistent", "--claims", "/nonexistent"}, 1, ""},
+	} {
+		code, out, _ := runCmd(t, tc.args...)
+		if code != tc.code || !strings.Contains(out, tc.out) {
+			t.Errorf("%v: code %d, want %d; stdout %q", tc.args, code, tc.code, out)
+		}
+	}
+}
+
+func TestEval(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	conn := filepath.Join(samples, "input-validation.yaml")
+	for _, tc := range []struct {
+		claims string
+		want   string
+	}{
+		{`{"email":"ada@fabrikam.example","postalCode":"98052"}`, "HTTP 200\n{\"version\":\"1.0.0\",\"action\":\"Continue\"}\n"},
+		{`{"email":"someone@mailinator.com","postalCode":"98052"}`, "HTTP 200\n{\"version\":\"1.0.0\",\"action\":\"ShowBlockPage\""},
+		{`{"email":"ada@fabrikam.example","postalCode":"nope"}`, "HTTP 400\n{\"version\":\"1.0.0\",\"status\":400,\"action\":\"ValidationError\""},
+		{`{"email":1}`, "HTTP 400\n" + `{"version":"1.0.0","status":400,"action":"ValidationError","userMessage":"The request could not be processed."}`},
+	} {
+		code, out, errOut := runCmd(t, "eval", "--connector", conn, "--claims", write("claims.json", tc.claims))
+		if code != 0 || !strings.HasPrefix(out, tc.want) {
+			t.Errorf("%s: code %d\n%s\nwant prefix\n%s\nstderr %s", tc.claims, code, out, tc.want, errOut)
+		}
+	}
+}
+
+func TestTestCommand(t *testing.T) {
+	code, out, errOut := runCmd(t, "test", "--cases", filepath.Join(samples, "tests", "input-validation.cases.yaml"),
+		filepath.Join(samples, "input-validation.yaml"))
+	if code != 0 || !strings.Contains(out, "PASS") {
+		t.Errorf("code %d\n%s\n%s", code, out, errOut)
+	}
+	dir := t.TempDir()
+	failing := filepath.Join(dir, "failing.cases.yaml")
+	os.WriteFile(failing, []byte("cases:\n- name: wrong\n  claims: {email: a@mailinator.com}\n  expect: {action: Continue}\n"), 0o600)
+	if code, out, _ := runCmd(t, "test", "--cases", failing, filepath.Join(samples, "input-validation.yaml")); code != 1 || !strings.Contains(out, "FAIL") {
+		t.Errorf("failing case: code %d\n%s", code, out)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestServe runs the real command wiring (connfile + rules + server) end to end and stops it
+// like SIGTERM would.
+func TestServe(t *testing.T) {
+	secrets := t.TempDir()
+	os.WriteFile(filepath.Join(secrets, "username"), []byte("entra\n"), 0o600)
+	os.WriteFile(filepath.Join(secrets, "password"), []byte("pw"), 0o600)
+	addr, ops := freePort(t), freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--connector", filepath.Join(samples, "input-validation.yaml"),
+			"--secrets-dir", secrets, "--listen", addr, "--ops-listen", ops, "--shutdown-delay", "0s"}, &out, &errOut)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		res, err := http.Get("http://" + ops + "/readyz")
+		if err == nil {
+			res.Body.Close()
+			if res.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatalf("not ready: %v\n%s%s", err, out.String(), errOut.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/validate", strings.NewReader(`{"email":"x@mailinator.com"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.SetBasicAuth("entra", "pw")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 || !strings.Contains(string(body), `"action":"ShowBlockPage"`) {
+		t.Errorf("answer %d %s", res.StatusCode, body)
+	}
+	cancel()
+	select {
+	case code := <-done:
+		if code != 0 {
+			t.Errorf("serve exited %d\n%s%s", code, out.String(), errOut.String())
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	if !strings.Contains(out.String(), `"msg":"request"`) {
+		t.Errorf("no JSON request log:\n%s", out.String())
+	}
+}

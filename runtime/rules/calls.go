@@ -1,0 +1,286 @@
+package rules
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/runtime/entra"
+)
+
+// Target identifies the call or event an outbound HTTP request belongs to. It is attached to the
+// request's context so that a RoundTripper (tests, the local runner, tracing) can tell requests
+// to the same URL apart.
+type Target struct {
+	Kind string // SecretKindCall or SecretKindEvent
+	Name string
+}
+
+type targetKey struct{}
+
+// TargetFromContext returns the Target of an outbound request's context.
+func TargetFromContext(ctx context.Context) (Target, bool) {
+	t, ok := ctx.Value(targetKey{}).(Target)
+	return t, ok
+}
+
+// DirSecrets reads outbound credentials from files at <dir>/<kind>/<name>/<key>, the layout the
+// runtime Deployment mounts. It reads on every use so rotated Secrets (which the kubelet updates
+// in place) apply without a restart; the files are tiny next to the HTTP request they serve.
+func DirSecrets(dir string) SecretSource {
+	return func(kind, name string) (map[string][]byte, error) {
+		base := filepath.Join(dir, kind, name)
+		out := map[string][]byte{}
+		for _, key := range []string{"username", "password", "token"} {
+			b, err := os.ReadFile(filepath.Join(base, key))
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("read secret %s: %w", filepath.Join(base, key), err)
+			}
+			out[key] = bytes.TrimRight(b, "\r\n")
+		}
+		if len(out) == 0 {
+			return nil, fmt.Errorf("no credentials in %s", base)
+		}
+		return out, nil
+	}
+}
+
+type callResult struct {
+	status int
+	body   any
+	err    error
+}
+
+// notRun is calls.<name> for a call that did not run (when was false) or failed under
+// failurePolicy Ignore without a usable body: status 0 and an empty body, so rules can test
+// calls.x.status == 200 without has() guards.
+func notRun() map[string]any { return map[string]any{"status": int64(0), "body": map[string]any{}} }
+
+// runCalls runs every call whose when holds, concurrently, and returns the calls variable. A
+// failure under failurePolicy Fail returns the fail-closed decision; failures under Ignore are
+// returned for Decision.Failure.
+func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decision, []string) {
+	results := make([]callResult, len(e.calls))
+	ran := make([]bool, len(e.calls))
+	var wg sync.WaitGroup
+	for i, c := range e.calls {
+		run, err := e.evalBool(ctx, c.when, v)
+		if err != nil {
+			results[i] = callResult{err: err}
+			ran[i] = true
+			continue
+		}
+		if !run {
+			continue
+		}
+		ran[i] = true
+		payload, err := e.callPayload(ctx, c, v)
+		if err != nil {
+			results[i] = callResult{err: err}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			status, body, err := e.doCall(ctx, c, payload)
+			e.opts.Observer.CallDone(c.spec.Name, time.Since(start), err)
+			results[i] = callResult{status: status, body: body, err: err}
+		}()
+	}
+	wg.Wait()
+
+	out := make(map[string]any, len(e.calls))
+	var ignored []string
+	for i, c := range e.calls {
+		r := results[i]
+		if !ran[i] {
+			out[c.spec.Name] = notRun()
+			continue
+		}
+		if r.err != nil {
+			reason := fmt.Sprintf("call %s: %v", c.spec.Name, r.err)
+			if c.failurePolicy == v1alpha1.FailurePolicyFail {
+				e.opts.Logger.WarnContext(ctx, "call failed, failing closed", "connector", e.Name(), "call", c.spec.Name, "err", r.err)
+				return nil, e.fail(reason), nil
+			}
+			e.opts.Logger.InfoContext(ctx, "call failed, ignored", "connector", e.Name(), "call", c.spec.Name, "err", r.err)
+			ignored = append(ignored, reason)
+		}
+		body := r.body
+		if body == nil {
+			body = map[string]any{}
+		}
+		out[c.spec.Name] = map[string]any{"status": int64(r.status), "body": body}
+	}
+	return types.NewStringInterfaceMap(types.DefaultTypeAdapter, out), nil, ignored
+}
+
+// callPayload is the body expression's value as plain Go data, or the request's claims.
+func (e *Engine) callPayload(ctx context.Context, c *compiledCall, v *vars) (any, error) {
+	if c.body == nil {
+		if v.rawClaims == nil {
+			return map[string]any{}, nil
+		}
+		return v.rawClaims, nil
+	}
+	out, err := e.eval(ctx, c.body, v)
+	if err != nil {
+		return nil, err
+	}
+	data, err := toJSON(out)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.body.path, err)
+	}
+	return data, nil
+}
+
+// toJSON converts a CEL value into encoding/json-compatible Go data using CEL's JSON mapping.
+func toJSON(v ref.Val) (any, error) {
+	pv, err := v.ConvertToNative(types.JSONValueType)
+	if err != nil {
+		return nil, fmt.Errorf("convert %s to JSON: %w", v.Type().TypeName(), err)
+	}
+	return pv.(*structpb.Value).AsInterface(), nil
+}
+
+// doCall sends one call. A GET carries the payload's top-level entries as query parameters;
+// other methods send it as a JSON body. Any response outside 2xx, a transport error, a timeout
+// or a body that is not JSON is an error; status and a parsable body are still returned.
+func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any) (int, any, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	ctx = context.WithValue(ctx, targetKey{}, Target{Kind: SecretKindCall, Name: c.spec.Name})
+
+	u, err := url.Parse(c.spec.URL)
+	if err != nil {
+		return 0, nil, fmt.Errorf("parse url: %w", err)
+	}
+	var body io.Reader
+	if c.method == http.MethodGet {
+		u.RawQuery = withQuery(u.Query(), payload).Encode()
+	} else {
+		b, err := json.Marshal(payload)
+		if err != nil {
+			return 0, nil, fmt.Errorf("encode body: %w", err)
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, c.method, u.String(), body)
+	if err != nil {
+		return 0, nil, err
+	}
+	for k, val := range c.spec.Headers {
+		req.Header.Set(k, val)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("Accept", "application/json")
+	if err := e.authorize(req, SecretKindCall, c.spec.Name, c.spec.Auth); err != nil {
+		return 0, nil, err
+	}
+
+	resp, err := e.opts.HTTPClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	if err != nil {
+		return resp.StatusCode, nil, fmt.Errorf("read response: %w", err)
+	}
+	if len(raw) > MaxResponseBytes {
+		return resp.StatusCode, nil, fmt.Errorf("response larger than %d bytes", MaxResponseBytes)
+	}
+	var parsed any = map[string]any{}
+	var parseErr error
+	if len(bytes.TrimSpace(raw)) > 0 {
+		parseErr = json.Unmarshal(raw, &parsed)
+		if parseErr != nil {
+			parsed = nil
+		}
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return resp.StatusCode, parsed, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	if parseErr != nil {
+		return resp.StatusCode, nil, fmt.Errorf("response is not JSON: %w", parseErr)
+	}
+	return resp.StatusCode, parsed, nil
+}
+
+// withQuery adds the payload's top-level entries (strings as is, other values as JSON) to q.
+func withQuery(q url.Values, payload any) url.Values {
+	m, _ := payload.(map[string]any)
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		switch val := m[k].(type) {
+		case string:
+			q.Set(k, val)
+		case float64:
+			q.Set(k, strconv.FormatFloat(val, 'f', -1, 64))
+		case bool:
+			q.Set(k, strconv.FormatBool(val))
+		case nil:
+		default:
+			b, _ := json.Marshal(val)
+			q.Set(k, string(b))
+		}
+	}
+	return q
+}
+
+// authorize adds outbound credentials from Options.Secrets.
+func (e *Engine) authorize(req *http.Request, kind, name string, auth *v1alpha1.OutboundAuth) error {
+	if auth == nil {
+		return nil
+	}
+	if e.opts.Secrets == nil {
+		return fmt.Errorf("%s %s needs credentials but no secret source is configured", kind, name)
+	}
+	data, err := e.opts.Secrets(kind, name)
+	if err != nil {
+		return fmt.Errorf("credentials for %s %s: %w", kind, name, err)
+	}
+	switch auth.Type {
+	case v1alpha1.OutboundAuthBasic:
+		user, pass := data["username"], data["password"]
+		if len(user) == 0 {
+			return fmt.Errorf("credentials for %s %s: no username", kind, name)
+		}
+		req.SetBasicAuth(string(user), string(pass))
+	case v1alpha1.OutboundAuthBearer:
+		tok := data["token"]
+		if len(tok) == 0 {
+			return fmt.Errorf("credentials for %s %s: no token", kind, name)
+		}
+		req.Header.Set("Authorization", "Bearer "+string(tok))
+	default:
+		return fmt.Errorf("%s %s: unknown auth type %q", kind, name, auth.Type)
+	}
+	return nil
+}

@@ -1,0 +1,485 @@
+// Package rules compiles an APIConnector's CEL rules, calls, claims and events into an Engine
+// that answers Entra ID API connector requests. It has no Kubernetes client dependency: the
+// controller calls Compile to validate a connector and the runtime calls it on config load.
+package rules
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/google/cel-go/cel"
+	celast "github.com/google/cel-go/common/ast"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
+)
+
+// Defaults applied where the spec leaves a field empty (the CRD defaults them too, but a file
+// loaded on a laptop may not have been through the API server).
+const (
+	DefaultFailureMessage = "We can't complete your sign-up right now. Please try again later."
+	DefaultTimeout        = 8 * time.Second
+	DefaultCallTimeout    = 2 * time.Second
+	// MaxResponseBytes bounds how much of a call's response body is read.
+	MaxResponseBytes = 1 << 20
+	// DefaultEventQueueSize bounds the async event queue; events beyond it are dropped and counted.
+	DefaultEventQueueSize = 1024
+)
+
+// Secret kinds passed to Options.Secrets; the runtime mounts outbound secrets at
+// <dir>/<kind>/<name>/{username,password,token}.
+const (
+	SecretKindCall  = "calls"
+	SecretKindEvent = "events"
+)
+
+// SecretSource returns the data of the outbound-auth Secret of the call or event name (kind is
+// SecretKindCall or SecretKindEvent). Keys: username and password (Basic) or token (Bearer).
+type SecretSource func(kind, name string) (map[string][]byte, error)
+
+// ListResolver returns the entries of a list read from a ConfigMap key. See ParseListData.
+type ListResolver func(ref v1alpha1.ConfigMapKeyReference) ([]string, error)
+
+// Observer receives what happens during evaluation so the server can export metrics without
+// this package depending on a metrics library. Implementations must be safe for concurrent use.
+type Observer interface {
+	// RuleHit is called when the rule decided the answer.
+	RuleHit(rule string)
+	// CallDone is called after each outbound call that ran; err is nil on success.
+	CallDone(call string, d time.Duration, err error)
+	// EventSent is called after the last delivery attempt of an event; err is nil on success.
+	EventSent(event string, d time.Duration, err error)
+	// EventDropped is called when an async event could not be queued (queue full or closed).
+	EventDropped(event string)
+	// ExpressionError is called when an expression fails at request time (path as in FieldError).
+	ExpressionError(path string, err error)
+}
+
+// NopObserver ignores everything; embed it to implement only some methods.
+type NopObserver struct{}
+
+func (NopObserver) RuleHit(string)                         {}
+func (NopObserver) CallDone(string, time.Duration, error)  {}
+func (NopObserver) EventSent(string, time.Duration, error) {}
+func (NopObserver) EventDropped(string)                    {}
+func (NopObserver) ExpressionError(string, error)          {}
+
+// Options are the runtime dependencies of an Engine. The zero value works for validation only
+// (no secrets, no ConfigMap lists); the runtime sets HTTPClient, Secrets and Observer.
+type Options struct {
+	// HTTPClient sends calls and events. Default: DefaultHTTPClient().
+	HTTPClient *http.Client
+	// Secrets provides outbound credentials. A call or event with auth fails when it is nil.
+	Secrets SecretSource
+	// ResolveList provides the entries of lists with a configMapRef. When nil, such a list is a
+	// compile error: silently using an empty allow or deny list would be a security bug.
+	ResolveList ListResolver
+	// Observer receives metrics hooks. Default: NopObserver.
+	Observer Observer
+	// Logger logs request-time failures. Default: discard.
+	Logger *slog.Logger
+	// EventQueueSize bounds the async event queue. Default: DefaultEventQueueSize.
+	EventQueueSize int
+	// EventAttempts is how many times an async event is tried. Default: 4.
+	EventAttempts int
+	// EventBackoff is the first retry delay of async events; it doubles per attempt. Default: 500ms.
+	EventBackoff time.Duration
+	// MaxEstimatedCost overrides MaxEstimatedCost (tests, or operators who know their data).
+	MaxEstimatedCost uint64
+	// CostLimit overrides CostLimit.
+	CostLimit uint64
+	// AlwaysTrackCost applies the runtime cost limit to every expression, not only to those
+	// estimated above UntrackedCostCeiling (slower; for the paranoid and for tests).
+	AlwaysTrackCost bool
+	// Now is the clock for CloudEvent times. Default: time.Now.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.HTTPClient == nil {
+		o.HTTPClient = DefaultHTTPClient()
+	}
+	if o.Observer == nil {
+		o.Observer = NopObserver{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.EventQueueSize <= 0 {
+		o.EventQueueSize = DefaultEventQueueSize
+	}
+	if o.EventAttempts <= 0 {
+		o.EventAttempts = 4
+	}
+	if o.EventBackoff <= 0 {
+		o.EventBackoff = 500 * time.Millisecond
+	}
+	if o.MaxEstimatedCost == 0 {
+		o.MaxEstimatedCost = MaxEstimatedCost
+	}
+	if o.CostLimit == 0 {
+		o.CostLimit = CostLimit
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// DefaultHTTPClient is the client used for calls and events when Options.HTTPClient is nil. It
+// ignores proxy environment variables (an outbound call going through a proxy nobody configured
+// for this connector is a surprise) and bounds every phase; per-call timeouts come from ctx.
+func DefaultHTTPClient() *http.Client {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	t.ResponseHeaderTimeout = 10 * time.Second
+	t.MaxIdleConnsPerHost = 32
+	return &http.Client{
+		Transport: t,
+		Timeout:   15 * time.Second,
+		// Redirects of a POST to an approval system are more likely a misconfiguration than
+		// intended; answer with the redirect status instead of following it.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+// Engine answers requests for one compiled connector. It is safe for concurrent use. Close it
+// to drain async events when the configuration is replaced or the process stops.
+type Engine struct {
+	namespace, name string
+	step            v1alpha1.Step
+	failurePolicy   v1alpha1.FailurePolicy
+	failureMessage  string
+	timeout         time.Duration
+
+	lists  ref.Val
+	calls  []*compiledCall
+	rules  []*compiledRule
+	claims []*compiledClaim
+	events []*compiledEvent
+
+	opts  Options
+	queue *eventQueue
+}
+
+type program struct {
+	path string
+	prg  cel.Program
+	// loops says the expression has a comprehension (all, exists, map, filter...). Only those
+	// can run long, and interrupting them through ContextEval costs a context per evaluation,
+	// so loop-free expressions use Eval.
+	loops bool
+}
+
+type compiledCall struct {
+	spec          v1alpha1.Call
+	method        string
+	timeout       time.Duration
+	failurePolicy v1alpha1.FailurePolicy
+	when, body    *program // nil when empty
+}
+
+type compiledRule struct {
+	name    string
+	action  string // entra.Action value
+	message string
+	msgExpr *program
+	when    *program
+}
+
+type compiledClaim struct {
+	name string
+	expr *program
+}
+
+type compiledEvent struct {
+	spec          v1alpha1.Event
+	delivery      v1alpha1.DeliveryMode
+	failurePolicy v1alpha1.FailurePolicy
+	when, data    *program
+}
+
+// Name is the connector's namespace/name.
+func (e *Engine) Name() string { return e.namespace + "/" + e.name }
+
+// Timeout is the connector's request deadline (spec.timeout or DefaultTimeout).
+func (e *Engine) Timeout() time.Duration { return e.timeout }
+
+// Step is the connector's configured step.
+func (e *Engine) Step() v1alpha1.Step { return e.step }
+
+// Compile validates conn and compiles every expression. The error, if any, is a CompileErrors
+// listing all problems by field path. Compile the connector once per configuration; the Engine
+// holds no per-request state.
+func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
+	var c errs
+	validate(&c, conn)
+	opts = opts.withDefaults()
+	s := &conn.Spec
+	e := &Engine{
+		namespace:      conn.Namespace,
+		name:           conn.Name,
+		step:           s.Step,
+		failurePolicy:  orPolicy(s.FailurePolicy, v1alpha1.FailurePolicyFail),
+		failureMessage: s.FailureMessage,
+		timeout:        DefaultTimeout,
+		opts:           opts,
+	}
+	if e.failureMessage == "" {
+		e.failureMessage = DefaultFailureMessage
+	}
+	if s.Timeout != nil && s.Timeout.Duration > 0 {
+		e.timeout = s.Timeout.Duration
+	}
+
+	cp, err := newCompiler(opts, s)
+	if err != nil {
+		return nil, err
+	}
+	cp.errs = &c
+
+	listNames := map[string]bool{}
+	lists := make(map[ref.Val]ref.Val, len(s.Lists))
+	for i, l := range s.Lists {
+		listNames[l.Name] = true
+		values := l.Values
+		if l.ConfigMapRef != nil {
+			path := fmt.Sprintf("spec.lists[%d].configMapRef", i)
+			if opts.ResolveList == nil {
+				c.add(path, "ConfigMap %s key %s is not resolved (no ConfigMap data available)", l.ConfigMapRef.Name, l.ConfigMapRef.Key)
+				continue
+			}
+			values, err = opts.ResolveList(*l.ConfigMapRef)
+			if err != nil {
+				c.add(path, "resolve ConfigMap %s key %s: %v", l.ConfigMapRef.Name, l.ConfigMapRef.Key, err)
+				continue
+			}
+		}
+		if len(values) > MaxListEntries {
+			c.add(fmt.Sprintf("spec.lists[%d]", i), "has %d entries, more than the maximum %d", len(values), MaxListEntries)
+			continue
+		}
+		lists[types.String(l.Name)] = newStringSet(values)
+	}
+	e.lists = types.NewRefValMap(types.DefaultTypeAdapter, lists)
+	cp.listNames = listNames
+
+	for i, call := range s.Calls {
+		p := fmt.Sprintf("spec.calls[%d]", i)
+		cc := &compiledCall{
+			spec:          call,
+			method:        call.Method,
+			timeout:       DefaultCallTimeout,
+			failurePolicy: orPolicy(call.FailurePolicy, v1alpha1.FailurePolicyFail),
+			when:          cp.compile(cp.callEnv, p+".when", call.When, wantBool),
+			body:          cp.compile(cp.callEnv, p+".body", call.Body, wantMap),
+		}
+		if cc.method == "" {
+			cc.method = http.MethodPost
+		}
+		if call.Timeout != nil && call.Timeout.Duration > 0 {
+			cc.timeout = call.Timeout.Duration
+		}
+		e.calls = append(e.calls, cc)
+	}
+
+	for i, r := range s.Rules {
+		p := fmt.Sprintf("spec.rules[%d]", i)
+		cr := &compiledRule{name: r.Name, when: cp.compile(cp.ruleEnv, p+".when", r.When, wantBool)}
+		out, field := r.Block, "block"
+		cr.action = "ShowBlockPage"
+		if r.ValidationError != nil {
+			out, field, cr.action = r.ValidationError, "validationError", "ValidationError"
+		}
+		if out != nil {
+			cr.message = out.Message
+			cr.msgExpr = cp.compile(cp.ruleEnv, p+"."+field+".messageExpression", out.MessageExpression, wantString)
+		}
+		e.rules = append(e.rules, cr)
+	}
+
+	// Sorted so evaluation order, logs and error lists are deterministic.
+	claimNames := make([]string, 0, len(s.Claims))
+	for name := range s.Claims {
+		claimNames = append(claimNames, name)
+	}
+	sort.Strings(claimNames)
+	for _, name := range claimNames {
+		e.claims = append(e.claims, &compiledClaim{
+			name: name,
+			expr: cp.compile(cp.ruleEnv, "spec.claims."+name, s.Claims[name], wantClaim),
+		})
+	}
+
+	for i, ev := range s.Events {
+		p := fmt.Sprintf("spec.events[%d]", i)
+		e.events = append(e.events, &compiledEvent{
+			spec:          ev,
+			delivery:      orDelivery(ev.Delivery),
+			failurePolicy: orPolicy(ev.FailurePolicy, v1alpha1.FailurePolicyIgnore),
+			when:          cp.compile(cp.eventEnv, p+".when", ev.When, wantBool),
+			data:          cp.compile(cp.eventEnv, p+".data", ev.Data, wantMap),
+		})
+	}
+
+	if err := c.err(); err != nil {
+		return nil, err
+	}
+	e.queue = newEventQueue(e)
+	return e, nil
+}
+
+func orPolicy(p, def v1alpha1.FailurePolicy) v1alpha1.FailurePolicy {
+	if p == "" {
+		return def
+	}
+	return p
+}
+
+func orDelivery(d v1alpha1.DeliveryMode) v1alpha1.DeliveryMode {
+	if d == "" {
+		return v1alpha1.DeliveryAsync
+	}
+	return d
+}
+
+type compiler struct {
+	opts                       Options
+	callEnv, ruleEnv, eventEnv *cel.Env
+	callNames, listNames       map[string]bool
+	errs                       *errs
+}
+
+func newCompiler(opts Options, s *v1alpha1.APIConnectorSpec) (*compiler, error) {
+	cp := &compiler{opts: opts, callNames: map[string]bool{}}
+	var err error
+	if cp.callEnv, err = newEnv(envCall); err != nil {
+		return nil, err
+	}
+	if cp.ruleEnv, err = newEnv(envRule); err != nil {
+		return nil, err
+	}
+	if cp.eventEnv, err = newEnv(envEvent); err != nil {
+		return nil, err
+	}
+	for _, c := range s.Calls {
+		cp.callNames[c.Name] = true
+	}
+	return cp, nil
+}
+
+// typeCheck says whether an expression's static output type is acceptable. dyn is always
+// accepted (claims.x is dyn); its actual type is checked at evaluation.
+type typeCheck struct {
+	desc string
+	ok   func(*cel.Type) bool
+}
+
+var (
+	wantBool   = typeCheck{"bool", func(t *cel.Type) bool { return isType(t, cel.BoolType) }}
+	wantString = typeCheck{"string", func(t *cel.Type) bool { return isType(t, cel.StringType) }}
+	wantMap    = typeCheck{"map", func(t *cel.Type) bool { return t.Kind() == types.MapKind || isType(t, cel.DynType) }}
+	wantClaim  = typeCheck{"string or optional_type(string)", func(t *cel.Type) bool {
+		if t.Kind() == types.OpaqueKind && t.TypeName() == "optional_type" && len(t.Parameters()) == 1 {
+			return isType(t.Parameters()[0], cel.StringType)
+		}
+		return isType(t, cel.StringType)
+	}}
+)
+
+func isType(t, want *cel.Type) bool { return t.IsExactType(want) || t.IsExactType(cel.DynType) }
+
+// compile type-checks, cost-checks and plans one expression. An empty expression yields nil.
+// Problems are recorded on cp.errs under path.
+func (cp *compiler) compile(env *cel.Env, path string, expr v1alpha1.Expression, want typeCheck) *program {
+	if expr == "" {
+		return nil
+	}
+	if len(expr) > maxExpressionLength {
+		cp.errs.add(path, "expression is longer than %d characters", maxExpressionLength)
+		return nil
+	}
+	ast, iss := env.Compile(string(expr))
+	if iss.Err() != nil {
+		for _, e := range iss.Errors() {
+			cp.errs.add(path, "%d:%d: %s", e.Location.Line(), e.Location.Column()+1, e.Message)
+		}
+		return nil
+	}
+	if t := ast.OutputType(); !want.ok(t) {
+		cp.errs.add(path, "must evaluate to %s, but evaluates to %s", want.desc, t)
+		return nil
+	}
+	if !cp.checkReferences(path, ast) {
+		return nil
+	}
+	est, err := env.EstimateCost(ast, sizeEstimator{})
+	if err != nil {
+		cp.errs.add(path, "estimate cost: %v", err)
+		return nil
+	}
+	if est.Max > cp.opts.MaxEstimatedCost {
+		cp.errs.add(path, "estimated cost %d exceeds the limit %d; avoid nested loops over lists and large strings", est.Max, cp.opts.MaxEstimatedCost)
+		return nil
+	}
+	popts := []cel.ProgramOption{
+		cel.EvalOptions(cel.OptOptimize),
+		cel.InterruptCheckFrequency(interruptCheckFrequency),
+	}
+	// Tracking actual cost triples the evaluation time of a typical rule, so it is only paid
+	// where it can matter: an expression estimated below UntrackedCostCeiling has no nested
+	// loops over lists, and its actual cost grows at most linearly with the request size (which
+	// the server bounds). Loops are still interrupted by the request's deadline.
+	if cp.opts.AlwaysTrackCost || est.Max > UntrackedCostCeiling {
+		popts = append(popts, cel.CostLimit(cp.opts.CostLimit))
+	}
+	prg, err := env.Program(ast, popts...)
+	if err != nil {
+		cp.errs.add(path, "plan: %v", err)
+		return nil
+	}
+	return &program{path: path, prg: prg, loops: hasComprehension(ast)}
+}
+
+func hasComprehension(ast *cel.Ast) bool {
+	found := false
+	celast.PostOrderVisit(ast.NativeRep().Expr(), celast.NewExprVisitor(func(x celast.Expr) {
+		found = found || x.Kind() == celast.ComprehensionKind
+	}))
+	return found
+}
+
+// checkReferences rejects calls.<name> and lists.<name> naming nothing: both are maps to the
+// type checker, so a typo would otherwise only show up as a "no such key" error at request time.
+func (cp *compiler) checkReferences(path string, ast *cel.Ast) bool {
+	ok := true
+	native := ast.NativeRep()
+	celast.PostOrderVisit(native.Expr(), celast.NewExprVisitor(func(x celast.Expr) {
+		if x.Kind() != celast.SelectKind {
+			return
+		}
+		sel := x.AsSelect()
+		if sel.Operand().Kind() != celast.IdentKind {
+			return
+		}
+		var known map[string]bool
+		switch sel.Operand().AsIdent() {
+		case "calls":
+			known = cp.callNames
+		case "lists":
+			known = cp.listNames
+		default:
+			return
+		}
+		if !known[sel.FieldName()] {
+			loc := native.SourceInfo().GetStartLocation(x.ID())
+			cp.errs.add(path, "%d:%d: %s.%s is not defined in the connector", loc.Line(), loc.Column()+1, sel.Operand().AsIdent(), sel.FieldName())
+			ok = false
+		}
+	}))
+	return ok
+}

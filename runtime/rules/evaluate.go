@@ -1,0 +1,266 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/interpreter"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/runtime/entra"
+)
+
+var _ entra.Evaluator = (*Engine)(nil)
+
+// vars is the CEL activation of one request. Every value is converted to a CEL value once per
+// request, not once per expression, and the claims map is wrapped, not copied.
+type vars struct {
+	claims, request, identity, lists, calls, decision ref.Val
+	// rawClaims are the request's claims as sent (without extension aliases), the default body
+	// of a call.
+	rawClaims map[string]any
+}
+
+func (v *vars) ResolveName(name string) (any, bool) {
+	var out ref.Val
+	switch name {
+	case "claims":
+		out = v.claims
+	case "request":
+		out = v.request
+	case "identity":
+		out = v.identity
+	case "lists":
+		out = v.lists
+	case "calls":
+		out = v.calls
+	case "decision":
+		out = v.decision
+	}
+	return out, out != nil
+}
+
+func (v *vars) Parent() interpreter.Activation { return nil }
+
+var emptyMap = types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{})
+
+func (e *Engine) newVars(req *entra.Request) *vars {
+	claims := withExtensionAliases(req.Claims)
+	str := func(key string) string { s, _ := claims[key].(string); return s }
+	step := str("step")
+	if step == "" {
+		step = string(e.step)
+	}
+	identity := emptyMap
+	if ids, ok := claims["identities"].([]any); ok && len(ids) > 0 {
+		if first, ok := ids[0].(map[string]any); ok {
+			identity = types.NewStringInterfaceMap(types.DefaultTypeAdapter, first)
+		}
+	}
+	return &vars{
+		claims: types.NewStringInterfaceMap(types.DefaultTypeAdapter, claims),
+		request: types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
+			"step": step, "clientId": str("client_id"), "uiLocales": str("ui_locales"),
+		}),
+		identity:  identity,
+		lists:     e.lists,
+		calls:     emptyMap,
+		rawClaims: req.Claims,
+	}
+}
+
+// withExtensionAliases adds extension_<Name> for every extension_<32 hex>_<Name> claim, so rules
+// need not hard-code the tenant's extensions-app ID. The map is copied only when there is
+// something to add; a claim the request itself sends under the short name wins.
+func withExtensionAliases(claims map[string]any) map[string]any {
+	var out map[string]any
+	for k, v := range claims {
+		short, ok := extensionAlias(k)
+		if !ok {
+			continue
+		}
+		if _, exists := claims[short]; exists {
+			continue
+		}
+		if out == nil {
+			out = make(map[string]any, len(claims)+4)
+			for k2, v2 := range claims {
+				out[k2] = v2
+			}
+		}
+		out[short] = v
+	}
+	if out == nil {
+		if claims == nil {
+			return map[string]any{}
+		}
+		return claims
+	}
+	return out
+}
+
+// extensionAlias maps extension_<32 lowercase hex>_<Name> to extension_<Name>.
+func extensionAlias(key string) (string, bool) {
+	const prefix, idLen = "extension_", 32
+	if len(key) <= len(prefix)+idLen+1 || !strings.HasPrefix(key, prefix) || key[len(prefix)+idLen] != '_' {
+		return "", false
+	}
+	for _, c := range key[len(prefix) : len(prefix)+idLen] {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return "", false
+		}
+	}
+	return prefix + key[len(prefix)+idLen+1:], true
+}
+
+// eval runs one program; errors name the expression's field path.
+func (e *Engine) eval(ctx context.Context, p *program, v *vars) (ref.Val, error) {
+	var out ref.Val
+	var err error
+	if p.loops {
+		out, _, err = p.prg.ContextEval(ctx, v)
+	} else if err = ctx.Err(); err == nil {
+		out, _, err = p.prg.Eval(v)
+	}
+	if err != nil {
+		err = fmt.Errorf("%s: %w", p.path, err)
+		e.opts.Observer.ExpressionError(p.path, err)
+		return nil, err
+	}
+	return out, nil
+}
+
+func (e *Engine) evalBool(ctx context.Context, p *program, v *vars) (bool, error) {
+	if p == nil {
+		return true, nil // an empty when means always
+	}
+	out, err := e.eval(ctx, p, v)
+	if err != nil {
+		return false, err
+	}
+	b, ok := out.(types.Bool)
+	if !ok {
+		err := fmt.Errorf("%s: evaluated to %s, want bool", p.path, out.Type().TypeName())
+		e.opts.Observer.ExpressionError(p.path, err)
+		return false, err
+	}
+	return bool(b), nil
+}
+
+// Evaluate decides the answer to req. Failures of calls and expressions are handled by the
+// connector's failure policies and reported in Decision.Failure; the error is reserved for
+// an invalid request (nil).
+func (e *Engine) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decision, error) {
+	if req == nil {
+		return nil, errors.New("nil request")
+	}
+	ctx, cancel := context.WithTimeout(ctx, e.timeout)
+	defer cancel()
+	v := e.newVars(req)
+	d := e.decide(ctx, v)
+	if len(e.events) > 0 {
+		d = e.emitEvents(ctx, v, req, d)
+	}
+	return d, nil
+}
+
+// fail is the fail-closed answer.
+func (e *Engine) fail(reason string) *entra.Decision {
+	return &entra.Decision{Action: entra.ActionShowBlockPage, UserMessage: e.failureMessage, Failure: reason}
+}
+
+func (e *Engine) decide(ctx context.Context, v *vars) *entra.Decision {
+	var failures []string
+	if len(e.calls) > 0 {
+		calls, d, ignored := e.runCalls(ctx, v)
+		if d != nil {
+			return d
+		}
+		v.calls = calls
+		failures = append(failures, ignored...)
+	}
+
+	for _, r := range e.rules {
+		match, err := e.evalBool(ctx, r.when, v)
+		if err != nil {
+			if e.failurePolicy == v1alpha1.FailurePolicyFail {
+				e.opts.Logger.WarnContext(ctx, "rule failed, failing closed", "connector", e.Name(), "rule", r.name, "err", err)
+				return e.fail(err.Error())
+			}
+			failures = append(failures, err.Error())
+			continue
+		}
+		if !match {
+			continue
+		}
+		e.opts.Observer.RuleHit(r.name)
+		return &entra.Decision{
+			Action:      entra.Action(r.action),
+			UserMessage: e.message(ctx, r, v),
+			Rule:        r.name,
+			Failure:     strings.Join(failures, "; "),
+		}
+	}
+
+	d := &entra.Decision{Action: entra.ActionContinue}
+	for _, c := range e.claims {
+		val, set, err := e.claimValue(ctx, c, v)
+		if err != nil {
+			if e.failurePolicy == v1alpha1.FailurePolicyFail {
+				e.opts.Logger.WarnContext(ctx, "claim failed, failing closed", "connector", e.Name(), "claim", c.name, "err", err)
+				return e.fail(err.Error())
+			}
+			failures = append(failures, err.Error())
+			continue
+		}
+		if !set {
+			continue
+		}
+		if d.Claims == nil {
+			d.Claims = make(map[string]string, len(e.claims))
+		}
+		d.Claims[c.name] = val
+	}
+	d.Failure = strings.Join(failures, "; ")
+	return d
+}
+
+// message is the rule's userMessage: messageExpression, falling back to message, falling back to
+// the connector's failure message (the CRD requires one of the first two).
+func (e *Engine) message(ctx context.Context, r *compiledRule, v *vars) string {
+	if r.msgExpr != nil {
+		out, err := e.eval(ctx, r.msgExpr, v)
+		if err == nil {
+			if s, ok := out.(types.String); ok && s != "" {
+				return string(s)
+			}
+		}
+	}
+	if r.message != "" {
+		return r.message
+	}
+	return e.failureMessage
+}
+
+// claimValue evaluates a claim; set is false for optional.none().
+func (e *Engine) claimValue(ctx context.Context, c *compiledClaim, v *vars) (string, bool, error) {
+	out, err := e.eval(ctx, c.expr, v)
+	if err != nil {
+		return "", false, err
+	}
+	if opt, ok := out.(*types.Optional); ok {
+		if !opt.HasValue() {
+			return "", false, nil
+		}
+		out = opt.GetValue()
+	}
+	s, ok := out.(types.String)
+	if !ok {
+		return "", false, fmt.Errorf("%s: evaluated to %s, want string", c.expr.path, out.Type().TypeName())
+	}
+	return string(s), true, nil
+}

@@ -1,0 +1,64 @@
+package rulestest
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestRunnerReportsFailuresAndCapturesCalls(t *testing.T) {
+	dir := t.TempDir()
+	cases := filepath.Join(dir, "c.yaml")
+	if err := os.WriteFile(cases, []byte(`
+connector: identity-verification
+cases:
+  - name: wrong expectation
+    claims: {surname: Lovelace, email: ada@fabrikam.example}
+    calls:
+      verify: {body: {verified: true}}
+    expect:
+      action: ShowBlockPage
+      claims: {other: x}
+  - name: missing stub fails closed
+    claims: {email: a@b.example}
+    expect: {action: Continue}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	results, err := RunFile([]string{"../../config/samples/identity-verification.yaml"}, cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if Passed(results) || len(results) != 2 {
+		t.Fatalf("want 2 failing results, got %+v", results)
+	}
+	p := strings.Join(results[0].Problems, "\n")
+	for _, want := range []string{"action: got Continue, want ShowBlockPage", `claim other: got "", want "x"`, `claim extension_IdentityVerified: got "true", want none`} {
+		if !strings.Contains(p, want) {
+			t.Errorf("problems lack %q:\n%s", want, p)
+		}
+	}
+	if !strings.Contains(strings.Join(results[1].Problems, "\n"), "no stub for call verify") {
+		t.Errorf("problems: %v", results[1].Problems)
+	}
+	calls := results[0].Outcome.Calls
+	if len(calls) != 1 || calls[0].Method != "POST" || calls[0].Header.Get("Content-Type") != "application/json" ||
+		!strings.HasPrefix(calls[0].Header.Get("Authorization"), "Basic ") || !strings.Contains(calls[0].Body, `"surname":"Lovelace"`) {
+		t.Errorf("captured call %+v", calls)
+	}
+	var buf bytes.Buffer
+	PrintTable(&buf, results)
+	if !strings.Contains(buf.String(), "0 passed, 2 failed") {
+		t.Errorf("table:\n%s", buf.String())
+	}
+}
+
+func TestUnknownCaseFieldIsAnError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "c.yaml")
+	os.WriteFile(p, []byte("cases:\n- name: x\n  expect: {action: Continue, claimz: {}}\n"), 0o600)
+	if _, err := LoadCases(p); err == nil || !strings.Contains(err.Error(), "claimz") {
+		t.Errorf("got %v", err)
+	}
+}

@@ -1,0 +1,146 @@
+package server
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Names of the credential files in the secrets directory (the keys of the connector's Secret).
+const (
+	UsernameFile = "username"
+	PasswordFile = "password"
+	CAFile       = "ca.crt"
+)
+
+// basicCreds holds only hashes: comparing fixed-size digests in constant time hides the length of
+// the stored secrets, which comparing the raw bytes with subtle.ConstantTimeCompare would not.
+type basicCreds struct {
+	user, pass [sha256.Size]byte
+}
+
+func (b *basicCreds) match(user, pass string) bool {
+	u := sha256.Sum256([]byte(user))
+	p := sha256.Sum256([]byte(pass))
+	// Both comparisons always run, so timing does not tell which part was wrong.
+	return subtle.ConstantTimeCompare(u[:], b.user[:])&subtle.ConstantTimeCompare(p[:], b.pass[:]) == 1
+}
+
+// trustBundle is the parsed ca.crt: CAs and pinned client certificates, several at once so a
+// client certificate can be rolled over.
+type trustBundle struct {
+	certs []*x509.Certificate
+	pool  *x509.CertPool
+}
+
+// credentials are one snapshot of the secrets directory. A nil part was never loaded successfully.
+type credentials struct {
+	basic *basicCreds
+	trust *trustBundle
+}
+
+// readSecretFile reads one credential file. A single trailing newline (CR LF or LF) is removed,
+// since `kubectl create secret --from-file` of a file written by an editor keeps it and nobody means
+// it to be part of a password.
+func readSecretFile(dir, name string) ([]byte, error) {
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		return nil, err
+	}
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	return bytes.TrimSuffix(b, []byte("\r")), nil
+}
+
+func loadBasic(dir string) (*basicCreds, error) {
+	user, err := readSecretFile(dir, UsernameFile)
+	if err != nil {
+		return nil, fmt.Errorf("basic credentials: %w", err)
+	}
+	pass, err := readSecretFile(dir, PasswordFile)
+	if err != nil {
+		return nil, fmt.Errorf("basic credentials: %w", err)
+	}
+	if len(user) == 0 || len(pass) == 0 {
+		// An empty password would make "user:" a valid credential; refuse to run like that.
+		return nil, errors.New("basic credentials: username and password must not be empty")
+	}
+	if bytes.IndexByte(user, ':') >= 0 {
+		return nil, errors.New("basic credentials: username must not contain ':'")
+	}
+	return &basicCreds{user: sha256.Sum256(user), pass: sha256.Sum256(pass)}, nil
+}
+
+func loadTrust(dir string) (*trustBundle, error) {
+	data, err := os.ReadFile(filepath.Join(dir, CAFile))
+	if err != nil {
+		return nil, fmt.Errorf("client certificate trust: %w", err)
+	}
+	t, err := parseTrust(data)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate trust %s: %w", CAFile, err)
+	}
+	return t, nil
+}
+
+func parseTrust(data []byte) (*trustBundle, error) {
+	t := &trustBundle{pool: x509.NewCertPool()}
+	for rest := data; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("parse certificate %d: %w", len(t.certs)+1, err)
+		}
+		t.certs = append(t.certs, c)
+		t.pool.AddCert(c)
+	}
+	if len(t.certs) == 0 {
+		return nil, errors.New("no PEM CERTIFICATE blocks")
+	}
+	return t, nil
+}
+
+// verify accepts a client chain (leaf first) when the leaf is pinned in the bundle or chains to a
+// certificate in it.
+//
+// Any extended key usage is accepted: trust is anchored in the operator-supplied bundle, not in
+// public roots, and publicly issued certificates are losing the clientAuth EKU (Chrome root program,
+// 2026), so requiring it would break certificates Entra legitimately presents.
+func (t *trustBundle) verify(chain []*x509.Certificate, now time.Time) error {
+	if len(chain) == 0 {
+		return errors.New("no certificate")
+	}
+	leaf := chain[0]
+	for _, c := range t.certs {
+		if bytes.Equal(c.Raw, leaf.Raw) {
+			if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
+				return errors.New("pinned certificate is expired or not yet valid")
+			}
+			return nil
+		}
+	}
+	inter := x509.NewCertPool()
+	for _, c := range chain[1:] {
+		inter.AddCert(c)
+	}
+	_, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         t.pool,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	return err
+}

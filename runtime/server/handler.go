@@ -1,0 +1,335 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/runtime/entra"
+)
+
+// BadRequestMessage is the userMessage of answers to requests that could not be processed.
+const BadRequestMessage = "The request could not be processed."
+
+// Handler returns the connector endpoint. It answers on every path: the ingress routes the
+// connector's host and path to it.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serveConnector) }
+
+// OpsHandler returns /healthz, /readyz and /metrics, for a listener separate from the connector's
+// so they are never exposed through the connector's ingress.
+func (s *Server) OpsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if ok, why := s.Ready(); !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, why+"\n")
+			return
+		}
+		io.WriteString(w, "ok\n")
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{Registry: s.registry}))
+	return mux
+}
+
+// outcome is what one request led to, for the log line and the metrics.
+type outcome struct {
+	action string // entra action, or a refusal class such as Unauthorized
+	code   int
+	rule   string
+	reason string // why a request was refused or failed over to the policy
+	claims []byte // returned claims (Continue), logged only with LogClaims
+}
+
+func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	cfg := s.cfg.Load() // one connector version for the whole request
+	s.metrics.inflight.Inc()
+	defer s.metrics.inflight.Dec()
+
+	id := requestID(r.Header.Get("X-Request-Id"))
+	w.Header().Set("X-Request-Id", id)
+	log := s.log.With("request_id", id, "step", string(cfg.step))
+
+	o, req := s.answer(w, r, cfg, log)
+
+	s.metrics.requests.WithLabelValues(string(cfg.step), o.action, strconv.Itoa(o.code)).Inc()
+	s.metrics.duration.WithLabelValues(string(cfg.step)).Observe(time.Since(start).Seconds())
+	attrs := []any{"action", o.action, "code", o.code, "latency_ms", float64(time.Since(start).Microseconds()) / 1000}
+	if o.rule != "" {
+		attrs = append(attrs, "rule", o.rule)
+	}
+	if o.reason != "" {
+		attrs = append(attrs, "reason", o.reason)
+	}
+	if s.opts.LogClaims {
+		if req != nil {
+			attrs = append(attrs, "claims", string(req.Canonical))
+		}
+		if o.claims != nil {
+			attrs = append(attrs, "returned_claims", string(o.claims))
+		}
+	}
+	level := slog.LevelInfo
+	if o.code >= 400 && o.action != string(entra.ActionValidationError) {
+		level = slog.LevelWarn
+	}
+	log.Log(r.Context(), level, "request", attrs...)
+}
+
+// answer writes the response and reports what happened. The decoded request is returned for logging.
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log *slog.Logger) (outcome, *entra.Request) {
+	// The deadline covers everything from here, body reading included: Entra waits 20s in total.
+	ctx, cancel := context.WithTimeout(r.Context(), cfg.timeout)
+	defer cancel()
+
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return s.refuse(w, cfg, http.StatusMethodNotAllowed, "MethodNotAllowed", "method"), nil
+	}
+	// Authentication comes before anything about the body, so unauthenticated callers learn
+	// nothing about what the endpoint accepts.
+	if reason := authenticate(r, cfg.auth, s.creds.Load(), time.Now()); reason != "" {
+		s.metrics.authFailures.WithLabelValues(reason).Inc()
+		if cfg.auth.mode == authBasic {
+			w.Header().Set("WWW-Authenticate", `Basic realm="apiconnector", charset="UTF-8"`)
+		}
+		w.WriteHeader(http.StatusUnauthorized)
+		return outcome{action: "Unauthorized", code: http.StatusUnauthorized, reason: reason}, nil
+	}
+	if !isJSON(r.Header.Get("Content-Type")) {
+		return s.refuse(w, cfg, http.StatusUnsupportedMediaType, "UnsupportedMediaType", "content_type"), nil
+	}
+	if r.ContentLength > s.opts.MaxBody {
+		return s.refuse(w, cfg, http.StatusRequestEntityTooLarge, "TooLarge", "body_too_large"), nil
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return s.refuse(w, cfg, http.StatusRequestEntityTooLarge, "TooLarge", "body_too_large"), nil
+		}
+		return s.refuse(w, cfg, http.StatusBadRequest, "BadRequest", "read_body"), nil
+	}
+	req, err := entra.DecodeRequest(body)
+	if err != nil {
+		log.Warn("request refused", "error", err.Error())
+		return s.refuse(w, cfg, http.StatusBadRequest, "BadRequest", decodeReason(err)), nil
+	}
+
+	d, failure := s.evaluate(ctx, cfg, req, log)
+	o := outcome{reason: failure}
+	if failure != "" {
+		s.metrics.policyFailures.WithLabelValues(string(cfg.policy), failure).Inc()
+		d = policyDecision(cfg)
+	} else {
+		o.rule = d.Rule
+		if d.Rule != "" {
+			s.metrics.ruleHits.WithLabelValues(d.Rule).Inc()
+		}
+		if d.Failure != "" {
+			// The evaluator applied a policy itself (a call or expression failed); count it too.
+			s.metrics.policyFailures.WithLabelValues(string(cfg.policy), "evaluator").Inc()
+			o.reason = d.Failure
+		}
+		if d.Action == entra.ActionValidationError && cfg.step != v1alpha1.StepPostAttributeCollection {
+			// Entra only accepts ValidationError at PostAttributeCollection; the CRD forbids such
+			// rules, but an evaluator must not be able to send one anyway.
+			log.Warn("ValidationError is not allowed at this step; answering ShowBlockPage", "rule", d.Rule)
+			s.metrics.downgradedTotal.Inc()
+			d = forStep(cfg.step, d)
+		}
+	}
+	status, out := entra.EncodeDecision(d)
+	writeJSON(w, status, out)
+	o.action, o.code = string(d.Action), status
+	if d.Action == entra.ActionContinue && len(d.Claims) > 0 {
+		_, o.claims = entra.EncodeDecision(&entra.Decision{Action: entra.ActionContinue, Claims: d.Claims})
+	}
+	return o, req
+}
+
+// evaluate runs the evaluator within ctx. It returns a non-empty failure reason (error, deadline,
+// canceled, panic, invalid_decision) when the failure policy must answer instead.
+//
+// The evaluator runs in its own goroutine so an evaluator that ignores ctx cannot hold the answer
+// past the deadline, and so a panic there is recovered (a panic in a goroutine the HTTP server did
+// not start would crash the process).
+func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, log *slog.Logger) (*entra.Decision, string) {
+	type result struct {
+		d   *entra.Decision
+		err error
+	}
+	start := time.Now()
+	done := make(chan result, 1) // buffered: a late evaluator must not block forever
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				done <- result{err: &panicError{value: p}}
+			}
+		}()
+		d, err := cfg.ev.Evaluate(ctx, req)
+		done <- result{d, err}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-ctx.Done():
+		res.err = ctx.Err()
+	}
+	s.metrics.evalDuration.Observe(time.Since(start).Seconds())
+
+	var pe *panicError
+	switch {
+	case errors.As(res.err, &pe):
+		log.Error("evaluator panicked; failure policy applies", "policy", string(cfg.policy), "panic", pe.Error())
+		return nil, "panic"
+	case errors.Is(res.err, context.DeadlineExceeded):
+		log.Error("deadline exceeded; failure policy applies", "policy", string(cfg.policy), "timeout", cfg.timeout.String())
+		return nil, "deadline"
+	case errors.Is(res.err, context.Canceled):
+		log.Warn("request canceled by the client; failure policy applies", "policy", string(cfg.policy))
+		return nil, "canceled"
+	case res.err != nil:
+		log.Error("evaluation failed; failure policy applies", "policy", string(cfg.policy), "error", res.err.Error())
+		return nil, "error"
+	case res.d == nil || !validAction(res.d.Action):
+		log.Error("evaluator returned no valid decision; failure policy applies", "policy", string(cfg.policy))
+		return nil, "invalid_decision"
+	}
+	return res.d, ""
+}
+
+// Finalize turns an evaluator's result into the decision the endpoint sends, exactly as the handler
+// does: an error, a nil decision or an unknown action becomes the connector's failure-policy
+// decision, and a ValidationError at a step that does not allow it becomes ShowBlockPage. The eval
+// command uses it to print what Entra would receive.
+func Finalize(conn *v1alpha1.APIConnector, d *entra.Decision, err error) *entra.Decision {
+	cfg := &config{step: conn.Spec.Step, policy: conn.Spec.FailurePolicy, failureMessage: conn.Spec.FailureMessage}
+	if cfg.policy == "" {
+		cfg.policy = v1alpha1.FailurePolicyFail
+	}
+	if cfg.failureMessage == "" {
+		cfg.failureMessage = entra.DefaultFailureMessage
+	}
+	if err != nil || d == nil || !validAction(d.Action) {
+		return policyDecision(cfg)
+	}
+	return forStep(cfg.step, d)
+}
+
+// forStep downgrades a ValidationError at a step other than PostAttributeCollection.
+func forStep(step v1alpha1.Step, d *entra.Decision) *entra.Decision {
+	if d.Action == entra.ActionValidationError && step != v1alpha1.StepPostAttributeCollection {
+		return &entra.Decision{Action: entra.ActionShowBlockPage, UserMessage: d.UserMessage, Rule: d.Rule, Failure: d.Failure}
+	}
+	return d
+}
+
+// policyDecision is the answer when the connector cannot decide: Fail stops the sign-up with the
+// failure message, Ignore lets it continue unchanged.
+func policyDecision(cfg *config) *entra.Decision {
+	if cfg.policy == v1alpha1.FailurePolicyIgnore {
+		return &entra.Decision{Action: entra.ActionContinue}
+	}
+	return &entra.Decision{Action: entra.ActionShowBlockPage, UserMessage: cfg.failureMessage}
+}
+
+// refuse answers a request that was not evaluated.
+func (s *Server) refuse(w http.ResponseWriter, cfg *config, code int, action, reason string) outcome {
+	s.metrics.badRequests.WithLabelValues(reason).Inc()
+	writeJSON(w, code, BadRequestBody(cfg.step, code))
+	return outcome{action: action, code: code, reason: reason}
+}
+
+// BadRequestBody is the body of a refusal (400, 405, 413, 415). Entra only understands its three
+// actions, so:
+//   - a 400 at PostAttributeCollection is a well-formed ValidationError with a generic message: the
+//     user stays on the form and may submit again, and no user is created;
+//   - everything else carries no action, only version, status and the generic userMessage, so Entra
+//     treats it as an error (the sign-up stops, i.e. fails closed) and is never handed a
+//     ValidationError at a step that does not allow one.
+//
+// Details of what was wrong are only logged, with the request id the answer carries in X-Request-Id.
+func BadRequestBody(step v1alpha1.Step, code int) []byte {
+	if code == http.StatusBadRequest && step == v1alpha1.StepPostAttributeCollection {
+		_, b := entra.EncodeDecision(&entra.Decision{Action: entra.ActionValidationError, UserMessage: BadRequestMessage})
+		return b
+	}
+	return fmt.Appendf(nil, `{"version":%q,"status":%d,"userMessage":%q}`, entra.Version, code, BadRequestMessage)
+}
+
+func writeJSON(w http.ResponseWriter, code int, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	w.Write(body)
+}
+
+func validAction(a entra.Action) bool {
+	return a == entra.ActionContinue || a == entra.ActionShowBlockPage || a == entra.ActionValidationError
+}
+
+// isJSON accepts application/json with an optional UTF-8 charset (JSON is UTF-8 by RFC 8259).
+func isJSON(contentType string) bool {
+	mt, params, err := mime.ParseMediaType(contentType)
+	if err != nil || mt != "application/json" {
+		return false
+	}
+	cs, ok := params["charset"]
+	return !ok || strings.EqualFold(cs, "utf-8") || strings.EqualFold(cs, "utf8")
+}
+
+func decodeReason(err error) string {
+	var de *entra.DecodeError
+	if errors.As(err, &de) {
+		return de.Reason
+	}
+	var ce *entra.ClaimTypeError
+	if errors.As(err, &ce) {
+		return "claim_type"
+	}
+	return "malformed_json"
+}
+
+// requestID returns the caller's X-Request-Id when it is a short token of safe characters (it
+// ends up in logs and a response header), else a fresh random id.
+func requestID(given string) string {
+	if n := len(given); n > 0 && n <= 128 {
+		ok := true
+		for _, c := range []byte(given) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return given
+		}
+	}
+	var b [16]byte
+	rand.Read(b[:]) // never fails (crypto/rand panics on failure instead, Go 1.24+)
+	return hex.EncodeToString(b[:])
+}
+
+type panicError struct{ value any }
+
+func (p *panicError) Error() string { return fmt.Sprintf("panic: %v", p.value) }

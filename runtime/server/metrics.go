@@ -1,0 +1,135 @@
+package server
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the runtime's Prometheus metrics. They live in a struct registered on an injected
+// registry (never the global one) so tests and several servers in one process do not collide.
+type Metrics struct {
+	requests        *prometheus.CounterVec
+	duration        *prometheus.HistogramVec
+	authFailures    *prometheus.CounterVec
+	ruleHits        *prometheus.CounterVec
+	evalDuration    prometheus.Histogram
+	callDuration    *prometheus.HistogramVec
+	callFailures    *prometheus.CounterVec
+	reloads         *prometheus.CounterVec
+	policyFailures  *prometheus.CounterVec
+	badRequests     *prometheus.CounterVec
+	inflight        prometheus.Gauge
+	downgradedTotal prometheus.Counter
+	events          *prometheus.CounterVec
+	exprErrors      *prometheus.CounterVec
+}
+
+// latencyBuckets span a fast rule-only answer (ms) to the 15s connector maximum.
+var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 8, 10, 15}
+
+// NewMetrics creates the metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_requests_total",
+			Help: "Connector requests answered, by step, action (Continue, ShowBlockPage, ValidationError, or BadRequest/Unauthorized/MethodNotAllowed/UnsupportedMediaType/TooLarge) and HTTP code.",
+		}, []string{"step", "action", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "apiconnector_request_duration_seconds",
+			Help:    "Time from request arrival to the answer being written, by step.",
+			Buckets: latencyBuckets,
+		}, []string{"step"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_auth_failures_total",
+			Help: "Requests refused with 401, by reason.",
+		}, []string{"reason"}),
+		ruleHits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_rule_hits_total",
+			Help: "Decisions made by a rule, by rule name.",
+		}, []string{"rule"}),
+		evalDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "apiconnector_evaluation_duration_seconds",
+			Help:    "Time the evaluator (calls, rules, claims, sync events) took for one request.",
+			Buckets: latencyBuckets,
+		}),
+		callDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "apiconnector_call_duration_seconds",
+			Help:    "Duration of outbound calls, by call name (reported by the evaluator through ObserveCall).",
+			Buckets: latencyBuckets,
+		}, []string{"call"}),
+		callFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_call_failures_total",
+			Help: "Failed outbound calls, by call name (reported by the evaluator through ObserveCall).",
+		}, []string{"call"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_reloads_total",
+			Help: "Reloads of the connector file, credential files and TLS certificate, by kind and result (success, failure).",
+		}, []string{"kind", "result"}),
+		policyFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_failures_total",
+			Help: "Requests answered by the connector failure policy, by policy (Fail, Ignore) and reason (error, deadline, panic, invalid_decision, evaluator = the evaluator applied a policy itself and said so in Decision.Failure).",
+		}, []string{"policy", "reason"}),
+		badRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_bad_requests_total",
+			Help: "Requests refused before evaluation, by reason.",
+		}, []string{"reason"}),
+		inflight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "apiconnector_inflight_requests",
+			Help: "Connector requests being served.",
+		}),
+		downgradedTotal: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "apiconnector_validation_error_downgrades_total",
+			Help: "ValidationError decisions at PostFederationSignup sent as ShowBlockPage instead.",
+		}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_events_total",
+			Help: "Downstream events, by event name and result (sent, failed, dropped), reported by the evaluator.",
+		}, []string{"event", "result"}),
+		exprErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_expression_errors_total",
+			Help: "Expressions that failed at request time, by field path, reported by the evaluator.",
+		}, []string{"path"}),
+	}
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.authFailures, m.ruleHits, m.evalDuration,
+		m.callDuration, m.callFailures, m.reloads, m.policyFailures, m.badRequests, m.inflight, m.downgradedTotal,
+		m.events, m.exprErrors} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// ObserveCall records one outbound call. The evaluator (rules engine) may be handed this method so
+// call metrics land in the runtime's registry without the engine depending on Prometheus.
+func (m *Metrics) ObserveCall(call string, d time.Duration, failed bool) {
+	m.callDuration.WithLabelValues(call).Observe(d.Seconds())
+	if failed {
+		m.callFailures.WithLabelValues(call).Inc()
+	}
+}
+
+// ObserveEvent records the final delivery result of one event.
+func (m *Metrics) ObserveEvent(event string, failed bool) {
+	result := "sent"
+	if failed {
+		result = "failed"
+	}
+	m.events.WithLabelValues(event, result).Inc()
+}
+
+// EventDropped records an async event that could not be queued.
+func (m *Metrics) EventDropped(event string) { m.events.WithLabelValues(event, "dropped").Inc() }
+
+// ExpressionError records an expression that failed at request time.
+func (m *Metrics) ExpressionError(path string) { m.exprErrors.WithLabelValues(path).Inc() }
+
+func (m *Metrics) reload(kind string, err error) {
+	result := "success"
+	if err != nil {
+		result = "failure"
+	}
+	m.reloads.WithLabelValues(kind, result).Inc()
+}
