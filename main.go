@@ -42,6 +42,8 @@ func run() error {
 		metricsAddr, probeAddr, runtimeImage, namespaces string
 		leaderElect, secureMetrics, enableHTTP2          bool
 		concurrency                                      int
+		qps                                              float64
+		burst                                            int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint (:8443 for HTTPS, 0 to disable).")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization through the API server.")
@@ -51,6 +53,8 @@ func run() error {
 	flag.StringVar(&runtimeImage, "runtime-image", "", "Runtime image used by connectors that do not set spec.runtime.image (required).")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to reconcile; empty means all.")
 	flag.IntVar(&concurrency, "concurrency", 4, "Connectors reconciled in parallel.")
+	flag.Float64Var(&qps, "kube-api-qps", 50, "Requests per second to the API server (client-side limit).")
+	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of requests to the API server above --kube-api-qps.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -91,7 +95,14 @@ func run() error {
 		}
 	}
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+	restConfig, err := ctrl.GetConfig()
+	if err != nil {
+		return fmt.Errorf("kubeconfig: %w", err)
+	}
+	restConfig.QPS, restConfig.Burst = float32(qps), burst
+	restConfig.UserAgent = "apiconnector-operator"
+
+	mgr, err := ctrl.NewManager(restConfig, ctrl.Options{
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,

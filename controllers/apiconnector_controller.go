@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -310,9 +311,18 @@ func (r *Reconciler) deleteOwned(ctx context.Context, conn *apiv1.APIConnector, 
 	return nil
 }
 
-// certManagerInstalled asks the RESTMapper, which re-runs discovery on a miss, so a cert-manager
-// installed after the operator started is noticed at the next reconcile.
-func (r *Reconciler) certManagerInstalled() (bool, error) {
+// certManagerInstalled looks for cert-manager's Certificate CRD in the (metadata-only, watched)
+// cache first, so a cluster without cert-manager costs no discovery request per reconcile; when the
+// CRD is there the RESTMapper, which re-runs discovery on a miss, confirms it is served.
+func (r *Reconciler) certManagerInstalled(ctx context.Context) (bool, error) {
+	crd := &metav1.PartialObjectMetadata{}
+	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: certManagerCRD}, crd); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("look up the cert-manager CRD: %w", err)
+	}
 	_, err := r.Mapper.RESTMapping(CertificateGVK.GroupKind(), CertificateGVK.Version)
 	switch {
 	case err == nil:
@@ -328,7 +338,7 @@ func (r *Reconciler) certManagerInstalled() (bool, error) {
 // installed; it reports whether one was applied, so its readiness is worth reading.
 func (r *Reconciler) applyCertificate(ctx context.Context, conn *apiv1.APIConnector) (bool, error) {
 	cert := children.MakeCertificate(conn)
-	installed, err := r.certManagerInstalled()
+	installed, err := r.certManagerInstalled(ctx)
 	if err != nil {
 		return false, err
 	}
