@@ -14,7 +14,10 @@ TEST_FLAGS ?= -race -count=1
 # cert-manager's real CRDs, read from its Go module, validate every Certificate the controller writes.
 CERT_MANAGER_VERSION ?= v1.21.2
 CERT_MANAGER_CRDS = $$($(GO) mod download -json github.com/cert-manager/cert-manager@$(CERT_MANAGER_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/deploy/crds
-TEST_ENV = KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" CERT_MANAGER_CRDS="$(CERT_MANAGER_CRDS)"
+# The Gateway API's real CRDs, read from its Go module, validate every route the controller writes.
+GATEWAY_API_VERSION ?= v1.6.3
+GATEWAY_API_CRDS = $$($(GO) mod download -json sigs.k8s.io/gateway-api@$(GATEWAY_API_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/config/crd/standard
+TEST_ENV = KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" CERT_MANAGER_CRDS="$(CERT_MANAGER_CRDS)" GATEWAY_API_CRDS="$(GATEWAY_API_CRDS)"
 
 .PHONY: help
 help: ## Show this help.
@@ -66,6 +69,15 @@ fuzz: ## Run each fuzz target briefly (FUZZTIME).
 		done; \
 	done
 
+.PHONY: bench
+bench: bench-runtime ## Benchmarks (issue 6): runtime load test, then the controller's if hack/bench/controller exists. Writes hack/bench/results/.
+	@if [ -d hack/bench/controller ]; then $(GO) run ./hack/bench/controller; else echo "bench: no hack/bench/controller yet; skipped"; fi
+
+.PHONY: bench-runtime
+bench-runtime: ## Runtime throughput/latency vs a bare net/http baseline (about 3 min); allocation benchmarks of one request.
+	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./runtime/entra ./runtime/rules ./runtime/server | tee hack/bench/results/runtime-allocs.txt
+	$(GO) run ./hack/bench/runtime $(BENCH_RUNTIME_FLAGS)
+
 .PHONY: build
 build: ## Build the manager and the runtime into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/manager .
@@ -74,3 +86,15 @@ build: ## Build the manager and the runtime into bin/.
 .PHONY: run
 run: manifests ## Run the manager against the cluster in $$KUBECONFIG.
 	$(GO) run . --runtime-image=$(IMG_RUNTIME)
+
+.PHONY: images
+images: ## Build the container images as tarballs in bin/images (no Docker needed).
+	cd hack/images && $(GO) run . -root $(CURDIR) -out $(CURDIR)/bin/images
+
+.PHONY: e2e
+e2e: ## End to end on a real single-node cluster (root; docs/e2e.md). E2E_KEEP=1 leaves it up.
+	@start=$$(date +%s); \
+	trap 'if [ -z "$(E2E_KEEP)" ]; then $(GO) run ./hack/cluster down; fi; echo "e2e took $$(( $$(date +%s) - start ))s"' EXIT; \
+	$(GO) run ./hack/cluster up; \
+	eval "$$($(GO) run ./hack/cluster env)"; \
+	$(GO) test -tags e2e -count=1 -v -timeout 30m ./hack/e2e

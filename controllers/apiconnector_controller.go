@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
@@ -16,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -31,9 +31,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
-// CertificateGVK is cert-manager's Certificate.
-var CertificateGVK = schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"}
-
 // Reconciler reconciles APIConnectors.
 type Reconciler struct {
 	// Client reads cached objects and applies children.
@@ -45,10 +42,11 @@ type Reconciler struct {
 	Recorder events.EventRecorder
 	Options  children.Options
 
-	// certWatch starts the Certificate watch the first time cert-manager is seen.
-	certWatch   func() error
-	certWatchMu sync.Mutex
-	certWatched bool
+	// watch starts watching an optional kind (cert-manager, Gateway API) the first time it is
+	// needed and installed.
+	watch   func(schema.GroupVersionKind) error
+	watchMu sync.Mutex
+	watched map[schema.GroupVersionKind]bool
 }
 
 // inputs are what a connector references, read at the start of a reconcile.
@@ -66,6 +64,7 @@ type inputs struct {
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;tlsroutes,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -128,6 +127,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	}
 	if certApplied {
 		if err := r.observeCertificate(ctx, conn); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	routeApplied, err := r.applyRoute(ctx, conn)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if routeApplied {
+		if err := r.observeRoute(ctx, conn); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -237,7 +245,12 @@ func (r *Reconciler) rulesCompile(ctx context.Context, conn *apiv1.APIConnector,
 		return false
 	}
 	_ = engine.Close(ctx)
-	setCondition(conn, ConditionRulesValid, metav1.ConditionTrue, ReasonCompiled, "All expressions compile.")
+	msg := "All expressions compile."
+	if w := engine.Warnings(); len(w) > 0 {
+		// Warnings (for example call timeouts that do not fit Entra's budget) do not block a rollout.
+		msg += " Warnings: " + strings.Join(w, "; ")
+	}
+	setCondition(conn, ConditionRulesValid, metav1.ConditionTrue, ReasonCompiled, msg)
 	return true
 }
 
@@ -311,50 +324,24 @@ func (r *Reconciler) deleteOwned(ctx context.Context, conn *apiv1.APIConnector, 
 	return nil
 }
 
-// certManagerInstalled looks for cert-manager's Certificate CRD in the (metadata-only, watched)
-// cache first, so a cluster without cert-manager costs no discovery request per reconcile; when the
-// CRD is there the RESTMapper, which re-runs discovery on a miss, confirms it is served.
-func (r *Reconciler) certManagerInstalled(ctx context.Context) (bool, error) {
-	crd := &metav1.PartialObjectMetadata{}
-	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: certManagerCRD}, crd); err != nil {
-		if apierrors.IsNotFound(err) {
-			return false, nil
-		}
-		return false, fmt.Errorf("look up the cert-manager CRD: %w", err)
-	}
-	_, err := r.Mapper.RESTMapping(CertificateGVK.GroupKind(), CertificateGVK.Version)
-	switch {
-	case err == nil:
-		return true, nil
-	case meta.IsNoMatchError(err):
-		return false, nil
-	default:
-		return false, fmt.Errorf("discover cert-manager: %w", err)
-	}
-}
-
 // applyCertificate creates the Certificate when the connector names an issuer and cert-manager is
 // installed; it reports whether one was applied, so its readiness is worth reading.
 func (r *Reconciler) applyCertificate(ctx context.Context, conn *apiv1.APIConnector) (bool, error) {
 	cert := children.MakeCertificate(conn)
-	installed, err := r.certManagerInstalled(ctx)
+	if cert == nil {
+		meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionCertificateReady)
+		return false, r.deleteIfInstalled(ctx, conn, certificateKind, children.CertificateName(conn))
+	}
+	installed, err := r.installed(ctx, certificateKind)
 	if err != nil {
 		return false, err
 	}
-	switch {
-	case cert == nil:
-		meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionCertificateReady)
-		if !installed {
-			return false, nil
-		}
-		return false, r.deleteOwned(ctx, conn, CertificateGVK, children.CertificateName(conn))
-	case !installed:
+	if !installed {
 		setCondition(conn, ConditionCertificateReady, metav1.ConditionFalse, ReasonCertManagerNotInstalled,
 			"spec.exposure.tls.issuerRef needs cert-manager, which is not installed; install it or set spec.exposure.tls.secretName")
 		return false, nil
 	}
-	if err := r.ensureCertificateWatch(); err != nil {
+	if err := r.ensureWatch(certificateKind); err != nil {
 		return false, err
 	}
 	err = r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(cert), client.FieldOwner(children.FieldOwner), client.ForceOwnership)
@@ -362,19 +349,6 @@ func (r *Reconciler) applyCertificate(ctx context.Context, conn *apiv1.APIConnec
 		return false, fmt.Errorf("apply Certificate %s: %w", cert.GetName(), err)
 	}
 	return true, nil
-}
-
-func (r *Reconciler) ensureCertificateWatch() error {
-	r.certWatchMu.Lock()
-	defer r.certWatchMu.Unlock()
-	if r.certWatched || r.certWatch == nil {
-		return nil
-	}
-	if err := r.certWatch(); err != nil {
-		return fmt.Errorf("watch Certificates: %w", err)
-	}
-	r.certWatched = true
-	return nil
 }
 
 // observeCertificate mirrors the Certificate's Ready condition into CertificateReady.

@@ -512,3 +512,97 @@ func TestCertManagerAbsentThenInstalled(t *testing.T) {
 		return nil
 	})
 }
+
+// The Gateway API is absent when the suite starts; this test installs its real CRDs (read from the
+// sigs.k8s.io/gateway-api module) half-way.
+func TestGatewayAPIAbsentThenInstalled(t *testing.T) {
+	ns := newNamespace(t)
+	conn := newConnector(ns, "routed")
+	conn.Spec.Exposure.Type = apiv1.ExposureGateway
+	conn.Spec.Exposure.Gateway = &apiv1.GatewayExposure{ParentRefs: []apiv1.GatewayParentReference{{Name: "public", Namespace: "gateways", SectionName: "https"}}}
+	create(t, basicSecret(ns, "entra-basic", "x"), conn)
+	key := client.ObjectKeyFromObject(conn)
+	c := waitCondition(t, key, ConditionRouteReady, metav1.ConditionFalse, ReasonGatewayAPINotInstalled)
+	if meta.FindStatusCondition(c.Status.Conditions, ConditionStalled) != nil {
+		t.Error("a missing Gateway API must not stall the connector")
+	}
+	if err := get(t, key, &networkingv1.Ingress{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a Gateway-exposed connector must not get an Ingress (err %v)", err)
+	}
+
+	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{os.Getenv("GATEWAY_API_CRDS")}, ErrorIfPathMissing: true}); err != nil {
+		t.Fatalf("install Gateway API CRDs: %v", err)
+	}
+	route := &unstructured.Unstructured{}
+	route.SetGroupVersionKind(httpRouteKind.gvk)
+	eventually(t, timeout, func() error { return get(t, key, route) })
+	if h, _, _ := unstructured.NestedStringSlice(route.Object, "spec", "hostnames"); len(h) != 1 || h[0] != "signup.contoso.example" {
+		t.Errorf("hostnames = %v", h)
+	}
+	if !metav1.IsControlledBy(route, connectorOf(t, key)) {
+		t.Error("the HTTPRoute is not controlled by the connector")
+	}
+	c = waitCondition(t, key, ConditionRouteReady, metav1.ConditionFalse, ReasonRouteNotAccepted)
+	if msg := meta.FindStatusCondition(c.Status.Conditions, ConditionRouteReady).Message; !strings.Contains(msg, "gateways/public has not reported") {
+		t.Errorf("message = %s", msg)
+	}
+	if c.Status.Endpoints[0] != "https://signup.contoso.example/"+ns+"/routed" {
+		t.Errorf("endpoint = %v", c.Status.Endpoints)
+	}
+
+	setParentStatus := func(accepted string, reason, message string) {
+		t.Helper()
+		eventually(t, timeout, func() error {
+			if err := get(t, key, route); err != nil {
+				return err
+			}
+			now := time.Now().UTC().Format(time.RFC3339)
+			_ = unstructured.SetNestedSlice(route.Object, []any{map[string]any{
+				"parentRef":      map[string]any{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public", "namespace": "gateways", "sectionName": "https"},
+				"controllerName": "traefik.io/gateway-controller",
+				"conditions": []any{
+					map[string]any{"type": "Accepted", "status": accepted, "reason": reason, "message": message, "lastTransitionTime": now, "observedGeneration": route.GetGeneration()},
+					map[string]any{"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": "", "lastTransitionTime": now, "observedGeneration": route.GetGeneration()},
+				},
+			}}, "status", "parents")
+			return k8s.Status().Update(context.Background(), route)
+		})
+	}
+	// A cross-namespace Gateway that does not allow the connector's namespace refuses the route;
+	// the refusal is surfaced instead of waiting forever.
+	setParentStatus("False", "NotAllowedByListeners", "no listener allows routes from namespace "+ns)
+	eventually(t, timeout, func() error {
+		c = connectorOf(t, key)
+		if cond := meta.FindStatusCondition(c.Status.Conditions, ConditionRouteReady); cond == nil || !strings.Contains(cond.Message, "NotAllowedByListeners") {
+			return fmt.Errorf("the Gateway's refusal is not surfaced: %+v", cond)
+		}
+		return nil
+	})
+	if !conditionIs(c, ConditionReady, metav1.ConditionFalse) {
+		t.Error("Ready must be False while the route is refused")
+	}
+
+	setParentStatus("True", "Accepted", "")
+	markDeploymentAvailable(t, key)
+	waitCondition(t, key, ConditionRouteReady, metav1.ConditionTrue, ReasonAccepted)
+	waitCondition(t, key, ConditionReady, metav1.ConditionTrue, "")
+
+	// A client-certificate connector is routed by SNI to the runtime's own TLS listener.
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "entra-ca"}, Data: map[string][]byte{"ca.crt": []byte("pem")}},
+		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "routed-tls"}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": []byte("x"), "tls.key": []byte("y")}})
+	eventually(t, timeout, func() error {
+		c := connectorOf(t, key)
+		c.Spec.Authentication = apiv1.Authentication{ClientCertificate: &apiv1.ClientCertificateAuth{SecretRef: apiv1.SecretReference{Name: "entra-ca"}}}
+		c.Spec.Exposure.TLS = &apiv1.TLS{SecretName: "routed-tls"}
+		return k8s.Update(context.Background(), c)
+	})
+	tls := &unstructured.Unstructured{}
+	tls.SetGroupVersionKind(tlsRouteKind.gvk)
+	eventually(t, timeout, func() error { return get(t, key, tls) })
+	eventually(t, timeout, func() error {
+		if err := get(t, key, route); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("the HTTPRoute must go once a TLSRoute replaces it (err %v)", err)
+		}
+		return nil
+	})
+}

@@ -15,6 +15,7 @@ const (
 	ConditionRulesValid          = "RulesValid"
 	ConditionDeploymentAvailable = "DeploymentAvailable"
 	ConditionCertificateReady    = "CertificateReady"
+	ConditionRouteReady          = "RouteReady"
 )
 
 // Reasons.
@@ -32,6 +33,9 @@ const (
 	ReasonCompiled                = "Compiled"
 	ReasonAvailable               = "Available"
 	ReasonIssued                  = "Issued"
+	ReasonGatewayAPINotInstalled  = "GatewayAPINotInstalled"
+	ReasonRouteNotAccepted        = "RouteNotAccepted"
+	ReasonAccepted                = "Accepted"
 )
 
 // setCondition records a condition for the connector's current generation.
@@ -61,7 +65,7 @@ func stall(c *apiv1.APIConnector, reason, message string) {
 // summarize derives Ready and Reconciling from the detail conditions once every child was applied.
 func summarize(c *apiv1.APIConnector) {
 	meta.RemoveStatusCondition(&c.Status.Conditions, ConditionStalled)
-	for _, detail := range []string{ConditionRulesValid, ConditionDeploymentAvailable, ConditionCertificateReady} {
+	for _, detail := range []string{ConditionRulesValid, ConditionDeploymentAvailable, ConditionCertificateReady, ConditionRouteReady} {
 		cond := meta.FindStatusCondition(c.Status.Conditions, detail)
 		if cond == nil || cond.Status == metav1.ConditionTrue {
 			continue

@@ -12,6 +12,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -28,7 +29,6 @@ import (
 const (
 	IndexSecrets    = ".spec.secretRefs"
 	IndexConfigMaps = ".spec.configMapRefs"
-	certManagerCRD  = "certificates.cert-manager.io"
 )
 
 // SetupWithManager registers the indexes and watches. Children are watched by owner; referenced
@@ -66,21 +66,21 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexConfigMaps)),
 			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
-		// cert-manager may be installed after the operator: its CRD appearing re-queues the
-		// connectors that wait for it.
-		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.waitingForCertManager),
-			builder.WithPredicates(predicate.NewPredicateFuncs(func(o client.Object) bool { return o.GetName() == certManagerCRD }))).
+		// cert-manager and the Gateway API may be installed after the operator: their CRDs
+		// appearing re-queue the connectors that wait for them.
+		WatchesMetadata(&apiextensionsv1.CustomResourceDefinition{}, handler.EnqueueRequestsFromMapFunc(r.waitingForOptionalKind),
+			builder.WithPredicates(predicate.NewPredicateFuncs(isOptionalCRD))).
 		WithOptions(opts).
 		Build(rec)
 	if err != nil {
 		return err
 	}
-	// Owns(Certificate) cannot be registered up front: a watch on a missing CRD fails the cache
-	// sync. It starts the first time a connector needs a Certificate and cert-manager is there.
-	r.certWatch = func() error {
-		cert := &unstructured.Unstructured{}
-		cert.SetGroupVersionKind(CertificateGVK)
-		return ctl.Watch(source.Kind(mgr.GetCache(), client.Object(cert),
+	// Owns(Certificate) or Owns(HTTPRoute) cannot be registered up front: a watch on a missing CRD
+	// fails the cache sync. Each starts the first time a connector needs it and its CRD is there.
+	r.watch = func(gvk schema.GroupVersionKind) error {
+		obj := &unstructured.Unstructured{}
+		obj.SetGroupVersionKind(gvk)
+		return ctl.Watch(source.Kind(mgr.GetCache(), client.Object(obj),
 			handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &apiv1.APIConnector{}, handler.OnlyControllerOwner())))
 	}
 	return nil
@@ -99,15 +99,26 @@ func (r *Reconciler) referencing(index string) handler.MapFunc {
 	}
 }
 
-func (r *Reconciler) waitingForCertManager(ctx context.Context, _ client.Object) []reconcile.Request {
+func isOptionalCRD(o client.Object) bool {
+	for _, k := range optionalKinds {
+		if o.GetName() == k.crd {
+			return true
+		}
+	}
+	return false
+}
+
+// waitingForOptionalKind re-queues the connectors that need the kind whose CRD changed.
+func (r *Reconciler) waitingForOptionalKind(ctx context.Context, crd client.Object) []reconcile.Request {
 	var list apiv1.APIConnectorList
 	if err := r.Client.List(ctx, &list); err != nil {
-		ctrl.LoggerFrom(ctx).Error(err, "list connectors waiting for cert-manager")
+		ctrl.LoggerFrom(ctx).Error(err, "list connectors waiting for a CRD", "crd", crd.GetName())
 		return nil
 	}
 	var waiting []apiv1.APIConnector
 	for _, c := range list.Items {
-		if tls := c.Spec.Exposure.TLS; tls != nil && tls.IssuerRef != nil {
+		needsCert := c.Spec.Exposure.TLS != nil && c.Spec.Exposure.TLS.IssuerRef != nil
+		if (crd.GetName() == certificateKind.crd && needsCert) || (crd.GetName() != certificateKind.crd && children.WantsRoute(&c)) {
 			waiting = append(waiting, c)
 		}
 	}

@@ -70,9 +70,11 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test` (it builds kube-apiserver and etcd from source)")
 		return 1
 	}
-	if os.Getenv("CERT_MANAGER_CRDS") == "" {
-		fmt.Fprintln(os.Stderr, "CERT_MANAGER_CRDS is not set: run `make test` (it reads cert-manager's CRDs from its Go module)")
-		return 1
+	for _, v := range []string{"CERT_MANAGER_CRDS", "GATEWAY_API_CRDS"} {
+		if os.Getenv(v) == "" {
+			fmt.Fprintf(os.Stderr, "%s is not set: run `make test` (it reads the CRDs from their Go modules)\n", v)
+			return 1
+		}
 	}
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.Level(zapLevel())))
 	testEnv = &envtest.Environment{

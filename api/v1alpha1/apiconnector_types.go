@@ -6,7 +6,12 @@ import (
 )
 
 // Step is the point of an Entra ID sign-up user flow at which Entra calls the connector.
-// +kubebuilder:validation:Enum=PostFederationSignup;PostAttributeCollection
+//
+// The legacy API connector steps (PostFederationSignup, PostAttributeCollection) speak the flat
+// claims protocol and authenticate with basic or clientCertificate. The custom authentication
+// extension events (OnAttributeCollectionStart, OnAttributeCollectionSubmit, OnTokenIssuanceStart)
+// speak the extension envelope and authenticate with an Entra-issued bearer token.
+// +kubebuilder:validation:Enum=PostFederationSignup;PostAttributeCollection;OnAttributeCollectionStart;OnAttributeCollectionSubmit;OnTokenIssuanceStart
 type Step string
 
 const (
@@ -16,7 +21,31 @@ const (
 	// StepPostAttributeCollection runs before the user is created. Claims returned on Continue
 	// override what the user entered. Only this step may answer ValidationError.
 	StepPostAttributeCollection Step = "PostAttributeCollection"
+	// StepOnAttributeCollectionStart is the custom authentication extension event before the
+	// attribute collection page (External ID). Claims returned on Continue prefill the page
+	// (setPrefillValues); block answers showBlockPage.
+	StepOnAttributeCollectionStart Step = "OnAttributeCollectionStart"
+	// StepOnAttributeCollectionSubmit is the custom authentication extension event after the user
+	// submitted the attribute page (External ID). Claims returned on Continue override what the
+	// user entered (modifyAttributeValues); validationError answers showValidationError, with
+	// per-field errors for rules that name an attribute; block answers showBlockPage.
+	StepOnAttributeCollectionSubmit Step = "OnAttributeCollectionSubmit"
+	// StepOnTokenIssuanceStart is the custom claims provider event before a token is issued.
+	// Claims returned are added to the token (provideClaimsForToken); it has no block page and no
+	// validation error, so rules cannot decide there.
+	StepOnTokenIssuanceStart Step = "OnTokenIssuanceStart"
 )
+
+// IsExtension reports whether the step is a custom authentication extension event (the
+// envelope protocol with bearer authentication) rather than a legacy API connector step.
+func (s Step) IsExtension() bool {
+	return s == StepOnAttributeCollectionStart || s == StepOnAttributeCollectionSubmit || s == StepOnTokenIssuanceStart
+}
+
+// EntraAuthenticationEventsAppID is the application ID of the Microsoft Entra authentication
+// events service, the azp (v2 tokens) or appid (v1 tokens) of the bearer tokens Entra sends to
+// custom authentication extensions.
+const EntraAuthenticationEventsAppID = "99045fe1-7639-4a75-9d4a-577b6ca3810f"
 
 // FailurePolicy says what happens when something the connector depends on fails at request time.
 // +kubebuilder:validation:Enum=Fail;Ignore
@@ -43,11 +72,17 @@ const (
 
 // APIConnectorSpec declares one Entra ID API connector endpoint.
 //
-// +kubebuilder:validation:XValidation:rule="self.step == 'PostAttributeCollection' || !has(self.rules) || self.rules.all(r, !has(r.validationError))",message="validationError outcomes are only allowed at step PostAttributeCollection; use block at PostFederationSignup",fieldPath=".rules"
+// +kubebuilder:validation:XValidation:rule="self.step in ['PostAttributeCollection', 'OnAttributeCollectionSubmit'] || !has(self.rules) || self.rules.all(r, !has(r.validationError))",message="validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit; use block elsewhere",fieldPath=".rules"
+// +kubebuilder:validation:XValidation:rule="self.step != 'OnTokenIssuanceStart' || !has(self.rules) || self.rules.all(r, !has(r.block))",message="block outcomes are not allowed at step OnTokenIssuanceStart: token issuance has no block page",fieldPath=".rules"
+// +kubebuilder:validation:XValidation:rule="!(self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart']) || has(self.authentication.bearer)",message="custom authentication extension steps (On...) authenticate with bearer",fieldPath=".authentication"
+// +kubebuilder:validation:XValidation:rule="self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart'] || !has(self.authentication.bearer)",message="bearer authentication is only for custom authentication extension steps; PostFederationSignup and PostAttributeCollection use basic or clientCertificate",fieldPath=".authentication"
 type APIConnectorSpec struct {
 	// Step is the user-flow step this connector serves. PostFederationSignup runs after the user
 	// signs in with an identity provider (returned claims prefill the attribute page);
 	// PostAttributeCollection runs before the user is created (returned claims override input).
+	// OnAttributeCollectionStart, OnAttributeCollectionSubmit and OnTokenIssuanceStart are the
+	// custom authentication extension events of Entra External ID; they use the extension wire
+	// format and bearer authentication (docs/extensions.md).
 	// +required
 	Step Step `json:"step"`
 
@@ -106,7 +141,8 @@ type APIConnectorSpec struct {
 	FailureMessage string `json:"failureMessage,omitempty"`
 
 	// Timeout bounds all work for one request (calls, rules, sync events). Entra waits 20s and
-	// retries once, so the default is 8s and the maximum 15s.
+	// retries once at the legacy steps, so the default is 8s and the maximum 15s. Custom
+	// authentication extensions are given 200-2000ms by Entra, so their default is 1500ms.
 	// +optional
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s') && duration(self) <= duration('15s')",message="timeout must be greater than 0s and at most 15s"
 	Timeout *metav1.Duration `json:"timeout,omitempty"`
@@ -127,7 +163,7 @@ type APIConnectorSpec struct {
 type Expression string
 
 // Authentication selects exactly one way Entra ID authenticates to the connector.
-// +kubebuilder:validation:XValidation:rule="(has(self.basic) ? 1 : 0) + (has(self.clientCertificate) ? 1 : 0) == 1",message="exactly one of basic or clientCertificate must be set"
+// +kubebuilder:validation:XValidation:rule="(has(self.basic) ? 1 : 0) + (has(self.clientCertificate) ? 1 : 0) + (has(self.bearer) ? 1 : 0) == 1",message="exactly one of basic, clientCertificate or bearer must be set"
 type Authentication struct {
 	// Basic is HTTP Basic authentication. The Secret holds the keys username and password.
 	// +optional
@@ -138,6 +174,54 @@ type Authentication struct {
 	// certificate can be rolled over.
 	// +optional
 	ClientCertificate *ClientCertificateAuth `json:"clientCertificate,omitempty"`
+
+	// Bearer validates the Entra-issued bearer token of custom authentication extensions (the
+	// On... steps): signature against the tenant's published keys, issuer, audience, authorized
+	// party and lifetime. No Secret is needed.
+	// +optional
+	Bearer *BearerAuth `json:"bearer,omitempty"`
+}
+
+// BearerAuth validates the JWT Entra sends to a custom authentication extension.
+type BearerAuth struct {
+	// TenantID is the directory (tenant) ID. The token's issuer must be
+	// https://login.microsoftonline.com/<tenantId>/v2.0 or
+	// https://<domain>.ciamlogin.com/<tenantId>/v2.0 unless issuer is set.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=36
+	// +kubebuilder:validation:Pattern=`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`
+	TenantID string `json:"tenantId"`
+
+	// Audience is the application (client) ID of the app registration that represents this API;
+	// the token's aud must equal it.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Audience string `json:"audience"`
+
+	// Issuer, when set, is the only accepted iss (for example a custom URL domain); the OpenID
+	// configuration is then read from <issuer>/.well-known/openid-configuration.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))",message="must be an absolute http or https URL"
+	Issuer string `json:"issuer,omitempty"`
+
+	// OpenIDConfigurationURL overrides where the signing keys are discovered (its jwks_uri).
+	// Default: https://login.microsoftonline.com/<tenantId>/v2.0/.well-known/openid-configuration,
+	// or <issuer>/.well-known/openid-configuration when issuer is set.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))",message="must be an absolute http or https URL"
+	OpenIDConfigurationURL string `json:"openIDConfigurationURL,omitempty"`
+
+	// AllowedAuthorizedParties are the accepted azp (v2 tokens) or appid (v1 tokens). Default:
+	// the Microsoft Entra authentication events service, 99045fe1-7639-4a75-9d4a-577b6ca3810f.
+	// +optional
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=256
+	AllowedAuthorizedParties []string `json:"allowedAuthorizedParties,omitempty"`
 }
 
 // BasicAuth is HTTP Basic authentication.
@@ -297,6 +381,7 @@ type OutboundAuth struct {
 
 // Rule decides the answer when its condition holds.
 // +kubebuilder:validation:XValidation:rule="(has(self.block) ? 1 : 0) + (has(self.validationError) ? 1 : 0) == 1",message="exactly one of block or validationError must be set"
+// +kubebuilder:validation:XValidation:rule="!has(self.block) || !has(self.block.attribute)",message="attribute is only allowed on validationError",fieldPath=".block"
 type Rule struct {
 	// Name identifies the rule in logs, metrics and events.
 	// +required
@@ -313,8 +398,9 @@ type Rule struct {
 	// +optional
 	Block *Outcome `json:"block,omitempty"`
 
-	// ValidationError sends the user back to the attribute page with a message (HTTP 400).
-	// Only allowed at step PostAttributeCollection.
+	// ValidationError sends the user back to the attribute page with a message (HTTP 400 at
+	// PostAttributeCollection, showValidationError at OnAttributeCollectionSubmit). Only allowed at
+	// those two steps.
 	// +optional
 	ValidationError *Outcome `json:"validationError,omitempty"`
 }
@@ -322,6 +408,15 @@ type Rule struct {
 // Outcome is the message shown to the user.
 // +kubebuilder:validation:XValidation:rule="has(self.message) || has(self.messageExpression)",message="one of message or messageExpression must be set"
 type Outcome struct {
+	// Attribute attaches a validationError to one attribute of the form (showValidationError's
+	// attributeErrors at OnAttributeCollectionSubmit). At PostAttributeCollection, which only has
+	// form-level errors, it is ignored, so one rule set serves both steps. Not allowed on block.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern=`^[A-Za-z][A-Za-z0-9_]*$`
+	Attribute string `json:"attribute,omitempty"`
+
 	// Message is the userMessage shown to the user.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
@@ -390,10 +485,14 @@ const (
 	ExposureIngress ExposureType = "Ingress"
 	// ExposureLoadBalancer publishes the runtime's TLS listener through a LoadBalancer Service.
 	ExposureLoadBalancer ExposureType = "LoadBalancer"
+	// ExposureGateway attaches the endpoint to Gateway API Gateways with an HTTPRoute (or a
+	// TLSRoute in passthrough mode when the runtime terminates TLS for client certificates).
+	ExposureGateway ExposureType = "Gateway"
 )
 
 // Exposure publishes the endpoint.
 // +kubebuilder:validation:XValidation:rule="!has(self.type) || self.type != 'LoadBalancer' || has(self.tls)",message="type LoadBalancer needs tls: the runtime terminates TLS itself"
+// +kubebuilder:validation:XValidation:rule="(has(self.type) && self.type == 'Gateway') == has(self.gateway)",message="gateway must be set exactly when type is Gateway",fieldPath=".gateway"
 // +kubebuilder:validation:XValidation:rule="!has(self.path) || self.path.startsWith('/')",message="path must start with /",fieldPath=".path"
 type Exposure struct {
 	// Type is how the endpoint is published. Ingress (the default) routes through an ingress
@@ -402,8 +501,12 @@ type Exposure struct {
 	// TLS through; point the host's DNS at the Service's address.
 	// +optional
 	// +kubebuilder:default=Ingress
-	// +kubebuilder:validation:Enum=Ingress;LoadBalancer
+	// +kubebuilder:validation:Enum=Ingress;LoadBalancer;Gateway
 	Type ExposureType `json:"type,omitempty"`
+
+	// Gateway attaches the endpoint to Gateways you already run (Gateway API), for type Gateway.
+	// +optional
+	Gateway *GatewayExposure `json:"gateway,omitempty"`
 
 	// Host is the DNS name Entra ID calls.
 	// +required
@@ -430,6 +533,34 @@ type Exposure struct {
 	// TLS says where the endpoint's certificate comes from. Entra only calls HTTPS endpoints.
 	// +optional
 	TLS *TLS `json:"tls,omitempty"`
+}
+
+// GatewayExposure attaches the connector's route to Gateways.
+type GatewayExposure struct {
+	// ParentRefs are the Gateways (and optionally their listeners) the route attaches to. A Gateway
+	// in another namespace must allow routes from the connector's namespace (allowedRoutes).
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	ParentRefs []GatewayParentReference `json:"parentRefs"`
+}
+
+// GatewayParentReference names a Gateway and optionally one of its listeners.
+type GatewayParentReference struct {
+	// Name of the Gateway.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// Namespace of the Gateway. Defaults to the connector's namespace.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Namespace string `json:"namespace,omitempty"`
+	// SectionName is the listener of the Gateway to attach to. Empty attaches to every listener
+	// that accepts the route.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	SectionName string `json:"sectionName,omitempty"`
 }
 
 // TLS is the certificate of the endpoint: issued by cert-manager or brought by the user.

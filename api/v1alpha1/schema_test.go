@@ -121,6 +121,13 @@ func set(obj map[string]any, path string, value any) {
 	}
 }
 
+func validBearer() map[string]any {
+	return map[string]any{
+		"tenantId": "aaaabbbb-0000-cccc-1111-dddd2222eeee",
+		"audience": "00001111-aaaa-2222-bbbb-3333cccc4444",
+	}
+}
+
 func create(t *testing.T, obj map[string]any) error {
 	t.Helper()
 	u := &unstructured.Unstructured{Object: obj}
@@ -152,10 +159,10 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 	}{
 		{"two auth methods", func(o map[string]any) {
 			set(o, "spec.authentication.clientCertificate", map[string]any{"secretRef": map[string]any{"name": "ca"}})
-		}, []string{"spec.authentication", "exactly one of basic or clientCertificate must be set"}},
+		}, []string{"spec.authentication", "exactly one of basic, clientCertificate or bearer must be set"}},
 		{"no auth method", func(o map[string]any) {
 			set(o, "spec.authentication", map[string]any{})
-		}, []string{"spec.authentication", "exactly one of basic or clientCertificate must be set"}},
+		}, []string{"spec.authentication", "exactly one of basic, clientCertificate or bearer must be set"}},
 		{"no authentication at all", func(o map[string]any) {
 			set(o, "spec.authentication", nil)
 		}, []string{"spec.authentication", "Required value"}},
@@ -164,7 +171,7 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		}, []string{"spec.step", "Unsupported value"}},
 		{"validationError at PostFederationSignup", func(o map[string]any) {
 			set(o, "spec.step", "PostFederationSignup")
-		}, []string{"spec.rules", "validationError outcomes are only allowed at step PostAttributeCollection"}},
+		}, []string{"spec.rules", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit"}},
 		{"two outcomes in one rule", func(o map[string]any) {
 			set(o, "spec.rules.0.block", map[string]any{"message": "no"})
 		}, []string{"spec.rules[0]", "exactly one of block or validationError must be set"}},
@@ -227,6 +234,57 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 				"forwarded": map[string]any{"header": "ssl-client-cert", "trustedProxies": []any{"10.0.0.1"}},
 			}})
 		}, []string{"spec.authentication.clientCertificate.forwarded.trustedProxies[0]", "must be a CIDR"}},
+		{"bearer at PostAttributeCollection", func(o map[string]any) {
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+		}, []string{"spec.authentication", "bearer authentication is only for custom authentication extension steps"}},
+		{"basic at OnAttributeCollectionSubmit", func(o map[string]any) {
+			set(o, "spec.step", "OnAttributeCollectionSubmit")
+		}, []string{"spec.authentication", "custom authentication extension steps (On...) authenticate with bearer"}},
+		{"bearer and basic", func(o map[string]any) {
+			set(o, "spec.step", "OnAttributeCollectionSubmit")
+			set(o, "spec.authentication.bearer", validBearer())
+		}, []string{"spec.authentication", "exactly one of basic, clientCertificate or bearer must be set"}},
+		{"validationError at OnAttributeCollectionStart", func(o map[string]any) {
+			set(o, "spec.step", "OnAttributeCollectionStart")
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+		}, []string{"spec.rules", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit"}},
+		{"block at OnTokenIssuanceStart", func(o map[string]any) {
+			set(o, "spec.step", "OnTokenIssuanceStart")
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+			set(o, "spec.rules", []any{map[string]any{"name": "no", "when": "true", "block": map[string]any{"message": "no"}}})
+		}, []string{"spec.rules", "block outcomes are not allowed at step OnTokenIssuanceStart"}},
+		{"attribute on block", func(o map[string]any) {
+			set(o, "spec.rules.0.validationError", nil)
+			set(o, "spec.rules.0.block", map[string]any{"message": "no", "attribute": "postalCode"})
+		}, []string{"spec.rules[0].block", "attribute is only allowed on validationError"}},
+		{"attribute not an identifier", func(o map[string]any) {
+			set(o, "spec.rules.0.validationError.attribute", "postal-code")
+		}, []string{"spec.rules[0].validationError.attribute", "should match"}},
+		{"bearer tenant not a GUID", func(o map[string]any) {
+			set(o, "spec.step", "OnAttributeCollectionSubmit")
+			b := validBearer()
+			b["tenantId"] = "contoso.onmicrosoft.com"
+			set(o, "spec.authentication", map[string]any{"bearer": b})
+		}, []string{"spec.authentication.bearer.tenantId", "should match"}},
+		{"bearer issuer not a URL", func(o map[string]any) {
+			set(o, "spec.step", "OnAttributeCollectionSubmit")
+			b := validBearer()
+			b["issuer"] = "login.microsoftonline.com"
+			set(o, "spec.authentication", map[string]any{"bearer": b})
+		}, []string{"spec.authentication.bearer.issuer", "must be an absolute http or https URL"}},
+		{"type Gateway without gateway", func(o map[string]any) {
+			set(o, "spec.exposure.type", "Gateway")
+		}, []string{"spec.exposure.gateway", "gateway must be set exactly when type is Gateway"}},
+		{"gateway with type Ingress", func(o map[string]any) {
+			set(o, "spec.exposure.gateway", map[string]any{"parentRefs": []any{map[string]any{"name": "public"}}})
+		}, []string{"spec.exposure.gateway", "gateway must be set exactly when type is Gateway"}},
+		{"gateway without parents", func(o map[string]any) {
+			set(o, "spec.exposure.type", "Gateway")
+			set(o, "spec.exposure.gateway", map[string]any{"parentRefs": []any{}})
+		}, []string{"spec.exposure.gateway.parentRefs", "should have at least 1 items"}},
+		{"LoadBalancer without TLS", func(o map[string]any) {
+			set(o, "spec.exposure.type", "LoadBalancer")
+		}, []string{"spec.exposure", "type LoadBalancer needs tls"}},
 		{"too many replicas", func(o map[string]any) {
 			set(o, "spec.runtime", map[string]any{"replicas": 51})
 		}, []string{"spec.runtime.replicas", "less than or equal to 50"}},

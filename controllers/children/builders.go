@@ -53,7 +53,13 @@ func RuntimeTerminatesTLS(c *apiv1.APIConnector) bool {
 
 // WantsIngress reports whether the connector is published through an Ingress.
 func WantsIngress(c *apiv1.APIConnector) bool {
-	return c.Spec.Exposure.Type != apiv1.ExposureLoadBalancer
+	t := c.Spec.Exposure.Type
+	return t == "" || t == apiv1.ExposureIngress
+}
+
+// WantsRoute reports whether the connector is published through a Gateway API route.
+func WantsRoute(c *apiv1.APIConnector) bool {
+	return c.Spec.Exposure.Type == apiv1.ExposureGateway && c.Spec.Exposure.Gateway != nil
 }
 
 // MakeDeployment runs the shared runtime image for one connector. configHash covers the rendered
@@ -83,8 +89,7 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 	volumes := []*corev1ac.VolumeApplyConfiguration{
 		corev1ac.Volume().WithName("config").WithConfigMap(
 			corev1ac.ConfigMapVolumeSource().WithName(ConfigMapName(c)).WithDefaultMode(0o444)),
-		corev1ac.Volume().WithName("secrets").WithProjected(
-			corev1ac.ProjectedVolumeSource().WithDefaultMode(0o440).WithSources(secretProjections(c)...)),
+		secretsVolume(c),
 	}
 	if RuntimeTerminatesTLS(c) {
 		args = append(args, "--tls-cert="+TLSDir+"/tls.crt", "--tls-key="+TLSDir+"/tls.key")
@@ -165,6 +170,17 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 				WithLabels(Labels(c)).
 				WithAnnotations(map[string]string{ConfigHashKey: configHash}).
 				WithSpec(pod)))
+}
+
+// secretsVolume holds the credentials. A bearer-token connector with no outbound credentials has
+// none: its keys come from Entra's OpenID configuration, so the directory is an empty one.
+func secretsVolume(c *apiv1.APIConnector) *corev1ac.VolumeApplyConfiguration {
+	v := corev1ac.Volume().WithName("secrets")
+	sources := secretProjections(c)
+	if len(sources) == 0 {
+		return v.WithEmptyDir(corev1ac.EmptyDirVolumeSource().WithMedium(corev1.StorageMediumMemory).WithSizeLimit(resource.MustParse("1Mi")))
+	}
+	return v.WithProjected(corev1ac.ProjectedVolumeSource().WithDefaultMode(0o440).WithSources(sources...))
 }
 
 // secretProjections project every referenced Secret into one directory: the inbound credentials
@@ -295,7 +311,7 @@ func MakeService(c *apiv1.APIConnector) *corev1ac.ServiceApplyConfiguration {
 	if RuntimeTerminatesTLS(c) {
 		name = "https"
 	}
-	if !WantsIngress(c) {
+	if c.Spec.Exposure.Type == apiv1.ExposureLoadBalancer {
 		port, typ = 443, corev1.ServiceTypeLoadBalancer
 	}
 	return corev1ac.Service(ServiceName(c), c.Namespace).
@@ -398,14 +414,7 @@ func MakeCertificate(c *apiv1.APIConnector) *unstructured.Unstructured {
 			"usages": []any{"server auth", "digital signature", "key encipherment"},
 		},
 	}}
-	u.SetOwnerReferences([]metav1.OwnerReference{{
-		APIVersion:         apiv1.GroupVersion.String(),
-		Kind:               "APIConnector",
-		Name:               c.Name,
-		UID:                c.UID,
-		Controller:         ptr.To(true),
-		BlockOwnerDeletion: ptr.To(true),
-	}})
+	u.SetOwnerReferences(controllerRef(c))
 	return u
 }
 
@@ -415,4 +424,82 @@ func toAny(m map[string]string) map[string]any {
 		out[k] = v
 	}
 	return out
+}
+
+// Gateway API routes are built unstructured: the operator needs no Gateway API Go module and runs
+// on clusters without its CRDs.
+const (
+	GatewayAPIVersion = "gateway.networking.k8s.io/v1"
+	HTTPRouteKind     = "HTTPRoute"
+	TLSRouteKind      = "TLSRoute"
+)
+
+// RouteKind is the route the connector needs: a TLSRoute in passthrough mode when the runtime
+// terminates TLS itself (client certificates), otherwise an HTTPRoute.
+func RouteKind(c *apiv1.APIConnector) string {
+	if RuntimeTerminatesTLS(c) {
+		return TLSRouteKind
+	}
+	return HTTPRouteKind
+}
+
+// RouteName is the name of the connector's route.
+func RouteName(c *apiv1.APIConnector) string { return c.Name }
+
+// MakeRoute attaches the connector's Service to the Gateways in spec.exposure.gateway. Nil when the
+// connector is not exposed through a Gateway.
+func MakeRoute(c *apiv1.APIConnector) *unstructured.Unstructured {
+	if !WantsRoute(c) {
+		return nil
+	}
+	var parents []any
+	for _, p := range c.Spec.Exposure.Gateway.ParentRefs {
+		ref := map[string]any{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": p.Name}
+		if p.Namespace != "" {
+			ref["namespace"] = p.Namespace
+		}
+		if p.SectionName != "" {
+			ref["sectionName"] = p.SectionName
+		}
+		parents = append(parents, ref)
+	}
+	backend := map[string]any{"kind": "Service", "group": "", "name": ServiceName(c), "port": int64(HTTPPort), "weight": int64(1)}
+	kind := RouteKind(c)
+	var rule map[string]any
+	if kind == TLSRouteKind {
+		// Passthrough: the Gateway routes on SNI only; paths are the runtime's business.
+		rule = map[string]any{"backendRefs": []any{backend}}
+	} else {
+		rule = map[string]any{
+			"matches":     []any{map[string]any{"path": map[string]any{"type": "PathPrefix", "value": Path(c)}}},
+			"backendRefs": []any{backend},
+		}
+	}
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": GatewayAPIVersion,
+		"kind":       kind,
+		"metadata": map[string]any{
+			"name":      RouteName(c),
+			"namespace": c.Namespace,
+			"labels":    toAny(Labels(c)),
+		},
+		"spec": map[string]any{
+			"parentRefs": parents,
+			"hostnames":  []any{c.Spec.Exposure.Host},
+			"rules":      []any{rule},
+		},
+	}}
+	u.SetOwnerReferences(controllerRef(c))
+	return u
+}
+
+func controllerRef(c *apiv1.APIConnector) []metav1.OwnerReference {
+	return []metav1.OwnerReference{{
+		APIVersion:         apiv1.GroupVersion.String(),
+		Kind:               "APIConnector",
+		Name:               c.Name,
+		UID:                c.UID,
+		Controller:         ptr.To(true),
+		BlockOwnerDeletion: ptr.To(true),
+	}}
 }

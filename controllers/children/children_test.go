@@ -57,7 +57,7 @@ func golden(t *testing.T, name string, objs ...any) {
 
 func TestGolden(t *testing.T) {
 	opts := Options{RuntimeImage: "apiconnector-runtime:v0.1.0"}
-	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer"} {
+	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer"} {
 		t.Run(name, func(t *testing.T) {
 			c := connector(t, name)
 			resolved := map[string][]string{}
@@ -80,6 +80,9 @@ func TestGolden(t *testing.T) {
 			}
 			if cert := MakeCertificate(c); cert != nil {
 				objs = append(objs, cert.Object)
+			}
+			if route := MakeRoute(c); route != nil {
+				objs = append(objs, route.Object)
 			}
 			golden(t, name, objs...)
 		})

@@ -65,11 +65,41 @@ func (e *ClaimTypeError) Error() string {
 //   - Known claims must have their documented types; null is a wrong type, since Entra omits claims
 //     without a value.
 func DecodeRequest(body []byte) (*Request, error) {
+	raw, err := parseBody(body)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkKnownTypes(raw); err != nil {
+		return nil, err
+	}
+	canonical, err := canonicalJSON(raw)
+	if err != nil {
+		return nil, &DecodeError{Reason: "malformed_json", Err: err}
+	}
+	claims, err := toClaims(raw)
+	if err != nil {
+		return nil, err
+	}
+	return &Request{Claims: claims.(map[string]any), Canonical: canonical}, nil
+}
+
+// parseBody checks and parses a body into one JSON object whose numbers are json.Number: valid
+// UTF-8, nothing after the object, no duplicate keys, bounded nesting.
+func parseBody(body []byte) (map[string]any, error) {
 	if !utf8.Valid(body) {
 		// encoding/json would silently replace bad bytes with U+FFFD; two different bodies would then
 		// have the same claims, so refuse instead.
 		return nil, &DecodeError{Reason: "invalid_utf8", Err: errors.New("body is not valid UTF-8")}
 	}
+	if raw, ok := parseFast(body); ok {
+		return raw, nil
+	}
+	return parseExact(body)
+}
+
+// parseExact is parseBody token by token: it refuses duplicate keys and deep nesting as it meets
+// them and names what is wrong. parseFast handles well-formed bodies first.
+func parseExact(body []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	p := parser{dec: dec}
@@ -87,18 +117,7 @@ func DecodeRequest(body []byte) (*Request, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, &DecodeError{Reason: "malformed_json", Err: errors.New("data after the top-level object")}
 	}
-	if err := checkKnownTypes(raw); err != nil {
-		return nil, err
-	}
-	canonical, err := canonicalJSON(raw)
-	if err != nil {
-		return nil, &DecodeError{Reason: "malformed_json", Err: err}
-	}
-	claims, err := toClaims(raw)
-	if err != nil {
-		return nil, err
-	}
-	return &Request{Claims: claims.(map[string]any), Canonical: canonical}, nil
+	return raw, nil
 }
 
 type parser struct{ dec *json.Decoder }
@@ -188,19 +207,24 @@ func checkKnownTypes(m map[string]any) error {
 	if !present {
 		return nil
 	}
+	return checkIdentities(ids, "identities")
+}
+
+// checkIdentities checks an identities array: objects whose documented fields are strings.
+func checkIdentities(ids any, path string) error {
 	list, ok := ids.([]any)
 	if !ok {
-		return &ClaimTypeError{Claim: "identities", Want: "an array of objects", Got: jsonType(ids)}
+		return &ClaimTypeError{Claim: path, Want: "an array of objects", Got: jsonType(ids)}
 	}
 	for i, e := range list {
 		obj, ok := e.(map[string]any)
 		if !ok {
-			return &ClaimTypeError{Claim: fmt.Sprintf("identities[%d]", i), Want: "an object", Got: jsonType(e)}
+			return &ClaimTypeError{Claim: fmt.Sprintf("%s[%d]", path, i), Want: "an object", Got: jsonType(e)}
 		}
 		for _, f := range identityStringFields {
 			if v, ok := obj[f]; ok {
 				if _, ok := v.(string); !ok {
-					return &ClaimTypeError{Claim: fmt.Sprintf("identities[%d].%s", i, f), Want: "a string", Got: jsonType(v)}
+					return &ClaimTypeError{Claim: fmt.Sprintf("%s[%d].%s", path, i, f), Want: "a string", Got: jsonType(v)}
 				}
 			}
 		}

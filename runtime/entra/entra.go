@@ -30,6 +30,10 @@ type Request struct {
 	// Canonical is the body re-encoded with sorted keys and no insignificant whitespace, so two
 	// deliveries of the same sign-up (Entra retries once) have the same bytes.
 	Canonical []byte
+	// Extension is set for custom authentication extension requests (DecodeExtensionRequest):
+	// the envelope's identifiers, authenticationContext and the collected attributes' types.
+	// Nil for legacy API connector requests.
+	Extension *Extension
 }
 
 // Decision is the answer to one request.
@@ -39,6 +43,14 @@ type Decision struct {
 	UserMessage string
 	// Claims are returned on Continue as top-level string keys.
 	Claims map[string]string
+	// ClaimValues are returned claims whose value is not a string: int64 and bool (attributes
+	// of those types at the attribute collection events) and []string (string-array claims at
+	// OnTokenIssuanceStart). Only custom authentication extension steps produce them; a name is
+	// in Claims or ClaimValues, not both.
+	ClaimValues map[string]any
+	// AttributeErrors are per-attribute messages of a ValidationError (showValidationError's
+	// attributeErrors at OnAttributeCollectionSubmit), by attribute name.
+	AttributeErrors map[string]string
 	// Rule is the name of the rule that decided, empty when none matched.
 	Rule string
 	// Failure says why the connector failed closed or open (a call or expression error), empty

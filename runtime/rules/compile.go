@@ -23,6 +23,11 @@ import (
 const (
 	DefaultFailureMessage = "We can't complete your sign-up right now. Please try again later."
 	DefaultTimeout        = 8 * time.Second
+	// DefaultExtensionTimeout is the deadline of custom authentication extension steps (On...):
+	// Entra waits 200-2000 ms for them (1000 ms unless configured) and may retry once.
+	DefaultExtensionTimeout = 1500 * time.Millisecond
+	// MaxExtensionWait is the longest Entra waits for a custom authentication extension.
+	MaxExtensionWait = 2 * time.Second
 	DefaultCallTimeout    = 2 * time.Second
 	// MaxResponseBytes bounds how much of a call's response body is read.
 	MaxResponseBytes = 1 << 20
@@ -162,8 +167,9 @@ type Engine struct {
 	claims []*compiledClaim
 	events []*compiledEvent
 
-	opts  Options
-	queue *eventQueue
+	opts     Options
+	queue    *eventQueue
+	warnings []string
 }
 
 type program struct {
@@ -184,7 +190,8 @@ type compiledCall struct {
 }
 
 type compiledRule struct {
-	name    string
+	name      string
+	attribute string // validationError's attribute, for attributeErrors
 	action  string // entra.Action value
 	message string
 	msgExpr *program
@@ -212,6 +219,10 @@ func (e *Engine) Timeout() time.Duration { return e.timeout }
 // Step is the connector's configured step.
 func (e *Engine) Step() v1alpha1.Step { return e.step }
 
+// Warnings are non-fatal problems found at compile time, such as call timeouts that do not fit
+// in the deadline of a custom authentication extension. Compile also logs them.
+func (e *Engine) Warnings() []string { return e.warnings }
+
 // Compile validates conn and compiles every expression. The error, if any, is a CompileErrors
 // listing all problems by field path. Compile the connector once per configuration; the Engine
 // holds no per-request state.
@@ -231,6 +242,9 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 	}
 	if e.failureMessage == "" {
 		e.failureMessage = DefaultFailureMessage
+	}
+	if s.Step.IsExtension() {
+		e.timeout = DefaultExtensionTimeout
 	}
 	if s.Timeout != nil && s.Timeout.Duration > 0 {
 		e.timeout = s.Timeout.Duration
@@ -294,6 +308,7 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 		cr.action = "ShowBlockPage"
 		if r.ValidationError != nil {
 			out, field, cr.action = r.ValidationError, "validationError", "ValidationError"
+			cr.attribute = r.ValidationError.Attribute
 		}
 		if out != nil {
 			cr.message = out.Message
@@ -311,7 +326,7 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 	for _, name := range claimNames {
 		e.claims = append(e.claims, &compiledClaim{
 			name: name,
-			expr: cp.compile(cp.ruleEnv, "spec.claims."+name, s.Claims[name], wantClaim),
+			expr: cp.compile(cp.ruleEnv, "spec.claims."+name, s.Claims[name], claimCheck(s.Step)),
 		})
 	}
 
@@ -329,8 +344,47 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 	if err := c.err(); err != nil {
 		return nil, err
 	}
+	e.warnings = budgetWarnings(s.Step, e.timeout, e.calls, e.events)
+	for _, w := range e.warnings {
+		opts.Logger.Warn("connector budget", "connector", e.Name(), "warning", w)
+	}
 	e.queue = newEventQueue(e)
 	return e, nil
+}
+
+// budgetWarnings flags, at custom authentication extension steps, work that cannot fit in the
+// time Entra waits: a deadline beyond 2s, and calls whose timeouts (they run concurrently, so the
+// longest counts) plus the sync events after them (sequential, each may take the rest of the
+// deadline) reach the deadline. The deadline still bounds everything at request time, so these
+// are warnings: a call that does not answer in time fails under its failure policy.
+func budgetWarnings(step v1alpha1.Step, deadline time.Duration, calls []*compiledCall, events []*compiledEvent) []string {
+	if !step.IsExtension() {
+		return nil
+	}
+	var w []string
+	if deadline > MaxExtensionWait {
+		w = append(w, fmt.Sprintf("spec.timeout: %s is longer than the %s Entra waits for a custom authentication extension", deadline, MaxExtensionWait))
+	}
+	var longest time.Duration
+	var slowest string
+	for _, c := range calls {
+		if c.timeout > longest {
+			longest, slowest = c.timeout, c.spec.Name
+		}
+	}
+	if longest >= deadline {
+		w = append(w, fmt.Sprintf("spec.calls: call %s may take %s, which does not fit in the %s deadline of step %s; set its timeout lower (for example 1s)", slowest, longest, deadline, step))
+	}
+	sync := 0
+	for _, ev := range events {
+		if ev.delivery == v1alpha1.DeliverySync {
+			sync++
+		}
+	}
+	if sync > 0 && longest > 0 && longest+time.Duration(sync)*100*time.Millisecond >= deadline {
+		w = append(w, fmt.Sprintf("spec.events: %d sync event(s) after calls of up to %s leave little of the %s deadline; prefer Async delivery at step %s", sync, longest, deadline, step))
+	}
+	return w
 }
 
 func orPolicy(p, def v1alpha1.FailurePolicy) v1alpha1.FailurePolicy {
@@ -384,12 +438,40 @@ var (
 	wantString = typeCheck{"string", func(t *cel.Type) bool { return isType(t, cel.StringType) }}
 	wantMap    = typeCheck{"map", func(t *cel.Type) bool { return t.Kind() == types.MapKind || isType(t, cel.DynType) }}
 	wantClaim  = typeCheck{"string or optional_type(string)", func(t *cel.Type) bool {
-		if t.Kind() == types.OpaqueKind && t.TypeName() == "optional_type" && len(t.Parameters()) == 1 {
-			return isType(t.Parameters()[0], cel.StringType)
-		}
-		return isType(t, cel.StringType)
+		return isType(unwrapOptional(t), cel.StringType)
+	}}
+	// Attribute collection events: values are converted to the attribute's type.
+	wantAttributeClaim = typeCheck{"string, int, bool or list(string), or an optional of one", func(t *cel.Type) bool {
+		t = unwrapOptional(t)
+		return isType(t, cel.StringType) || isType(t, cel.IntType) || isType(t, cel.BoolType) || isStringList(t)
+	}}
+	// Token issuance: strings and string arrays only (custom-claims-provider-reference).
+	wantTokenClaim = typeCheck{"string or list(string), or an optional of one", func(t *cel.Type) bool {
+		t = unwrapOptional(t)
+		return isType(t, cel.StringType) || isStringList(t)
 	}}
 )
+
+func claimCheck(step v1alpha1.Step) typeCheck {
+	switch step {
+	case v1alpha1.StepOnTokenIssuanceStart:
+		return wantTokenClaim
+	case v1alpha1.StepOnAttributeCollectionStart, v1alpha1.StepOnAttributeCollectionSubmit:
+		return wantAttributeClaim
+	}
+	return wantClaim
+}
+
+func unwrapOptional(t *cel.Type) *cel.Type {
+	if t.Kind() == types.OpaqueKind && t.TypeName() == "optional_type" && len(t.Parameters()) == 1 {
+		return t.Parameters()[0]
+	}
+	return t
+}
+
+func isStringList(t *cel.Type) bool {
+	return t.Kind() == types.ListKind && len(t.Parameters()) == 1 && isType(t.Parameters()[0], cel.StringType)
+}
 
 func isType(t, want *cel.Type) bool { return t.IsExactType(want) || t.IsExactType(cel.DynType) }
 

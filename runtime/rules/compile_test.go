@@ -45,7 +45,7 @@ func TestCompileErrors(t *testing.T) {
 		{"email claim", "  step: PostAttributeCollection\n  claims:\n    email: \"'x'\"\n",
 			"spec.claims.email", "must not return email"},
 		{"validationError at federation", "  step: PostFederationSignup\n  rules:\n  - {name: r, when: 'true', validationError: {message: m}}\n",
-			"spec.rules[0].validationError", "only allowed at step PostAttributeCollection"},
+			"spec.rules[0].validationError", "only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit"},
 		{"two outcomes", "  step: PostAttributeCollection\n  rules:\n  - {name: r, when: 'true', block: {message: m}, validationError: {message: m}}\n",
 			"spec.rules[0]", "exactly one of block or validationError"},
 		{"duplicate rule", "  step: PostAttributeCollection\n  rules:\n  - {name: r, when: 'true', block: {message: m}}\n  - {name: r, when: 'true', block: {message: m}}\n",

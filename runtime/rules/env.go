@@ -53,6 +53,8 @@ func newEnv(kind envKind) (*cel.Env, error) {
 		cel.Variable("request", cel.MapType(cel.StringType, dyn)),
 		cel.Variable("identity", cel.MapType(cel.StringType, dyn)),
 		cel.Variable("lists", cel.MapType(cel.StringType, cel.ListType(cel.StringType))),
+		// authenticationContext of custom authentication extension requests; {} at legacy steps.
+		cel.Variable("context", cel.MapType(cel.StringType, dyn)),
 		cel.OptionalTypes(),
 		cel.EagerlyValidateDeclarations(true),
 		cel.DefaultUTCTimeZone(true),

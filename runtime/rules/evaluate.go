@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
 	"github.com/google/cel-go/interpreter"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
@@ -19,7 +21,7 @@ var _ entra.Evaluator = (*Engine)(nil)
 // vars is the CEL activation of one request. Every value is converted to a CEL value once per
 // request, not once per expression, and the claims map is wrapped, not copied.
 type vars struct {
-	claims, request, identity, lists, calls, decision ref.Val
+	claims, request, identity, lists, calls, decision, context ref.Val
 	// rawClaims are the request's claims as sent (without extension aliases), the default body
 	// of a call.
 	rawClaims map[string]any
@@ -40,6 +42,8 @@ func (v *vars) ResolveName(name string) (any, bool) {
 		out = v.calls
 	case "decision":
 		out = v.decision
+	case "context":
+		out = v.context
 	}
 	return out, out != nil
 }
@@ -52,6 +56,16 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 	claims := withExtensionAliases(req.Claims)
 	str := func(key string) string { s, _ := claims[key].(string); return s }
 	step := str("step")
+	clientID, uiLocales := str("client_id"), str("ui_locales")
+	context := emptyMap
+	if x := req.Extension; x != nil {
+		// The envelope has no step, client_id or ui_locales claims: take them from the connector
+		// and the authentication context.
+		step = string(e.step)
+		clientID = nested(x.Context, "clientServicePrincipal", "appId")
+		uiLocales = nested(x.Context, "client", "locale")
+		context = types.NewStringInterfaceMap(types.DefaultTypeAdapter, x.Context)
+	}
 	if step == "" {
 		step = string(e.step)
 	}
@@ -64,13 +78,21 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 	return &vars{
 		claims: types.NewStringInterfaceMap(types.DefaultTypeAdapter, claims),
 		request: types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
-			"step": step, "clientId": str("client_id"), "uiLocales": str("ui_locales"),
+			"step": step, "clientId": clientID, "uiLocales": uiLocales,
 		}),
+		context:   context,
 		identity:  identity,
 		lists:     e.lists,
 		calls:     emptyMap,
 		rawClaims: req.Claims,
 	}
+}
+
+// nested returns m[a][b] when it is a string, else "".
+func nested(m map[string]any, a, b string) string {
+	inner, _ := m[a].(map[string]any)
+	s, _ := inner[b].(string)
+	return s
 }
 
 // withExtensionAliases adds extension_<Name> for every extension_<32 hex>_<Name> claim, so rules
@@ -161,7 +183,7 @@ func (e *Engine) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decis
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	v := e.newVars(req)
-	d := e.decide(ctx, v)
+	d := e.decide(ctx, v, req.Extension)
 	if len(e.events) > 0 {
 		d = e.emitEvents(ctx, v, req, d)
 	}
@@ -173,7 +195,7 @@ func (e *Engine) fail(reason string) *entra.Decision {
 	return &entra.Decision{Action: entra.ActionShowBlockPage, UserMessage: e.failureMessage, Failure: reason}
 }
 
-func (e *Engine) decide(ctx context.Context, v *vars) *entra.Decision {
+func (e *Engine) decide(ctx context.Context, v *vars, x *entra.Extension) *entra.Decision {
 	var failures []string
 	if len(e.calls) > 0 {
 		calls, d, ignored := e.runCalls(ctx, v)
@@ -198,17 +220,21 @@ func (e *Engine) decide(ctx context.Context, v *vars) *entra.Decision {
 			continue
 		}
 		e.opts.Observer.RuleHit(r.name)
-		return &entra.Decision{
+		d := &entra.Decision{
 			Action:      entra.Action(r.action),
 			UserMessage: e.message(ctx, r, v),
 			Rule:        r.name,
 			Failure:     strings.Join(failures, "; "),
 		}
+		if r.attribute != "" && e.step == v1alpha1.StepOnAttributeCollectionSubmit && d.Action == entra.ActionValidationError {
+			d.AttributeErrors = map[string]string{attributeName(x, r.attribute): d.UserMessage}
+		}
+		return d
 	}
 
 	d := &entra.Decision{Action: entra.ActionContinue}
 	for _, c := range e.claims {
-		val, set, err := e.claimValue(ctx, c, v)
+		val, set, err := e.claimValue(ctx, c, v, x)
 		if err != nil {
 			if e.failurePolicy == v1alpha1.FailurePolicyFail {
 				e.opts.Logger.WarnContext(ctx, "claim failed, failing closed", "connector", e.Name(), "claim", c.name, "err", err)
@@ -220,13 +246,63 @@ func (e *Engine) decide(ctx context.Context, v *vars) *entra.Decision {
 		if !set {
 			continue
 		}
-		if d.Claims == nil {
-			d.Claims = make(map[string]string, len(e.claims))
+		name := c.name
+		if x != nil {
+			name = attributeName(x, c.name)
 		}
-		d.Claims[c.name] = val
+		if str, ok := val.(string); ok {
+			if d.Claims == nil {
+				d.Claims = make(map[string]string, len(e.claims))
+			}
+			d.Claims[name] = str
+			continue
+		}
+		if d.ClaimValues == nil {
+			d.ClaimValues = map[string]any{}
+		}
+		d.ClaimValues[name] = val
+	}
+	if e.step == v1alpha1.StepOnTokenIssuanceStart {
+		if n := tokenClaimsSize(d); n > entra.MaxTokenClaimsBytes {
+			err := fmt.Sprintf("token claims are %d bytes, more than the %d Entra accepts at OnTokenIssuanceStart", n, entra.MaxTokenClaimsBytes)
+			e.opts.Logger.ErrorContext(ctx, "token claims too large", "connector", e.Name(), "bytes", n, "limit", entra.MaxTokenClaimsBytes, "policy", string(e.failurePolicy))
+			if e.failurePolicy == v1alpha1.FailurePolicyFail {
+				return e.fail(err)
+			}
+			d.Claims, d.ClaimValues = nil, nil
+			failures = append(failures, err)
+		}
 	}
 	d.Failure = strings.Join(failures, "; ")
 	return d
+}
+
+func tokenClaimsSize(d *entra.Decision) int {
+	lists := map[string][]string{}
+	for k, v := range d.ClaimValues {
+		if l, ok := v.([]string); ok {
+			lists[k] = l
+		}
+	}
+	return entra.TokenClaimsSize(d.Claims, lists)
+}
+
+// attributeName maps a short extension alias (extension_<Name>) to the attribute the request
+// carries (extension_<appid>_<Name>): Entra ignores returned attributes it did not send, so the
+// short form rules use must go back under the full name.
+func attributeName(x *entra.Extension, name string) string {
+	if x == nil {
+		return name
+	}
+	if _, ok := x.AttributeTypes[name]; ok {
+		return name
+	}
+	for full := range x.AttributeTypes {
+		if short, ok := extensionAlias(full); ok && short == name {
+			return full
+		}
+	}
+	return name
 }
 
 // message is the rule's userMessage: messageExpression, falling back to message, falling back to
@@ -246,21 +322,59 @@ func (e *Engine) message(ctx context.Context, r *compiledRule, v *vars) string {
 	return e.failureMessage
 }
 
-// claimValue evaluates a claim; set is false for optional.none().
-func (e *Engine) claimValue(ctx context.Context, c *compiledClaim, v *vars) (string, bool, error) {
+// claimValue evaluates a claim; set is false for optional.none(). The value is a string at the
+// legacy steps. At the custom authentication extension steps it may also be an int64, a bool or
+// a []string, and at the attribute collection events it is converted to the type of the
+// request's attribute of that name (Entra requires matching types).
+func (e *Engine) claimValue(ctx context.Context, c *compiledClaim, v *vars, x *entra.Extension) (any, bool, error) {
 	out, err := e.eval(ctx, c.expr, v)
 	if err != nil {
-		return "", false, err
+		return nil, false, err
 	}
 	if opt, ok := out.(*types.Optional); ok {
 		if !opt.HasValue() {
-			return "", false, nil
+			return nil, false, nil
 		}
 		out = opt.GetValue()
 	}
-	s, ok := out.(types.String)
-	if !ok {
-		return "", false, fmt.Errorf("%s: evaluated to %s, want string", c.expr.path, out.Type().TypeName())
+	var val any
+	switch t := out.(type) {
+	case types.String:
+		val = string(t)
+	case types.Int:
+		val = int64(t)
+	case types.Bool:
+		val = bool(t)
+	case traits.Lister:
+		native, err := t.ConvertToNative(reflect.TypeFor[[]string]())
+		if err != nil {
+			return nil, false, fmt.Errorf("%s: evaluated to a list that is not a list of strings", c.expr.path)
+		}
+		val = native.([]string)
 	}
-	return string(s), true, nil
+	if val == nil || !claimTypeAllowed(e.step, val) {
+		return nil, false, fmt.Errorf("%s: evaluated to %s, want %s", c.expr.path, out.Type().TypeName(), claimCheck(e.step).desc)
+	}
+	if x != nil && (e.step == v1alpha1.StepOnAttributeCollectionStart || e.step == v1alpha1.StepOnAttributeCollectionSubmit) {
+		if typ, ok := x.AttributeTypes[attributeName(x, c.name)]; ok {
+			conv, err := entra.ConvertAttribute(typ, val)
+			if err != nil {
+				return nil, false, fmt.Errorf("%s: %v", c.expr.path, err)
+			}
+			val = conv
+		}
+	}
+	return val, true, nil
+}
+
+func claimTypeAllowed(step v1alpha1.Step, val any) bool {
+	switch val.(type) {
+	case string:
+		return true
+	case []string:
+		return step.IsExtension() && step != v1alpha1.StepPostAttributeCollection
+	case int64, bool:
+		return step == v1alpha1.StepOnAttributeCollectionStart || step == v1alpha1.StepOnAttributeCollectionSubmit
+	}
+	return false
 }

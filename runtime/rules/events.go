@@ -59,6 +59,9 @@ func (e *Engine) emitEvents(ctx context.Context, v *vars, req *entra.Request, d 
 	for k, val := range d.Claims {
 		claims[k] = val
 	}
+	for k, val := range d.ClaimValues {
+		claims[k] = val
+	}
 	decision := map[string]any{"action": string(d.Action), "rule": d.Rule, "userMessage": d.UserMessage, "claims": claims}
 	v.decision = types.NewStringInterfaceMap(types.DefaultTypeAdapter, decision)
 	step, _ := v.request.Value().(map[string]any)["step"].(string)

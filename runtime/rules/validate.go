@@ -16,7 +16,14 @@ var (
 	listOrCallNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 	ruleOrEventRE    = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
 	claimNameRE      = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
+	guidRE           = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 )
+
+// AllowsValidationError reports whether Entra accepts a validation error at step: ValidationError
+// (HTTP 400) at PostAttributeCollection, showValidationError at OnAttributeCollectionSubmit.
+func AllowsValidationError(step v1alpha1.Step) bool {
+	return step == v1alpha1.StepPostAttributeCollection || step == v1alpha1.StepOnAttributeCollectionSubmit
+}
 
 // reservedClaims cannot be returned: Entra refuses email, and the others are response fields.
 var reservedClaims = map[string]bool{"email": true, "version": true, "action": true, "status": true, "userMessage": true}
@@ -40,13 +47,48 @@ func Validate(conn *v1alpha1.APIConnector) error {
 func validate(c *errs, conn *v1alpha1.APIConnector) {
 	s := &conn.Spec
 	switch s.Step {
-	case v1alpha1.StepPostFederationSignup, v1alpha1.StepPostAttributeCollection:
+	case v1alpha1.StepPostFederationSignup, v1alpha1.StepPostAttributeCollection,
+		v1alpha1.StepOnAttributeCollectionStart, v1alpha1.StepOnAttributeCollectionSubmit, v1alpha1.StepOnTokenIssuanceStart:
 	default:
-		c.add("spec.step", "must be PostFederationSignup or PostAttributeCollection, got %q", s.Step)
+		c.add("spec.step", "must be PostFederationSignup, PostAttributeCollection, OnAttributeCollectionStart, OnAttributeCollectionSubmit or OnTokenIssuanceStart, got %q", s.Step)
 	}
 	a := s.Authentication
-	if (a.Basic != nil) == (a.ClientCertificate != nil) {
-		c.add("spec.authentication", "exactly one of basic or clientCertificate must be set")
+	methods := 0
+	for _, set := range []bool{a.Basic != nil, a.ClientCertificate != nil, a.Bearer != nil} {
+		if set {
+			methods++
+		}
+	}
+	if methods != 1 {
+		c.add("spec.authentication", "exactly one of basic, clientCertificate or bearer must be set")
+	}
+	if s.Step.IsExtension() && a.Bearer == nil {
+		c.add("spec.authentication", "custom authentication extension steps (On...) authenticate with bearer")
+	}
+	if !s.Step.IsExtension() && a.Bearer != nil {
+		c.add("spec.authentication", "bearer authentication is only for custom authentication extension steps; PostFederationSignup and PostAttributeCollection use basic or clientCertificate")
+	}
+	if b := a.Bearer; b != nil {
+		if !guidRE.MatchString(b.TenantID) {
+			c.add("spec.authentication.bearer.tenantId", "must be a GUID, got %q", b.TenantID)
+		}
+		if b.Audience == "" || len(b.Audience) > 256 {
+			c.add("spec.authentication.bearer.audience", "must be 1 to 256 characters")
+		}
+		if b.Issuer != "" {
+			checkURL(c, "spec.authentication.bearer.issuer", b.Issuer)
+		}
+		if b.OpenIDConfigurationURL != "" {
+			checkURL(c, "spec.authentication.bearer.openIDConfigurationURL", b.OpenIDConfigurationURL)
+		}
+		if len(b.AllowedAuthorizedParties) > 8 {
+			c.add("spec.authentication.bearer.allowedAuthorizedParties", "must have at most 8 items")
+		}
+		for i, p := range b.AllowedAuthorizedParties {
+			if p == "" || len(p) > 256 {
+				c.add(fmt.Sprintf("spec.authentication.bearer.allowedAuthorizedParties[%d]", i), "must be 1 to 256 characters")
+			}
+		}
 	}
 	if a.Basic != nil && a.Basic.SecretRef.Name == "" {
 		c.add("spec.authentication.basic.secretRef.name", "must not be empty")
@@ -107,8 +149,18 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		if (r.Block != nil) == (r.ValidationError != nil) {
 			c.add(p, "exactly one of block or validationError must be set")
 		}
-		if r.ValidationError != nil && s.Step != v1alpha1.StepPostAttributeCollection {
-			c.add(p+".validationError", "validationError outcomes are only allowed at step PostAttributeCollection; use block at PostFederationSignup")
+		if r.ValidationError != nil && !AllowsValidationError(s.Step) {
+			c.add(p+".validationError", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit; use block elsewhere")
+		}
+		if r.Block != nil && s.Step == v1alpha1.StepOnTokenIssuanceStart {
+			c.add(p+".block", "block outcomes are not allowed at step OnTokenIssuanceStart: token issuance has no block page")
+		}
+		if r.Block != nil && r.Block.Attribute != "" {
+			c.add(p+".block", "attribute is only allowed on validationError")
+		}
+		if r.ValidationError != nil && r.ValidationError.Attribute != "" &&
+			(len(r.ValidationError.Attribute) > 256 || !claimNameRE.MatchString(r.ValidationError.Attribute)) {
+			c.add(p+".validationError.attribute", "must be an attribute name (letters, digits, underscore; at most 256 characters)")
 		}
 		for field, o := range map[string]*v1alpha1.Outcome{"block": r.Block, "validationError": r.ValidationError} {
 			if o == nil {

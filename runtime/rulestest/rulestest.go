@@ -7,8 +7,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"math"
+	"reflect"
 	"net/http"
 	"os"
 	"slices"
@@ -39,8 +43,17 @@ type File struct {
 type Case struct {
 	Name      string `json:"name"`
 	Connector string `json:"connector,omitempty"`
-	// Claims is the request body Entra would send (step, client_id, ui_locales included).
-	Claims map[string]any `json:"claims"`
+	// Claims is the request body Entra would send (step, client_id, ui_locales included). At
+	// the custom authentication extension steps it is mapped into the envelope: each claim
+	// becomes a collected attribute (userSignUpInfo.attributes) typed from its value (string,
+	// integer → int64, boolean; identities stays identities), or at OnTokenIssuanceStart
+	// authenticationContext.user. See BuildEnvelope.
+	Claims map[string]any `json:"claims,omitempty"`
+	// Context is merged over the default authenticationContext of the envelope (extension
+	// steps only).
+	Context map[string]any `json:"context,omitempty"`
+	// Request is the full extension envelope as Entra sends it, instead of claims and context.
+	Request map[string]any `json:"request,omitempty"`
 	// Calls stubs the response of each call by name. A call that runs without a stub fails like
 	// an unreachable service.
 	Calls  map[string]CallStub `json:"calls,omitempty"`
@@ -62,8 +75,13 @@ type Expect struct {
 	Action      entra.Action `json:"action"`
 	UserMessage *string      `json:"userMessage,omitempty"`
 	Rule        *string      `json:"rule,omitempty"`
-	// Claims, when present, must equal the returned claims exactly ({} means none).
+	// Claims, when present, must equal the returned string claims exactly ({} means none).
 	Claims map[string]string `json:"claims,omitempty"`
+	// ClaimValues, when present, must equal the returned claims that are not strings (int64 and
+	// boolean attributes, string arrays at OnTokenIssuanceStart) exactly ({} means none).
+	ClaimValues map[string]any `json:"claimValues,omitempty"`
+	// AttributeErrors, when present, must equal the per-attribute errors exactly ({} means none).
+	AttributeErrors map[string]string `json:"attributeErrors,omitempty"`
 	// Events, when present, are the names of the events sent, in any order ([] means none).
 	Events []string `json:"events,omitempty"`
 	// Failure, when present, must be a substring of Decision.Failure ("" means no failure).
@@ -122,14 +140,18 @@ func LoadCases(path string) (*File, error) {
 	}
 	for i := range f.Cases {
 		// Decode claims the way the server does (numbers are float64).
-		if f.Cases[i].Claims, err = normalize(f.Cases[i].Claims); err != nil {
-			return nil, fmt.Errorf("%s: case %q: %w", path, f.Cases[i].Name, err)
+		c := &f.Cases[i]
+		if c.Claims, err = normalize(c.Claims); err != nil {
+			return nil, fmt.Errorf("%s: case %q: %w", path, c.Name, err)
 		}
 	}
 	return f, nil
 }
 
-func normalize(m map[string]any) (map[string]any, error) {
+func normalize[V any](m map[string]V) (map[string]any, error) {
+	if m == nil {
+		return map[string]any{}, nil
+	}
 	b, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
@@ -169,7 +191,13 @@ func Run(b *connfile.Bundle, f *File) []CaseResult {
 			continue
 		}
 		res.Connector = conn.Name
-		out, err := Eval(conn, b.ListResolver(conn.Namespace), c.Claims, c.Calls)
+		req, err := BuildRequest(conn.Spec.Step, c)
+		if err != nil {
+			res.Problems = []string{err.Error()}
+			results = append(results, res)
+			continue
+		}
+		out, err := EvalRequest(conn, b.ListResolver(conn.Namespace), req, c.Calls)
 		if err != nil {
 			res.Problems = []string{err.Error()}
 		} else {
@@ -200,6 +228,15 @@ func pick(b *connfile.Bundle, name string) (*v1alpha1.APIConnector, error) {
 // Eval evaluates one request against conn with stubbed calls and captured events. The request
 // goes through the engine's real HTTP request construction; only the transport is replaced.
 func Eval(conn *v1alpha1.APIConnector, resolve rules.ListResolver, claims map[string]any, stubs map[string]CallStub) (*Outcome, error) {
+	canonical, err := json.Marshal(claims) // encoding/json sorts map keys, as the server does
+	if err != nil {
+		return nil, err
+	}
+	return EvalRequest(conn, resolve, &entra.Request{Claims: claims, Canonical: canonical}, stubs)
+}
+
+// EvalRequest is Eval for a decoded request (legacy or extension).
+func EvalRequest(conn *v1alpha1.APIConnector, resolve rules.ListResolver, req *entra.Request, stubs map[string]CallStub) (*Outcome, error) {
 	tr := &stubTransport{stubs: stubs}
 	eng, err := rules.Compile(conn, rules.Options{
 		HTTPClient: &http.Client{Transport: tr},
@@ -213,13 +250,9 @@ func Eval(conn *v1alpha1.APIConnector, resolve rules.ListResolver, claims map[st
 	if err != nil {
 		return nil, err
 	}
-	canonical, err := json.Marshal(claims) // encoding/json sorts map keys, as the server does
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), eng.Timeout()+5*time.Second)
 	defer cancel()
-	d, err := eng.Evaluate(ctx, &entra.Request{Claims: claims, Canonical: canonical})
+	d, err := eng.Evaluate(ctx, req)
 	if err != nil {
 		return nil, err
 	}
@@ -265,6 +298,27 @@ func check(want Expect, out *Outcome) []string {
 			}
 		}
 	}
+	if want.ClaimValues != nil || (want.Claims != nil && len(d.ClaimValues) > 0) {
+		wantVals, _ := normalize(want.ClaimValues)
+		gotVals, err := normalize(d.ClaimValues)
+		if err != nil {
+			p = append(p, "claimValues: "+err.Error())
+		}
+		for k, v := range wantVals {
+			if g, ok := gotVals[k]; !ok || !reflect.DeepEqual(g, v) {
+				p = append(p, fmt.Sprintf("claim %s: got %s, want %s", k, jsonText(g), jsonText(v)))
+			}
+		}
+		for k, v := range gotVals {
+			if _, ok := wantVals[k]; !ok {
+				p = append(p, fmt.Sprintf("claim %s: got %s, want none", k, jsonText(v)))
+			}
+		}
+	}
+	if want.AttributeErrors != nil && !maps.Equal(want.AttributeErrors, d.AttributeErrors) &&
+		(len(want.AttributeErrors) > 0 || len(d.AttributeErrors) > 0) {
+		p = append(p, fmt.Sprintf("attributeErrors: got %v, want %v", d.AttributeErrors, want.AttributeErrors))
+	}
 	if want.Events != nil {
 		got := make([]string, len(out.Events))
 		for i, e := range out.Events {
@@ -280,6 +334,137 @@ func check(want Expect, out *Outcome) []string {
 		p = append(p, "failure: "+d.Failure)
 	}
 	return p
+}
+
+func jsonText(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// BuildRequest turns a case into the request the server would decode for step: the claims as
+// the body at the legacy steps; at the extension steps the case's request envelope, or one built
+// from its claims and context (BuildEnvelope), decoded by the server's decoder.
+func BuildRequest(step v1alpha1.Step, c Case) (*entra.Request, error) {
+	if !step.IsExtension() {
+		if c.Request != nil || c.Context != nil {
+			return nil, fmt.Errorf("request and context are only for custom authentication extension steps, not %s", step)
+		}
+		canonical, err := json.Marshal(c.Claims)
+		if err != nil {
+			return nil, err
+		}
+		return &entra.Request{Claims: c.Claims, Canonical: canonical}, nil
+	}
+	env := c.Request
+	if env == nil {
+		var err error
+		if env, err = BuildEnvelope(string(step), c.Claims, c.Context); err != nil {
+			return nil, err
+		}
+	} else if len(c.Claims) > 0 || c.Context != nil {
+		return nil, errors.New("a case sets either request or claims and context")
+	}
+	body, err := json.Marshal(env)
+	if err != nil {
+		return nil, err
+	}
+	return entra.DecodeExtensionRequest(body, string(step))
+}
+
+// Fixed identifiers of built envelopes, so event ids are stable across runs.
+const (
+	TestTenantID = "aaaabbbb-0000-cccc-1111-dddd2222eeee"
+	TestAppID    = "00001111-aaaa-2222-bbbb-3333cccc4444"
+)
+
+// BuildEnvelope builds the custom authentication extension request of step carrying claims:
+// at the attribute collection events each claim becomes an attribute of
+// data.userSignUpInfo.attributes, typed from its value (a string or list of strings is a
+// stringDirectoryAttributeValue, an integer an int64DirectoryAttributeValue, a boolean a
+// booleanDirectoryAttributeValue; custom attributes extension_* are directorySchemaExtension,
+// others builtIn) and identities becomes data.userSignUpInfo.identities; at OnTokenIssuanceStart
+// the claims are authenticationContext.user. context is merged over a default
+// authenticationContext (top-level keys replace the defaults).
+func BuildEnvelope(step string, claims, context map[string]any) (map[string]any, error) {
+	if !entra.IsExtensionStep(step) {
+		return nil, fmt.Errorf("step %s is not a custom authentication extension event", step)
+	}
+	authCtx := map[string]any{
+		"correlationId": "00000000-0000-0000-0000-0000000000c0",
+		"client":        map[string]any{"ip": "203.0.113.10", "locale": "en-us", "market": "en-us"},
+		"protocol":      "OAUTH2.0",
+		"clientServicePrincipal": map[string]any{
+			"id": "00000000-0000-0000-0000-0000000000a1", "appId": TestAppID,
+			"appDisplayName": "Test application", "displayName": "Test application",
+		},
+		"resourceServicePrincipal": map[string]any{
+			"id": "00000000-0000-0000-0000-0000000000a1", "appId": TestAppID,
+			"appDisplayName": "Test application", "displayName": "Test application",
+		},
+	}
+	for k, v := range context {
+		authCtx[k] = v
+	}
+	calloutTypes := map[string]string{
+		entra.StepAttributeCollectionStart:  "microsoft.graph.onAttributeCollectionStartCalloutData",
+		entra.StepAttributeCollectionSubmit: "microsoft.graph.onAttributeCollectionSubmitCalloutData",
+		entra.StepTokenIssuanceStart:        "microsoft.graph.onTokenIssuanceStartCalloutData",
+	}
+	data := map[string]any{
+		"@odata.type":                     calloutTypes[step],
+		"tenantId":                        TestTenantID,
+		"authenticationEventListenerId":   "00000000-0000-0000-0000-0000000000e1",
+		"customAuthenticationExtensionId": "00000000-0000-0000-0000-0000000000e2",
+		"authenticationContext":           authCtx,
+	}
+	if step == entra.StepTokenIssuanceStart {
+		if _, set := context["user"]; !set && claims != nil {
+			authCtx["user"] = claims
+		}
+	} else {
+		attrs := map[string]any{}
+		info := map[string]any{"attributes": attrs}
+		for name, v := range claims {
+			if name == "identities" {
+				info["identities"] = v
+				continue
+			}
+			typ, err := odataTypeOf(v)
+			if err != nil {
+				return nil, fmt.Errorf("claim %s: %w", name, err)
+			}
+			kind := "builtIn"
+			if strings.HasPrefix(name, "extension_") {
+				kind = "directorySchemaExtension"
+			}
+			attrs[name] = map[string]any{"@odata.type": typ, "value": v, "attributeType": kind}
+		}
+		data["userSignUpInfo"] = info
+	}
+	return map[string]any{
+		"type":   entra.EventType(step),
+		"source": "/tenants/" + TestTenantID + "/applications/" + TestAppID,
+		"data":   data,
+	}, nil
+}
+
+func odataTypeOf(v any) (string, error) {
+	switch t := v.(type) {
+	case string:
+		return "microsoft.graph.stringDirectoryAttributeValue", nil
+	case bool:
+		return "microsoft.graph.booleanDirectoryAttributeValue", nil
+	case float64:
+		if t == math.Trunc(t) && math.Abs(t) < 1<<53 {
+			return "microsoft.graph.int64DirectoryAttributeValue", nil
+		}
+		return "", errors.New("numbers must be integers (int64 attributes)")
+	case int64, int:
+		return "microsoft.graph.int64DirectoryAttributeValue", nil
+	case []any:
+		return "microsoft.graph.stringDirectoryAttributeValue", nil
+	}
+	return "", fmt.Errorf("cannot be an attribute value: %T", v)
 }
 
 // Passed reports whether every case passed.
@@ -305,8 +490,8 @@ func PrintTable(w io.Writer, results []CaseResult) error {
 			switch {
 			case d.Rule != "":
 				detail = "rule " + d.Rule
-			case len(d.Claims) > 0:
-				detail = fmt.Sprintf("%d claims", len(d.Claims))
+			case len(d.Claims)+len(d.ClaimValues) > 0:
+				detail = fmt.Sprintf("%d claims", len(d.Claims)+len(d.ClaimValues))
 			}
 		}
 		if !r.Passed {

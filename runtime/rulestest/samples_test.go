@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/runtime/connfile"
 )
 
 // TestSamples runs every committed sample through its test-case file, so a sample that stops
@@ -47,5 +51,28 @@ func TestSamples(t *testing.T) {
 	}
 	if n < 5 {
 		t.Errorf("found %d samples, want at least 5", n)
+	}
+}
+
+// TestSharedRuleSet checks that the two connectors of the shared-validation sample, one per
+// protocol generation, really share one rule set: everything but step, authentication and
+// exposure is identical.
+func TestSharedRuleSet(t *testing.T) {
+	b, err := connfile.LoadFiles("../../config/samples/shared-validation.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Connectors) != 2 {
+		t.Fatalf("want 2 connectors, got %d", len(b.Connectors))
+	}
+	a, c := b.Connectors[0].Spec.DeepCopy(), b.Connectors[1].Spec.DeepCopy()
+	if a.Step != v1alpha1.StepPostAttributeCollection || c.Step != v1alpha1.StepOnAttributeCollectionSubmit {
+		t.Fatalf("steps %s, %s", a.Step, c.Step)
+	}
+	for _, s := range []*v1alpha1.APIConnectorSpec{a, c} {
+		s.Step, s.Authentication, s.Exposure = "", v1alpha1.Authentication{}, v1alpha1.Exposure{}
+	}
+	if !reflect.DeepEqual(a, c) {
+		t.Errorf("the connectors differ beyond step, authentication and exposure:\n%+v\n%+v", a, c)
 	}
 }

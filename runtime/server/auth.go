@@ -26,6 +26,7 @@ type authMode int
 const (
 	authBasic authMode = iota + 1
 	authClientCert
+	authBearer
 )
 
 // authConfig is the parsed spec.authentication.
@@ -33,12 +34,26 @@ type authConfig struct {
 	mode          authMode
 	forwardHeader string         // empty unless the forwarded mode is on
 	trusted       []netip.Prefix // proxies allowed to set forwardHeader
+	bearer        *bearerConfig  // bearer mode
+	keys          *jwksCache     // bearer mode: the signing keys of bearer.configURL
 }
 
 func parseAuth(a v1alpha1.Authentication) (authConfig, error) {
+	n := 0
+	for _, set := range []bool{a.Basic != nil, a.ClientCertificate != nil, a.Bearer != nil} {
+		if set {
+			n++
+		}
+	}
 	switch {
-	case a.Basic != nil && a.ClientCertificate != nil:
-		return authConfig{}, errors.New("authentication: both basic and clientCertificate are set")
+	case n > 1:
+		return authConfig{}, errors.New("authentication: more than one of basic, clientCertificate and bearer is set")
+	case a.Bearer != nil:
+		b, err := parseBearer(a.Bearer)
+		if err != nil {
+			return authConfig{}, err
+		}
+		return authConfig{mode: authBearer, bearer: b}, nil
 	case a.Basic != nil:
 		return authConfig{mode: authBasic}, nil
 	case a.ClientCertificate != nil:
@@ -61,7 +76,7 @@ func parseAuth(a v1alpha1.Authentication) (authConfig, error) {
 		}
 		return cfg, nil
 	default:
-		return authConfig{}, errors.New("authentication: neither basic nor clientCertificate is set")
+		return authConfig{}, errors.New("authentication: none of basic, clientCertificate and bearer is set")
 	}
 }
 
@@ -91,6 +106,11 @@ func authenticate(r *http.Request, cfg authConfig, creds *credentials, now time.
 			return reasonNotConfigured
 		}
 		return checkClientCert(r, cfg, creds.trust, now)
+	case authBearer:
+		if cfg.keys == nil {
+			return reasonNotConfigured
+		}
+		return checkBearer(r, cfg.bearer, cfg.keys, now)
 	default:
 		return reasonNotConfigured
 	}

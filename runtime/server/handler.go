@@ -107,8 +107,11 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 	// nothing about what the endpoint accepts.
 	if reason := authenticate(r, cfg.auth, s.creds.Load(), time.Now()); reason != "" {
 		s.metrics.authFailures.WithLabelValues(reason).Inc()
-		if cfg.auth.mode == authBasic {
+		switch cfg.auth.mode {
+		case authBasic:
 			w.Header().Set("WWW-Authenticate", `Basic realm="apiconnector", charset="UTF-8"`)
+		case authBearer:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="apiconnector"`)
 		}
 		w.WriteHeader(http.StatusUnauthorized)
 		return outcome{action: "Unauthorized", code: http.StatusUnauthorized, reason: reason}, nil
@@ -127,7 +130,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 		}
 		return s.refuse(w, cfg, http.StatusBadRequest, "BadRequest", "read_body"), nil
 	}
-	req, err := entra.DecodeRequest(body)
+	req, err := decode(cfg.step, body)
 	if err != nil {
 		log.Warn("request refused", "error", err.Error())
 		return s.refuse(w, cfg, http.StatusBadRequest, "BadRequest", decodeReason(err)), nil
@@ -148,21 +151,51 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 			s.metrics.policyFailures.WithLabelValues(string(cfg.policy), "evaluator").Inc()
 			o.reason = d.Failure
 		}
-		if d.Action == entra.ActionValidationError && cfg.step != v1alpha1.StepPostAttributeCollection {
-			// Entra only accepts ValidationError at PostAttributeCollection; the CRD forbids such
-			// rules, but an evaluator must not be able to send one anyway.
+		if d.Action == entra.ActionValidationError && !allowsValidationError(cfg.step) {
+			// Entra only accepts a validation error at PostAttributeCollection and
+			// OnAttributeCollectionSubmit; the CRD forbids such rules elsewhere, but an evaluator
+			// must not be able to send one anyway.
 			log.Warn("ValidationError is not allowed at this step; answering ShowBlockPage", "rule", d.Rule)
 			s.metrics.downgradedTotal.Inc()
 			d = forStep(cfg.step, d)
 		}
 	}
-	status, out := entra.EncodeDecision(d)
+	status, out := Encode(cfg.step, d)
+	if status != http.StatusOK && status != http.StatusBadRequest {
+		log.Error("failing closed with an error status: this step has no block page", "status", status)
+	}
 	writeJSON(w, status, out)
 	o.action, o.code = string(d.Action), status
-	if d.Action == entra.ActionContinue && len(d.Claims) > 0 {
-		_, o.claims = entra.EncodeDecision(&entra.Decision{Action: entra.ActionContinue, Claims: d.Claims})
+	if d.Action == entra.ActionContinue && len(d.Claims)+len(d.ClaimValues) > 0 {
+		_, o.claims = Encode(cfg.step, &entra.Decision{Action: entra.ActionContinue, Claims: d.Claims, ClaimValues: d.ClaimValues})
 	}
 	return o, req
+}
+
+// decode parses a request body in the wire format of step: the custom authentication extension
+// envelope at the On... steps, the flat claims object at the legacy steps.
+func decode(step v1alpha1.Step, body []byte) (*entra.Request, error) {
+	if step.IsExtension() {
+		return entra.DecodeExtensionRequest(body, string(step))
+	}
+	return entra.DecodeRequest(body)
+}
+
+// Encode renders a final decision in the wire format of step.
+func Encode(step v1alpha1.Step, d *entra.Decision) (int, []byte) {
+	if step.IsExtension() {
+		return entra.EncodeExtensionDecision(string(step), d)
+	}
+	return entra.EncodeDecision(d)
+}
+
+// Decode parses a request body as the server does for step (the eval command uses it).
+func Decode(step v1alpha1.Step, body []byte) (*entra.Request, error) { return decode(step, body) }
+
+// allowsValidationError: ValidationError at PostAttributeCollection, showValidationError at
+// OnAttributeCollectionSubmit.
+func allowsValidationError(step v1alpha1.Step) bool {
+	return step == v1alpha1.StepPostAttributeCollection || step == v1alpha1.StepOnAttributeCollectionSubmit
 }
 
 // evaluate runs the evaluator within ctx. It returns a non-empty failure reason (error, deadline,
@@ -178,7 +211,8 @@ func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, 
 	}
 	start := time.Now()
 	done := make(chan result, 1) // buffered: a late evaluator must not block forever
-	go func() {
+	// A pooled goroutine (evalpool.go): it keeps the stack the CEL interpreter grew.
+	goEval(func() {
 		defer func() {
 			if p := recover(); p != nil {
 				done <- result{err: &panicError{value: p}}
@@ -186,7 +220,7 @@ func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, 
 		}()
 		d, err := cfg.ev.Evaluate(ctx, req)
 		done <- result{d, err}
-	}()
+	})
 	var res result
 	select {
 	case res = <-done:
@@ -234,9 +268,9 @@ func Finalize(conn *v1alpha1.APIConnector, d *entra.Decision, err error) *entra.
 	return forStep(cfg.step, d)
 }
 
-// forStep downgrades a ValidationError at a step other than PostAttributeCollection.
+// forStep downgrades a ValidationError at a step that has none to ShowBlockPage.
 func forStep(step v1alpha1.Step, d *entra.Decision) *entra.Decision {
-	if d.Action == entra.ActionValidationError && step != v1alpha1.StepPostAttributeCollection {
+	if d.Action == entra.ActionValidationError && !allowsValidationError(step) {
 		return &entra.Decision{Action: entra.ActionShowBlockPage, UserMessage: d.UserMessage, Rule: d.Rule, Failure: d.Failure}
 	}
 	return d
@@ -267,7 +301,13 @@ func (s *Server) refuse(w http.ResponseWriter, cfg *config, code int, action, re
 //     ValidationError at a step that does not allow one.
 //
 // Details of what was wrong are only logged, with the request id the answer carries in X-Request-Id.
+//
+// At custom authentication extension steps the body is {"error":{"code":"<status>","message":...}}:
+// Entra treats any status but 200 as a failed call and stops the flow.
 func BadRequestBody(step v1alpha1.Step, code int) []byte {
+	if step.IsExtension() {
+		return entra.ExtensionRefusalBody(code, BadRequestMessage)
+	}
 	if code == http.StatusBadRequest && step == v1alpha1.StepPostAttributeCollection {
 		_, b := entra.EncodeDecision(&entra.Decision{Action: entra.ActionValidationError, UserMessage: BadRequestMessage})
 		return b
@@ -306,6 +346,10 @@ func decodeReason(err error) string {
 	var ce *entra.ClaimTypeError
 	if errors.As(err, &ce) {
 		return "claim_type"
+	}
+	var et *entra.EventTypeError
+	if errors.As(err, &et) {
+		return "event_type"
 	}
 	return "malformed_json"
 }

@@ -28,6 +28,9 @@ const (
 	DefaultTimeout      = 8 * time.Second
 	DefaultPollInterval = 2 * time.Second
 	DefaultDrainTimeout = 25 * time.Second
+	// DefaultExtensionTimeout is the request deadline of custom authentication extension steps
+	// without spec.timeout: Entra waits 200-2000 ms (1000 by default) for them.
+	DefaultExtensionTimeout = 1500 * time.Millisecond
 )
 
 // LoadFunc loads and compiles a connector file. The command wires the connector loader and the
@@ -134,7 +137,7 @@ func New(conn *v1alpha1.APIConnector, ev entra.Evaluator, opts Options) (*Server
 		}
 		s.metrics = m
 	}
-	cfg, err := newConfig(conn, ev, opts.Timeout)
+	cfg, err := s.newConfig(conn, ev, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -153,17 +156,37 @@ func New(conn *v1alpha1.APIConnector, ev entra.Evaluator, opts Options) (*Server
 	return s, nil
 }
 
-func newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, defTimeout time.Duration) (*config, error) {
+// newConfig checks a loaded connector. prev is the configuration it replaces (nil at start): its
+// signing-key cache is kept when the OpenID configuration did not change.
+func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev *config) (*config, error) {
 	if conn == nil || ev == nil {
 		return nil, errors.New("server: connector and evaluator are required")
 	}
 	spec := conn.Spec
-	if spec.Step != v1alpha1.StepPostFederationSignup && spec.Step != v1alpha1.StepPostAttributeCollection {
+	switch spec.Step {
+	case v1alpha1.StepPostFederationSignup, v1alpha1.StepPostAttributeCollection,
+		v1alpha1.StepOnAttributeCollectionStart, v1alpha1.StepOnAttributeCollectionSubmit, v1alpha1.StepOnTokenIssuanceStart:
+	default:
 		return nil, fmt.Errorf("server: unsupported step %q", spec.Step)
 	}
 	auth, err := parseAuth(spec.Authentication)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
+	}
+	if (auth.mode == authBearer) != spec.Step.IsExtension() {
+		return nil, fmt.Errorf("server: step %s does not support this authentication method: custom authentication extension steps use bearer, legacy steps basic or clientCertificate", spec.Step)
+	}
+	if auth.mode == authBearer {
+		if prev != nil && prev.auth.keys != nil && prev.auth.keys.configURL == auth.bearer.configURL {
+			auth.keys = prev.auth.keys
+		} else {
+			auth.keys = newJWKSCache(auth.bearer.configURL, s.log)
+			auth.keys.prefetch()
+		}
+	}
+	defTimeout := s.opts.Timeout
+	if spec.Step.IsExtension() {
+		defTimeout = DefaultExtensionTimeout
 	}
 	cfg := &config{
 		conn: conn, ev: ev, step: spec.Step, auth: auth, timeout: defTimeout,
@@ -201,6 +224,9 @@ func (s *Server) Ready() (bool, string) {
 		return false, "basic credentials not loaded"
 	case cfg.auth.mode == authClientCert && (creds == nil || creds.trust == nil):
 		return false, "client certificate trust bundle not loaded"
+	// Bearer mode needs no local credentials. Its signing keys are fetched on demand from the
+	// identity provider; readiness does not depend on them, since an outage there would
+	// otherwise take every replica out of service at once.
 	case s.opts.TLSCertFile != "" && s.cert.Load() == nil:
 		return false, "TLS certificate not loaded"
 	}
@@ -223,7 +249,7 @@ func (s *Server) ReloadConnector() error {
 	ev, conn, err := s.opts.Load(s.opts.ConnectorPath)
 	var cfg *config
 	if err == nil {
-		cfg, err = newConfig(conn, ev, s.opts.Timeout)
+		cfg, err = s.newConfig(conn, ev, s.cfg.Load())
 	}
 	s.metrics.reload("connector", err)
 	if err != nil {
@@ -289,8 +315,11 @@ func (s *Server) ReloadCredentials() error {
 	s.creds.Store(next)
 
 	err := basicErr
-	if s.cfg.Load().auth.mode == authClientCert {
+	switch s.cfg.Load().auth.mode {
+	case authClientCert:
 		err = trustErr
+	case authBearer:
+		err = nil // no local credentials
 	}
 	s.metrics.reload("credentials", err)
 	if err != nil {

@@ -299,7 +299,7 @@ func evalFlags(w io.Writer) (*flag.FlagSet, *evalConfig) {
 	fs := flag.NewFlagSet("eval", flag.ContinueOnError)
 	fs.SetOutput(w)
 	fs.StringVar(&c.connector, "connector", "", "APIConnector file (required)")
-	fs.StringVar(&c.claims, "claims", "", "request body as Entra would send it, a JSON object (required; - reads stdin)")
+	fs.StringVar(&c.claims, "claims", "", "request body as Entra would send it, a JSON object (required; - reads stdin); the extension envelope at On... steps")
 	fs.StringVar(&c.outboundSecretsDir, "outbound-secrets-dir", "", "directory with outbound credentials at calls/<name>/ and events/<name>/")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime eval --connector FILE --claims FILE\n\nPrints the HTTP status and body Entra would receive. Calls and events are really sent.")
@@ -355,12 +355,15 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // evaluate answers body the way the server would, minus authentication and HTTP checks.
 func evaluate(ctx context.Context, conn *v1alpha1.APIConnector, ev entra.Evaluator, body []byte, stderr io.Writer) (int, []byte, *entra.Decision) {
-	req, err := entra.DecodeRequest(body)
+	req, err := server.Decode(conn.Spec.Step, body)
 	if err != nil {
 		fmt.Fprintf(stderr, "eval: the server would refuse this body: %v\n", err)
 		return 400, server.BadRequestBody(conn.Spec.Step, 400), nil
 	}
 	timeout := server.DefaultTimeout
+	if conn.Spec.Step.IsExtension() {
+		timeout = server.DefaultExtensionTimeout
+	}
 	if conn.Spec.Timeout != nil && conn.Spec.Timeout.Duration > 0 {
 		timeout = conn.Spec.Timeout.Duration
 	}
@@ -371,7 +374,7 @@ func evaluate(ctx context.Context, conn *v1alpha1.APIConnector, ev entra.Evaluat
 		fmt.Fprintf(stderr, "eval: evaluation failed, the failure policy answers: %v\n", err)
 	}
 	d = server.Finalize(conn, d, err)
-	status, out := entra.EncodeDecision(d)
+	status, out := server.Encode(conn.Spec.Step, d)
 	return status, out, d
 }
 

@@ -172,3 +172,22 @@ func TestServe(t *testing.T) {
 		t.Errorf("no JSON request log:\n%s", out.String())
 	}
 }
+
+// eval understands the custom authentication extension envelope at the On... steps.
+func TestEvalExtensionEnvelope(t *testing.T) {
+	golden := filepath.Join("..", "..", "entra", "testdata", "golden", "extensions")
+	code, out, errOut := runCmd(t, "eval", "--connector", filepath.Join(samples, "extension-prefill.yaml"),
+		"--claims", filepath.Join(golden, "request-attributecollectionstart.json"))
+	want := `HTTP 200
+{"data":{"@odata.type":"microsoft.graph.onAttributeCollectionStartResponseData","actions":[{"@odata.type":"microsoft.graph.attributeCollectionStart.setPrefillValues","inputs":{"country":"US","extension_Newsletter":true}}]}}`
+	if code != 0 || strings.TrimSpace(out) != want {
+		t.Errorf("code %d\n%s\nwant\n%s\nstderr %s", code, out, want, errOut)
+	}
+	// A legacy body at an extension connector is refused like the server would.
+	p := filepath.Join(t.TempDir(), "legacy.json")
+	os.WriteFile(p, []byte(`{"email":"a@b.example"}`), 0o600)
+	code, out, _ = runCmd(t, "eval", "--connector", filepath.Join(samples, "extension-prefill.yaml"), "--claims", p)
+	if code != 0 || !strings.HasPrefix(out, "HTTP 400\n{\"error\"") {
+		t.Errorf("legacy body: code %d %s", code, out)
+	}
+}

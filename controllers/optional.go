@@ -1,0 +1,201 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+
+	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/controllers/children"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// optionalKind is a child kind whose CRD may be missing (cert-manager, Gateway API). The operator
+// must run without it, notice when it is installed, and only then watch it: a watch on a missing
+// CRD would fail the cache sync.
+type optionalKind struct {
+	crd string
+	gvk schema.GroupVersionKind
+}
+
+var (
+	certificateKind = optionalKind{"certificates.cert-manager.io", schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: children.CertificateKind}}
+	httpRouteKind   = optionalKind{"httproutes.gateway.networking.k8s.io", schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: children.HTTPRouteKind}}
+	tlsRouteKind    = optionalKind{"tlsroutes.gateway.networking.k8s.io", schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: children.TLSRouteKind}}
+	optionalKinds   = []optionalKind{certificateKind, httpRouteKind, tlsRouteKind}
+)
+
+// CertificateGVK is cert-manager's Certificate.
+var CertificateGVK = certificateKind.gvk
+
+func routeKindOf(kind string) optionalKind {
+	if kind == children.TLSRouteKind {
+		return tlsRouteKind
+	}
+	return httpRouteKind
+}
+
+// installed looks for the kind's CRD in the (metadata-only, watched) cache first, so a cluster
+// without it costs no discovery request per reconcile; when the CRD is there the RESTMapper, which
+// re-runs discovery on a miss, confirms the version is served.
+func (r *Reconciler) installed(ctx context.Context, k optionalKind) (bool, error) {
+	crd := &metav1.PartialObjectMetadata{}
+	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: k.crd}, crd); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("look up CRD %s: %w", k.crd, err)
+	}
+	_, err := r.Mapper.RESTMapping(k.gvk.GroupKind(), k.gvk.Version)
+	switch {
+	case err == nil:
+		return true, nil
+	case meta.IsNoMatchError(err):
+		return false, nil
+	default:
+		return false, fmt.Errorf("discover %s: %w", k.gvk, err)
+	}
+}
+
+// ensureWatch starts watching the kind's objects owned by connectors, once.
+func (r *Reconciler) ensureWatch(k optionalKind) error {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	if r.watched[k.gvk] || r.watch == nil {
+		return nil
+	}
+	if err := r.watch(k.gvk); err != nil {
+		return fmt.Errorf("watch %s: %w", k.gvk.Kind, err)
+	}
+	if r.watched == nil {
+		r.watched = map[schema.GroupVersionKind]bool{}
+	}
+	r.watched[k.gvk] = true
+	return nil
+}
+
+// deleteIfInstalled removes a child of an optional kind we no longer want.
+func (r *Reconciler) deleteIfInstalled(ctx context.Context, conn *apiv1.APIConnector, k optionalKind, name string) error {
+	ok, err := r.installed(ctx, k)
+	if err != nil || !ok {
+		return err
+	}
+	return r.deleteOwned(ctx, conn, k.gvk, name)
+}
+
+// applyRoute creates the connector's HTTPRoute or TLSRoute when it is exposed through a Gateway and
+// the Gateway API is installed; it reports whether one was applied, so its status is worth reading.
+func (r *Reconciler) applyRoute(ctx context.Context, conn *apiv1.APIConnector) (bool, error) {
+	route := children.MakeRoute(conn)
+	want := ""
+	if route != nil {
+		want = route.GetKind()
+	}
+	// Remove the route kinds the connector no longer wants (switched exposure, or TLS mode).
+	for _, k := range []optionalKind{httpRouteKind, tlsRouteKind} {
+		if k.gvk.Kind != want {
+			if err := r.deleteIfInstalled(ctx, conn, k, children.RouteName(conn)); err != nil {
+				return false, err
+			}
+		}
+	}
+	if route == nil {
+		meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionRouteReady)
+		return false, nil
+	}
+	k := routeKindOf(want)
+	ok, err := r.installed(ctx, k)
+	if err != nil {
+		return false, err
+	}
+	if !ok {
+		setCondition(conn, ConditionRouteReady, metav1.ConditionFalse, ReasonGatewayAPINotInstalled,
+			fmt.Sprintf("spec.exposure.type Gateway needs the Gateway API's %s CRD, which is not installed", want))
+		return false, nil
+	}
+	if err := r.ensureWatch(k); err != nil {
+		return false, err
+	}
+	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(route), client.FieldOwner(children.FieldOwner), client.ForceOwnership); err != nil {
+		return false, fmt.Errorf("apply %s %s: %w", want, route.GetName(), err)
+	}
+	return true, nil
+}
+
+// observeRoute reads what each parent Gateway says about the route: Ready needs every parent to
+// have Accepted it and resolved its backend. A refusal (for example a cross-namespace Gateway whose
+// allowedRoutes exclude the connector's namespace) is reported with the Gateway's own reason.
+func (r *Reconciler) observeRoute(ctx context.Context, conn *apiv1.APIConnector) error {
+	k := routeKindOf(children.RouteKind(conn))
+	route := &unstructured.Unstructured{}
+	route.SetGroupVersionKind(k.gvk)
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: children.RouteName(conn)}, route); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	statuses, _, _ := unstructured.NestedSlice(route.Object, "status", "parents")
+	for _, p := range conn.Spec.Exposure.Gateway.ParentRefs {
+		ns := p.Namespace
+		if ns == "" {
+			ns = conn.Namespace
+		}
+		gw := ns + "/" + p.Name
+		conds := parentConditions(statuses, p, conn.Namespace)
+		if conds == nil {
+			setCondition(conn, ConditionRouteReady, metav1.ConditionFalse, ReasonRouteNotAccepted,
+				fmt.Sprintf("Gateway %s has not reported on the %s yet", gw, k.gvk.Kind))
+			return nil
+		}
+		for _, typ := range []string{"Accepted", "ResolvedRefs"} {
+			c := conds[typ]
+			if c == nil || c["status"] != "True" {
+				reason, msg := "", ""
+				if c != nil {
+					reason, _ = c["reason"].(string)
+					msg, _ = c["message"].(string)
+				}
+				setCondition(conn, ConditionRouteReady, metav1.ConditionFalse, ReasonRouteNotAccepted,
+					fmt.Sprintf("Gateway %s: %s is not True (%s): %s", gw, typ, reason, msg))
+				return nil
+			}
+		}
+	}
+	setCondition(conn, ConditionRouteReady, metav1.ConditionTrue, ReasonAccepted, "Every parent Gateway accepted the route.")
+	return nil
+}
+
+// parentConditions finds the route status entry of one parent Gateway, by conditions type.
+func parentConditions(statuses []any, p apiv1.GatewayParentReference, connNamespace string) map[string]map[string]any {
+	wantNS := p.Namespace
+	if wantNS == "" {
+		wantNS = connNamespace
+	}
+	for _, s := range statuses {
+		st, _ := s.(map[string]any)
+		ref, _ := st["parentRef"].(map[string]any)
+		ns, _ := ref["namespace"].(string)
+		if ns == "" {
+			ns = connNamespace
+		}
+		section, _ := ref["sectionName"].(string)
+		if ref["name"] != p.Name || ns != wantNS || (p.SectionName != "" && section != p.SectionName) {
+			continue
+		}
+		out := map[string]map[string]any{}
+		list, _ := st["conditions"].([]any)
+		for _, c := range list {
+			if m, ok := c.(map[string]any); ok {
+				if t, ok := m["type"].(string); ok {
+					out[t] = m
+				}
+			}
+		}
+		return out
+	}
+	return nil
+}

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The load generator speaks HTTP/1.1 over raw loopback TCP: one keep-alive connection per worker,
+// the request bytes built once, the answer parsed just enough to check status, length and body.
+// A net/http client costs about as much CPU per request as the server it measures; this one costs
+// a fraction of it, so the servers (not the generator) are the bottleneck.
+
+// target is one server under load and the answer it must give.
+type target struct {
+	addr       string
+	request    []byte // full HTTP request, sent as is
+	wantCode   int
+	wantInBody [][]byte
+}
+
+func buildRequest(path, auth string, body []byte) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: bench.local\r\nUser-Agent: apiconnector-bench\r\n", path)
+	if auth != "" {
+		fmt.Fprintf(&b, "Authorization: %s\r\n", auth)
+	}
+	fmt.Fprintf(&b, "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+	b.Write(body)
+	return b.Bytes()
+}
+
+type conn struct {
+	nc  net.Conn
+	r   *bufio.Reader
+	buf []byte
+}
+
+func dial(addr string) (*conn, error) {
+	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &conn{nc: nc, r: bufio.NewReaderSize(nc, 8<<10), buf: make([]byte, 0, 4<<10)}, nil
+}
+
+var errBadAnswer = errors.New("unexpected answer")
+
+// do sends one request and reads the answer. keep is false when the connection can't be reused.
+func (c *conn) do(t *target, deadline time.Time) (status int, body []byte, keep bool, err error) {
+	c.nc.SetDeadline(deadline)
+	if _, err := c.nc.Write(t.request); err != nil {
+		return 0, nil, false, err
+	}
+	line, err := c.r.ReadSlice('\n')
+	if err != nil {
+		return 0, nil, false, err
+	}
+	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.1 ")) {
+		return 0, nil, false, fmt.Errorf("bad status line %q", line)
+	}
+	status, err = strconv.Atoi(string(line[9:12]))
+	if err != nil {
+		return 0, nil, false, fmt.Errorf("bad status line %q", line)
+	}
+	length, keep := -1, true
+	for {
+		h, err := c.r.ReadSlice('\n')
+		if err != nil {
+			return status, nil, false, err
+		}
+		if len(h) <= 2 {
+			break
+		}
+		name, value, ok := bytes.Cut(h, []byte(":"))
+		if !ok {
+			continue
+		}
+		value = bytes.TrimSpace(value)
+		switch {
+		case bytes.EqualFold(name, []byte("Content-Length")):
+			if length, err = strconv.Atoi(string(value)); err != nil {
+				return status, nil, false, fmt.Errorf("bad Content-Length %q", value)
+			}
+		case bytes.EqualFold(name, []byte("Connection")) && bytes.EqualFold(value, []byte("close")):
+			keep = false
+		}
+	}
+	if length < 0 {
+		return status, nil, false, errors.New("answer without Content-Length")
+	}
+	if cap(c.buf) < length {
+		c.buf = make([]byte, length)
+	}
+	c.buf = c.buf[:length]
+	if _, err := io.ReadFull(c.r, c.buf); err != nil {
+		return status, nil, false, err
+	}
+	return status, c.buf, keep, nil
+}
+
+func (t *target) check(status int, body []byte) error {
+	if status != t.wantCode {
+		return fmt.Errorf("%w: HTTP %d %s", errBadAnswer, status, body)
+	}
+	for _, w := range t.wantInBody {
+		if !bytes.Contains(body, w) {
+			return fmt.Errorf("%w: body %s lacks %s", errBadAnswer, body, w)
+		}
+	}
+	return nil
+}
+
+// probe sends one request and returns the answer, checked.
+func probe(t *target) (string, error) {
+	c, err := dial(t.addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.nc.Close()
+	status, body, _, err := c.do(t, time.Now().Add(5*time.Second))
+	if err != nil {
+		return "", err
+	}
+	ans := fmt.Sprintf("HTTP %d %s", status, body)
+	return ans, t.check(status, body)
+}
+
+// result is one measured phase.
+type result struct {
+	conc          int
+	rate          float64 // target rate of an open-loop phase, 0 for closed loop
+	requests      int
+	errors        int
+	firstError    string
+	elapsed       time.Duration
+	timedOut      bool // stopped by the time bound before the request count
+	p50, p90, p99 time.Duration
+	max           time.Duration
+	// open loop only: latency from the actual send, without the time a request waited for the
+	// generator (which shares the machine) to send it
+	sendP50, sendP99 time.Duration
+	serverCPU        time.Duration // CPU time of the server process during the phase (0 if unknown)
+	genCPU           time.Duration // CPU time of this process during the phase
+}
+
+func (r *result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
+
+func summarize(r *result, lat [][]time.Duration) {
+	r.p50, r.p90, r.p99, r.max = percentiles(lat)
+}
+
+func percentiles(lat [][]time.Duration) (p50, p90, p99, pmax time.Duration) {
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	pct := func(q float64) time.Duration {
+		if len(all) == 0 {
+			return 0
+		}
+		i := int(math.Ceil(q*float64(len(all)))) - 1
+		return all[max(i, 0)]
+	}
+	return pct(0.50), pct(0.90), pct(0.99), pct(1)
+}
+
+// runClosed keeps conc requests in flight until n requests were answered or maxTime passed.
+// Latency is from writing the request to reading the whole answer. Failed requests count as
+// errors (not in the latencies), and the connection is opened again.
+func runClosed(t *target, conc, n int, maxTime time.Duration) *result {
+	return run(t, conc, n, maxTime, 0)
+}
+
+// runRate sends at a fixed rate (open loop) over conc connections for dur. Latency is measured
+// from when a request was due, not from when it was sent, so a server that falls behind is
+// charged for the queueing (no coordinated omission).
+func runRate(t *target, conc int, rate float64, dur time.Duration) *result {
+	n := int(rate * dur.Seconds())
+	return run(t, conc, n, dur+10*time.Second, rate)
+}
+
+func run(t *target, conc, n int, maxTime time.Duration, rate float64) *result {
+	res := &result{conc: conc, rate: rate}
+	lat := make([][]time.Duration, conc)
+	sendLat := make([][]time.Duration, conc)
+	var next atomic.Int64
+	var errs atomic.Int64
+	var firstErr sync.Once
+	var wg sync.WaitGroup
+	start := time.Now().Add(5 * time.Millisecond)
+	stopAt := start.Add(maxTime)
+	var period time.Duration
+	if rate > 0 {
+		period = time.Duration(float64(time.Second) / rate)
+	}
+	genStart := selfCPU()
+	for w := range conc {
+		lat[w] = make([]time.Duration, 0, n/conc+1)
+		wg.Go(func() {
+			var c *conn
+			defer func() {
+				if c != nil {
+					c.nc.Close()
+				}
+			}()
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(n) {
+					return
+				}
+				now := time.Now()
+				if now.After(stopAt) {
+					return
+				}
+				t0, sent := now, now
+				if rate > 0 {
+					t0 = start.Add(time.Duration(i) * period)
+					if d := time.Until(t0); d > 0 {
+						time.Sleep(d)
+					}
+					sent = time.Now()
+				}
+				err := func() error {
+					if c == nil {
+						var err error
+						if c, err = dial(t.addr); err != nil {
+							return err
+						}
+					}
+					status, body, keep, err := c.do(t, time.Now().Add(10*time.Second))
+					if err == nil {
+						err = t.check(status, body)
+					}
+					if err != nil || !keep {
+						c.nc.Close()
+						c = nil
+					}
+					return err
+				}()
+				if err != nil {
+					errs.Add(1)
+					firstErr.Do(func() { res.firstError = err.Error() })
+					continue
+				}
+				end := time.Now()
+				lat[w] = append(lat[w], end.Sub(t0))
+				if rate > 0 {
+					sendLat[w] = append(sendLat[w], end.Sub(sent))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	res.elapsed = time.Since(start)
+	res.genCPU = selfCPU() - genStart
+	for _, l := range lat {
+		res.requests += len(l)
+	}
+	res.errors = int(errs.Load())
+	res.timedOut = res.requests+res.errors < n
+	summarize(res, lat)
+	if rate > 0 {
+		res.sendP50, _, res.sendP99, _ = percentiles(sendLat)
+	}
+	return res
+}

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/apiconnector/operator/runtime/connfile"
+	"github.com/apiconnector/operator/runtime/entra"
+	"github.com/apiconnector/operator/runtime/rules"
+)
+
+// The benchmark connector must answer the benchmark request with Continue after evaluating
+// everything, and each rule must really be able to decide (a rule that can never match would
+// make the benchmark cheaper than the connector it claims to be).
+func TestBenchConnector(t *testing.T) {
+	dir := t.TempDir()
+	call, err := writeCallVariant("../testdata/connector.yaml", filepath.Join(dir, "call.yaml"), "http://127.0.0.1:1/verify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{"../testdata/connector.yaml", call} {
+		b, err := connfile.LoadFiles(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn := b.Connectors[0]
+		eng, err := rules.Compile(conn, rules.Options{ResolveList: b.ListResolver(conn.Namespace)})
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		want := 10
+		if path == call {
+			want = 11
+		}
+		if len(conn.Spec.Rules) != want || len(conn.Spec.Claims) != 3 || len(conn.Spec.Lists) != 3 {
+			t.Fatalf("%s: %d rules, %d claims, %d lists", path, len(conn.Spec.Rules), len(conn.Spec.Claims), len(conn.Spec.Lists))
+		}
+		if path == call {
+			continue // its call needs the stub; the generator checks its answer
+		}
+		body, err := os.ReadFile("../testdata/request.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		decide := func(change func(map[string]any)) *entra.Decision {
+			t.Helper()
+			var m map[string]any
+			if err := json.Unmarshal(body, &m); err != nil {
+				t.Fatal(err)
+			}
+			if change != nil {
+				change(m)
+			}
+			js, _ := json.Marshal(m)
+			req, err := entra.DecodeRequest(js)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := eng.Evaluate(context.Background(), req)
+			if err != nil || d.Failure != "" {
+				t.Fatalf("%v %+v", err, d)
+			}
+			return d
+		}
+		if d := decide(nil); d.Action != entra.ActionContinue || len(d.Claims) != 3 || d.Claims["givenName"] != "John" {
+			t.Fatalf("benchmark request: %+v", d)
+		}
+		for rule, change := range map[string]func(map[string]any){
+			"disposable-domain":   func(m map[string]any) { m["email"] = "x@Disposable-4999.example" },
+			"email-format":        func(m map[string]any) { m["email"] = "no-at-sign" },
+			"postal-code":         func(m map[string]any) { m["postalCode"] = "9805" },
+			"given-name":          func(m map[string]any) { m["givenName"] = "R2D2" },
+			"display-name-markup": func(m map[string]any) { m["displayName"] = "<b>" },
+			"job-title-length":    func(m map[string]any) { m["jobTitle"] = string(make([]byte, 65)) + "x" },
+			"embargoed-country":   func(m map[string]any) { m["country"] = "Iran " },
+			"unknown-app":         func(m map[string]any) { m["client_id"] = "other" },
+			"federated-issuer": func(m map[string]any) {
+				m["identities"] = []any{map[string]any{"signInType": "federated", "issuer": "evil.example"}}
+			},
+			"loyalty-number": func(m map[string]any) { m["extension_831374b3bd5041bfaa54263ec9e050fc_LoyaltyNumber"] = "12345" },
+		} {
+			if d := decide(change); d.Rule != rule {
+				t.Errorf("rule %s did not decide: %+v", rule, d)
+			}
+		}
+	}
+}

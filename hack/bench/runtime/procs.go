@@ -1,0 +1,316 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/runtime/connfile"
+	"github.com/apiconnector/operator/runtime/entra"
+	"github.com/apiconnector/operator/runtime/rules"
+	"github.com/apiconnector/operator/runtime/server"
+)
+
+// server is one process (or, when profiling, in-process server) under load.
+type serverProc struct {
+	name string
+	addr string
+	cmd  *exec.Cmd // nil in-process
+	stop func() error
+}
+
+func (p *serverProc) pid() int {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startProc runs bin with args, pinned to cpus with taskset when cpus is set. Output goes to log.
+func startProc(name, cpus, logPath, bin string, args ...string) (*serverProc, error) {
+	argv := append([]string{bin}, args...)
+	if cpus != "" {
+		argv = append([]string{"taskset", "-c", cpus}, argv...)
+	}
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait(); logf.Close() }()
+	p := &serverProc{name: name, cmd: cmd}
+	p.stop = func() error {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-done
+			return fmt.Errorf("%s did not stop within 15s after SIGTERM; killed", name)
+		}
+	}
+	return p, nil
+}
+
+// waitReady polls url (or, when url is empty, a TCP connect to addr) until it answers 200.
+func waitReady(addr, url string, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for {
+		var err error
+		if url == "" {
+			var c net.Conn
+			if c, err = net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				return nil
+			}
+		} else {
+			var resp *http.Response
+			if resp, err = http.Get(url); err == nil {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return nil
+				}
+				err = fmt.Errorf("%s: HTTP %d", url, resp.StatusCode)
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not ready within %s: %w", within, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// selfCPU is the CPU time (user+system) of this process so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is the CPU time (user+system, all threads) of pid so far, from /proc/<pid>/stat.
+func procCPU(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces; fields after its closing paren are fixed.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+1:]
+	}
+	f := strings.Fields(s)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64) // field 14: utime
+	st, _ := strconv.ParseInt(f[12], 10, 64) // field 15: stime
+	const clkTck = 100                       // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / clkTck
+}
+
+// procMem returns VmHWM (peak RSS) and VmRSS of pid in bytes.
+func procMem(pid int) (hwm, rss int64) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		fs := strings.Fields(v)
+		if len(fs) < 1 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(fs[0], 10, 64)
+		switch k {
+		case "VmHWM":
+			hwm = kb << 10
+		case "VmRSS":
+			rss = kb << 10
+		}
+	}
+	return hwm, rss
+}
+
+// --- the baseline ---
+
+// continueBody is the static answer of the baseline.
+var continueBody = []byte(`{"version":"1.0.0","action":"Continue"}`)
+
+// baselineHandler is the physical limit: net/http, the JSON body decoded with encoding/json into
+// a map (what every connector must at least do) and a static Continue.
+func baselineHandler(w http.ResponseWriter, r *http.Request) {
+	var claims map[string]any
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10)).Decode(&claims); err != nil {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	w.Write(continueBody)
+}
+
+// serveBaseline is the hidden -serve-baseline mode: the baseline as its own process, so it is
+// measured exactly like the runtime binary. It stops on SIGTERM.
+func serveBaseline(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(baselineHandler), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	ctx, stop := signalContext()
+	defer stop()
+	go func() { <-ctx.Done(); srv.Shutdown(context.Background()) }()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// --- the outbound-call stub ---
+
+// startStub serves the call variant's verification service on loopback: it answers
+// {"verified":true} after delay. It runs in the generator's process (and on its CPUs).
+func startStub(delay time.Duration) (url string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		time.Sleep(delay)
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"verified":true}`)
+	}), ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return "http://" + ln.Addr().String() + "/verify", func() { srv.Close() }, nil
+}
+
+// --- the subject in-process (profiling) ---
+
+// startInProcess serves the connector file in this process, wired like `apiconnector-runtime
+// serve` (rules engine with the server's metrics observer, JSON request logs, the ops registry
+// with Go and process collectors), so CPU and heap profiles of the generator show the server.
+func startInProcess(name, connector, secretsDir, logPath string) (*serverProc, error) {
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	log := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics, err := server.NewMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	load := func(path string) (entra.Evaluator, *v1alpha1.APIConnector, error) {
+		b, err := connfile.LoadFiles(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(b.Connectors) != 1 {
+			return nil, nil, fmt.Errorf("%s: want exactly one APIConnector", path)
+		}
+		conn := b.Connectors[0]
+		eng, err := rules.Compile(conn, rules.Options{Observer: callObserver{metrics}, Logger: log, ResolveList: b.ListResolver(conn.Namespace)})
+		if err != nil {
+			return nil, nil, err
+		}
+		return eng, conn, nil
+	}
+	ev, conn, err := load(connector)
+	if err != nil {
+		return nil, err
+	}
+	s, err := server.New(conn, ev, server.Options{ConnectorPath: connector, Load: load, SecretsDir: secretsDir,
+		Logger: log, Registry: reg, Metrics: metrics})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	opsLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln, opsLn) }()
+	p := &serverProc{name: name, addr: ln.Addr().String()}
+	p.stop = func() error {
+		cancel()
+		err := <-done
+		s.Close(context.Background())
+		logf.Close()
+		return err
+	}
+	return p, waitReady("", "http://"+opsLn.Addr().String()+"/readyz", 10*time.Second)
+}
+
+type callObserver struct{ m *server.Metrics }
+
+func (o callObserver) RuleHit(string) {}
+func (o callObserver) CallDone(call string, d time.Duration, err error) {
+	o.m.ObserveCall(call, d, err != nil)
+}
+func (o callObserver) EventSent(event string, _ time.Duration, err error) {
+	o.m.ObserveEvent(event, err != nil)
+}
+func (o callObserver) EventDropped(event string)            { o.m.EventDropped(event) }
+func (o callObserver) ExpressionError(path string, _ error) { o.m.ExpressionError(path) }
+
+func writeSecrets(dir, user, pass string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "username"), []byte(user+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "password"), []byte(pass+"\n"), 0o600)
+}
