@@ -71,12 +71,20 @@ fuzz: ## Run each fuzz target briefly (FUZZTIME).
 
 .PHONY: bench
 bench: bench-runtime ## Benchmarks (issue 6): runtime load test, then the controller's if hack/bench/controller exists. Writes hack/bench/results/.
-	@if [ -d hack/bench/controller ]; then $(GO) run ./hack/bench/controller; else echo "bench: no hack/bench/controller yet; skipped"; fi
+	$(MAKE) bench-controller
+
+.PHONY: bench-controller
+bench-controller: ## 1 000 connectors on a real kube-apiserver: settle time, manager RSS, API requests, steady-state reconciles.
+	$(GO) run ./hack/bench/controller
 
 .PHONY: bench-runtime
 bench-runtime: ## Runtime throughput/latency vs a bare net/http baseline (about 3 min); allocation benchmarks of one request.
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./runtime/entra ./runtime/rules ./runtime/server | tee hack/bench/results/runtime-allocs.txt
 	$(GO) run ./hack/bench/runtime $(BENCH_RUNTIME_FLAGS)
+
+.PHONY: demo
+demo: ## Local control plane + operator + sample connector; prints the three Entra answers.
+	$(GO) run ./hack/demo
 
 .PHONY: build
 build: ## Build the manager and the runtime into bin/.

@@ -10,11 +10,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -23,14 +20,12 @@ import (
 	"time"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/hack/localcp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	kruntime "k8s.io/apimachinery/pkg/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
 
 type options struct {
@@ -67,71 +62,29 @@ func main() {
 }
 
 func run(o options) error {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		return fmt.Errorf("KUBEBUILDER_ASSETS is not set: run `make bench`")
-	}
-	tmp, err := os.MkdirTemp("", "apiconnector-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-
-	manager := filepath.Join(tmp, "manager")
-	build := exec.Command("go", "build", "-o", manager, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		return fmt.Errorf("build manager: %w", err)
-	}
-
-	env := &envtest.Environment{CRDDirectoryPaths: []string{"config/crd/bases"}, ErrorIfCRDPathMissing: true}
 	// Every connector gets a ClusterIP Service; envtest's default /24 range holds only 254.
-	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/16")
-	cfg, err := env.Start()
-	if err != nil {
-		return fmt.Errorf("start envtest: %w", err)
-	}
-	defer env.Stop()
-	user, err := env.AddUser(envtest.User{Name: "apiconnector-bench", Groups: []string{"system:masters"}}, nil)
+	cp, err := localcp.Start(".", "10.0.0.0/16")
 	if err != nil {
 		return err
 	}
-	kubeconfig, err := user.KubeConfig()
+	defer cp.Stop()
+	manager, err := cp.Build(".", ".", "manager")
 	if err != nil {
 		return err
 	}
-	kcPath := filepath.Join(tmp, "kubeconfig")
-	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
-		return err
-	}
-
-	scheme := kruntime.NewScheme()
-	_ = clientgoscheme.AddToScheme(scheme)
-	_ = apiv1.AddToScheme(scheme)
-	cfg.QPS, cfg.Burst = 500, 1000
-	c, err := client.New(cfg, client.Options{Scheme: scheme})
-	if err != nil {
-		return err
-	}
-
-	metricsAddr, err := freeAddr()
-	if err != nil {
-		return err
-	}
+	c := cp.Client
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	mgr := exec.CommandContext(ctx, manager,
-		"--kubeconfig="+kcPath,
+	mgr, err := cp.StartManager(ctx, manager, os.Stderr,
 		"--runtime-image=apiconnector-runtime:bench",
-		"--metrics-bind-address="+metricsAddr, "--metrics-secure=false",
-		"--health-probe-bind-address=127.0.0.1:0",
 		"--concurrency="+strconv.Itoa(o.workers),
 		"--kube-api-qps="+strconv.Itoa(o.qps), "--kube-api-burst="+strconv.Itoa(2*o.qps),
 		"--zap-log-level=error")
-	mgr.Stdout, mgr.Stderr = io.Discard, os.Stderr
-	if err := mgr.Start(); err != nil {
-		return fmt.Errorf("start manager: %w", err)
+	if err != nil {
+		return err
 	}
-	defer func() { _ = mgr.Process.Kill(); _ = mgr.Wait() }()
+	defer mgr.Stop()
+	metricsAddr := mgr.MetricsAddr
 
 	fmt.Fprintf(os.Stderr, "creating %d connectors in %d namespaces\n", o.n, o.namespaces)
 	start := time.Now()
@@ -199,7 +152,7 @@ func run(o options) error {
 	res.reconcilesTotal = before.reconciles
 	res.requests = before.requests
 	res.requestsByVerb = before.byVerb
-	res.rssMiB, err = peakRSS(mgr.Process.Pid)
+	res.rssMiB, err = peakRSS(mgr.Cmd.Process.Pid)
 	if err != nil {
 		return err
 	}
@@ -346,15 +299,6 @@ func peakRSS(pid int) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmHWM in /proc/%d/status", pid)
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 func render(o options, r result) string {
