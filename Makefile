@@ -28,6 +28,8 @@ manifests: ## Generate the CRD and RBAC from the API types and controller marker
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./controllers/... output:rbac:artifacts:config=config/rbac
 	$(GO) run ./hack/apidocs config/crd/bases/apiconnector.dev_apiconnectors.yaml docs/api.md
+	cp config/crd/bases/*.yaml config/charts/apiconnector-operator/crds/
+	cp config/rbac/role.yaml config/charts/apiconnector-operator/files/role.yaml
 
 .PHONY: generate
 generate: ## Generate deepcopy functions.

@@ -1,0 +1,190 @@
+package config_test
+
+import (
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/yaml"
+)
+
+const chartDir = "charts/apiconnector-operator"
+
+// renderChart renders the chart with Helm's own packages, as `helm template` would.
+func renderChart(t *testing.T, values map[string]any) map[string]map[string]any {
+	t.Helper()
+	ch, err := loader.Load(chartDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{Name: "apiconnector", Namespace: "apiconnector-system", IsInstall: true}, chartutil.DefaultCapabilities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := engine.Render(ch, vals)
+	if err != nil {
+		t.Fatalf("render chart: %v", err)
+	}
+	out := map[string]map[string]any{}
+	for name, content := range files {
+		if strings.HasSuffix(name, ".tpl") {
+			continue
+		}
+		for _, doc := range strings.Split(content, "\n---") {
+			var obj map[string]any
+			if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
+				t.Fatalf("%s: %v\n%s", name, err, doc)
+			}
+			if len(obj) == 0 {
+				continue
+			}
+			md := obj["metadata"].(map[string]any)
+			out[obj["kind"].(string)+"/"+md["name"].(string)] = obj
+		}
+	}
+	for _, crd := range ch.CRDObjects() {
+		var obj map[string]any
+		if err := yaml.Unmarshal(crd.File.Data, &obj); err != nil {
+			t.Fatal(err)
+		}
+		out["CustomResourceDefinition/"+obj["metadata"].(map[string]any)["name"].(string)] = obj
+	}
+	return out
+}
+
+func renderKustomize(t *testing.T) map[string]map[string]any {
+	t.Helper()
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]map[string]any{}
+	for _, r := range res.Resources() {
+		// Through YAML again, so numbers have the same Go types as in the Helm render.
+		b, err := r.AsYAML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := yaml.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		out[r.GetKind()+"/"+r.GetName()] = m
+	}
+	return out
+}
+
+func keys(m map[string]map[string]any) []string {
+	var k []string
+	for n := range m {
+		k = append(k, n)
+	}
+	sort.Strings(k)
+	return k
+}
+
+// The chart and `kubectl apply -k config/default` install the same operator: the same CRD, the
+// same generated RBAC rules, the same objects, the same manager arguments.
+func TestHelmChartAgreesWithKustomize(t *testing.T) {
+	helm := renderChart(t, nil)
+	kust := renderKustomize(t)
+
+	// Both use the apiconnector- prefix and the same object names.
+	var helmKinds, kustKinds []string
+	for _, k := range keys(helm) {
+		if !strings.HasPrefix(k, "ServiceMonitor/") {
+			helmKinds = append(helmKinds, k)
+		}
+	}
+	for _, k := range keys(kust) {
+		if !strings.HasPrefix(k, "Namespace/") { // Helm installs into a namespace it is given
+			kustKinds = append(kustKinds, k)
+		}
+	}
+	if !reflect.DeepEqual(helmKinds, kustKinds) {
+		t.Errorf("objects differ:\nhelm:      %v\nkustomize: %v", helmKinds, kustKinds)
+	}
+
+	crd := "CustomResourceDefinition/apiconnectors.apiconnector.dev"
+	if !reflect.DeepEqual(helm[crd]["spec"], kust[crd]["spec"]) {
+		t.Error("the chart's CRD differs from config/crd: run `make manifests`")
+	}
+	role := "ClusterRole/apiconnector-manager-role"
+	if !reflect.DeepEqual(helm[role]["rules"], kust[role]["rules"]) {
+		t.Errorf("the chart's manager rules differ from config/rbac:\nhelm: %v\nkustomize: %v", helm[role]["rules"], kust[role]["rules"])
+	}
+
+	args := func(objs map[string]map[string]any) []any {
+		d := objs["Deployment/apiconnector-controller-manager"]
+		spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+		return spec["containers"].([]any)[0].(map[string]any)["args"].([]any)
+	}
+	h, k := args(helm), args(kust)
+	// The chart also passes its tuning defaults explicitly.
+	var hs []any
+	for _, a := range h {
+		s := a.(string)
+		if !strings.HasPrefix(s, "--concurrency=") && !strings.HasPrefix(s, "--kube-api-") {
+			hs = append(hs, a)
+		}
+	}
+	if !reflect.DeepEqual(hs, k) {
+		t.Errorf("manager arguments differ:\nhelm:      %v\nkustomize: %v", h, k)
+	}
+}
+
+func TestHelmValues(t *testing.T) {
+	objs := renderChart(t, map[string]any{
+		"watchNamespaces": []any{"identity", "partners"},
+		"leaderElection":  map[string]any{"enabled": false},
+		"metrics":         map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
+		"runtimeImage":    map[string]any{"repository": "registry.example/runtime", "tag": "v1.2.3"},
+	})
+	d := objs["Deployment/apiconnector-controller-manager"]
+	spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	args := spec["containers"].([]any)[0].(map[string]any)["args"].([]any)
+	joined := ""
+	for _, a := range args {
+		joined += a.(string) + " "
+	}
+	for _, want := range []string{"--watch-namespaces=identity,partners", "--runtime-image=registry.example/runtime:v1.2.3"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("args %q lack %s", joined, want)
+		}
+	}
+	if strings.Contains(joined, "--leader-elect") {
+		t.Error("leader election was disabled but the flag is set")
+	}
+	if _, ok := objs["Role/apiconnector-leader-election-role"]; ok {
+		t.Error("leader election Role rendered while disabled")
+	}
+	if _, ok := objs["ServiceMonitor/apiconnector-controller-manager"]; !ok {
+		t.Error("ServiceMonitor not rendered when enabled")
+	}
+}
+
+func TestChartCopiesAreGenerated(t *testing.T) {
+	for src, dst := range map[string]string{
+		"crd/bases/apiconnector.dev_apiconnectors.yaml": chartDir + "/crds/apiconnector.dev_apiconnectors.yaml",
+		"rbac/role.yaml": chartDir + "/files/role.yaml",
+	} {
+		a, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(a) != string(b) {
+			t.Errorf("%s differs from %s: run `make manifests`", dst, src)
+		}
+	}
+}
