@@ -12,7 +12,6 @@ import (
 
 	"github.com/apiconnector/operator/runtime/connfile"
 	"github.com/apiconnector/operator/runtime/rules"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -72,10 +71,7 @@ func TestDocSnippetsWork(t *testing.T) {
 					if u.GetNamespace() == "" {
 						u.SetNamespace("default")
 					}
-					ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": u.GetNamespace()}}}
-					if err := k8sClient.Create(context.Background(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
-						t.Fatal(err)
-					}
+					ensureNamespace(t, u.GetNamespace())
 					if err := k8sClient.Create(context.Background(), u, client.DryRunAll); err != nil {
 						t.Errorf("the API server rejects connector %s: %v", u.GetName(), err)
 					}

@@ -370,10 +370,7 @@ func TestSamplesAreAccepted(t *testing.T) {
 				if u.GetNamespace() == "" {
 					u.SetNamespace("default")
 				}
-				ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": u.GetNamespace()}}}
-				if err := k8sClient.Create(context.Background(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
-					t.Fatal(err)
-				}
+				ensureNamespace(t, u.GetNamespace())
 				if err := k8sClient.Create(context.Background(), u, client.DryRunAll); err != nil {
 					t.Fatalf("sample rejected: %v", err)
 				}
@@ -464,4 +461,12 @@ func walkDescriptions(path string, s map[string]any, missing *[]string) int {
 		}
 	}
 	return n
+}
+
+func ensureNamespace(t *testing.T, name string) {
+	t.Helper()
+	ns := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": name}}}
+	if err := k8sClient.Create(context.Background(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
 }

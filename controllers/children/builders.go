@@ -395,27 +395,16 @@ func MakeCertificate(c *apiv1.APIConnector) *unstructured.Unstructured {
 	if kind == "" {
 		kind = "ClusterIssuer"
 	}
-	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": CertificateAPIVersion,
-		"kind":       CertificateKind,
-		"metadata": map[string]any{
-			"name":      CertificateName(c),
-			"namespace": c.Namespace,
-			"labels":    toAny(Labels(c)),
+	return ownedUnstructured(c, CertificateAPIVersion, CertificateKind, CertificateName(c), map[string]any{
+		"secretName": CertificateName(c),
+		"dnsNames":   []any{c.Spec.Exposure.Host},
+		"issuerRef": map[string]any{
+			"name":  tls.IssuerRef.Name,
+			"kind":  kind,
+			"group": "cert-manager.io",
 		},
-		"spec": map[string]any{
-			"secretName": CertificateName(c),
-			"dnsNames":   []any{c.Spec.Exposure.Host},
-			"issuerRef": map[string]any{
-				"name":  tls.IssuerRef.Name,
-				"kind":  kind,
-				"group": "cert-manager.io",
-			},
-			"usages": []any{"server auth", "digital signature", "key encipherment"},
-		},
-	}}
-	u.SetOwnerReferences(controllerRef(c))
-	return u
+		"usages": []any{"server auth", "digital signature", "key encipherment"},
+	})
 }
 
 func toAny(m map[string]string) map[string]any {
@@ -475,19 +464,25 @@ func MakeRoute(c *apiv1.APIConnector) *unstructured.Unstructured {
 			"backendRefs": []any{backend},
 		}
 	}
+	return ownedUnstructured(c, GatewayAPIVersion, kind, RouteName(c), map[string]any{
+		"parentRefs": parents,
+		"hostnames":  []any{c.Spec.Exposure.Host},
+		"rules":      []any{rule},
+	})
+}
+
+// ownedUnstructured builds a child of a kind we do not import, labelled and controlled like the
+// typed ones.
+func ownedUnstructured(c *apiv1.APIConnector, apiVersion, kind, name string, spec map[string]any) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": GatewayAPIVersion,
+		"apiVersion": apiVersion,
 		"kind":       kind,
 		"metadata": map[string]any{
-			"name":      RouteName(c),
+			"name":      name,
 			"namespace": c.Namespace,
 			"labels":    toAny(Labels(c)),
 		},
-		"spec": map[string]any{
-			"parentRefs": parents,
-			"hostnames":  []any{c.Spec.Exposure.Host},
-			"rules":      []any{rule},
-		},
+		"spec": spec,
 	}}
 	u.SetOwnerReferences(controllerRef(c))
 	return u
