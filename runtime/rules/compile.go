@@ -27,8 +27,8 @@ const (
 	// Entra waits 200-2000 ms for them (1000 ms unless configured) and may retry once.
 	DefaultExtensionTimeout = 1500 * time.Millisecond
 	// MaxExtensionWait is the longest Entra waits for a custom authentication extension.
-	MaxExtensionWait = 2 * time.Second
-	DefaultCallTimeout    = 2 * time.Second
+	MaxExtensionWait   = 2 * time.Second
+	DefaultCallTimeout = 2 * time.Second
 	// MaxResponseBytes bounds how much of a call's response body is read.
 	MaxResponseBytes = 1 << 20
 	// DefaultEventQueueSize bounds the async event queue; events beyond it are dropped and counted.
@@ -192,10 +192,10 @@ type compiledCall struct {
 type compiledRule struct {
 	name      string
 	attribute string // validationError's attribute, for attributeErrors
-	action  string // entra.Action value
-	message string
-	msgExpr *program
-	when    *program
+	action    string // entra.Action value
+	message   string
+	msgExpr   *program
+	when      *program
 }
 
 type compiledClaim struct {

@@ -199,14 +199,14 @@ func TestBearerDefaultIssuers(t *testing.T) {
 		t.Errorf("config URL %s", c.configURL)
 	}
 	for iss, want := range map[string]bool{
-		"https://login.microsoftonline.com/" + testTenant + "/v2.0":                            true,
-		"https://contoso.ciamlogin.com/" + testTenant + "/v2.0":                                true,
-		"https://" + testTenant + ".ciamlogin.com/" + testTenant + "/v2.0":                     true,
-		"https://login.microsoftonline.com/" + testTenant + "/v2.0/extra":                      false,
-		"https://contoso.ciamlogin.com.evil.example/" + testTenant + "/v2.0":                   false,
-		"https://contoso.ciamlogin.com/99999999-0000-0000-0000-000000000000/v2.0":              false,
-		"https://sts.windows.net/" + testTenant + "/":                                          false, // only for v1 tokens
-		"http://login.microsoftonline.com/" + testTenant + "/v2.0":                             false,
+		"https://login.microsoftonline.com/" + testTenant + "/v2.0":                           true,
+		"https://contoso.ciamlogin.com/" + testTenant + "/v2.0":                               true,
+		"https://" + testTenant + ".ciamlogin.com/" + testTenant + "/v2.0":                    true,
+		"https://login.microsoftonline.com/" + testTenant + "/v2.0/extra":                     false,
+		"https://contoso.ciamlogin.com.evil.example/" + testTenant + "/v2.0":                  false,
+		"https://contoso.ciamlogin.com/99999999-0000-0000-0000-000000000000/v2.0":             false,
+		"https://sts.windows.net/" + testTenant + "/":                                         false, // only for v1 tokens
+		"http://login.microsoftonline.com/" + testTenant + "/v2.0":                            false,
 		"https://login.microsoftonline.com/" + testTenant + "/v2.0?x=" + testTenant + "/v2.0": false,
 	} {
 		if got := c.issuerOK(iss, "2.0"); got != want {
