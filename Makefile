@@ -104,7 +104,9 @@ images: ## Build the container images as tarballs in bin/images (no Docker neede
 .PHONY: e2e
 e2e: ## End to end on a real single-node cluster (root; docs/e2e.md). E2E_KEEP=1 leaves it up.
 	@start=$$(date +%s); \
-	trap 'if [ -z "$(E2E_KEEP)" ]; then $(GO) run ./hack/cluster down; fi; echo "e2e took $$(( $$(date +%s) - start ))s"' EXIT; \
+	finish() { rc=$$?; if [ -z "$(E2E_KEEP)" ]; then $(GO) run ./hack/cluster down || rc=1; fi; \
+		echo "e2e took $$(( $$(date +%s) - start ))s (exit $$rc)"; exit $$rc; }; \
+	trap finish EXIT; \
 	$(GO) run ./hack/cluster up; \
 	eval "$$($(GO) run ./hack/cluster env)"; \
 	$(GO) test -tags e2e -count=1 -v -timeout 30m ./hack/e2e

@@ -13,6 +13,7 @@ import (
 	"github.com/apiconnector/operator/controllers/children"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -277,6 +278,8 @@ func TestRuleChangesRollAndInvalidRulesStall(t *testing.T) {
 	if h := podTemplateHash(t, key); h != second {
 		t.Error("an invalid rule changed the Deployment; the last good one must keep serving")
 	}
+	waitEvent(t, key, ReasonInvalidRules, "spec.rules[0].when")
+	waitEvent(t, key, "RollingOut", "Rolling out configuration")
 
 	// Fixing it recovers.
 	update(func(c *apiv1.APIConnector) {
@@ -335,6 +338,7 @@ func TestSecretRotationAndDeletion(t *testing.T) {
 	if msg := meta.FindStatusCondition(c.Status.Conditions, ConditionStalled).Message; !strings.Contains(msg, `"entra-basic"`) {
 		t.Errorf("Stalled message does not name the Secret: %s", msg)
 	}
+	waitEvent(t, key, ReasonSecretNotFound, `Secret "entra-basic" not found`)
 
 	// Recreating it recovers without touching the connector.
 	create(t, basicSecret(ns, "entra-basic", "third"))
@@ -604,5 +608,23 @@ func TestGatewayAPIAbsentThenInstalled(t *testing.T) {
 			return fmt.Errorf("the HTTPRoute must go once a TLSRoute replaces it (err %v)", err)
 		}
 		return nil
+	})
+}
+
+// waitEvent waits for an events.k8s.io Event about the connector with the reason and a note
+// containing text.
+func waitEvent(t *testing.T, key types.NamespacedName, reason, text string) {
+	t.Helper()
+	eventually(t, timeout, func() error {
+		var list eventsv1.EventList
+		if err := k8s.List(context.Background(), &list, client.InNamespace(key.Namespace)); err != nil {
+			return err
+		}
+		for _, e := range list.Items {
+			if e.Regarding.Name == key.Name && e.Regarding.Kind == "APIConnector" && e.Reason == reason && strings.Contains(e.Note, text) {
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s event with %q among %d events", reason, text, len(list.Items))
 	})
 }
