@@ -81,6 +81,9 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 		"--outbound-secrets-dir=" + SecretsDir,
 		"--listen=:" + strconv.Itoa(HTTPPort),
 		"--ops-listen=:" + strconv.Itoa(OpsPort),
+		// Keep serving after readiness turns false until the ingress controller has dropped the
+		// pod from its endpoints (Traefik, for one, applies endpoint changes after 2s).
+		"--shutdown-delay=5s",
 	}
 	mounts := []*corev1ac.VolumeMountApplyConfiguration{
 		corev1ac.VolumeMount().WithName("config").WithMountPath(ConfigDir).WithReadOnly(true),
@@ -134,7 +137,7 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 		WithVolumes(volumes...).
 		WithAutomountServiceAccountToken(false).
 		WithEnableServiceLinks(false).
-		// Longer than the runtime's shutdown delay (2s) plus drain timeout (25s): in-flight requests
+		// Longer than the runtime's shutdown delay (5s) plus drain timeout (25s): in-flight requests
 		// finish before the kubelet kills the pod.
 		WithTerminationGracePeriodSeconds(45).
 		WithSecurityContext(corev1ac.PodSecurityContext().

@@ -279,6 +279,8 @@ func rewriteArgs(args []string, dir, addr, ops string) []string {
 			a = "--listen=" + addr
 		case strings.HasPrefix(a, "--ops-listen="):
 			a = "--ops-listen=" + ops
+		case strings.HasPrefix(a, "--shutdown-delay="):
+			a = "--shutdown-delay=0s" // no load balancer to drain from
 		}
 		out = append(out, a)
 	}

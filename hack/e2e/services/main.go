@@ -1,0 +1,294 @@
+// Command e2e-services runs the external systems the sample connectors call, as real HTTP services
+// inside the e2e cluster (one image, one role per Deployment):
+//
+//	e2e-services approvals  an access-request approval system (Bearer token)
+//	e2e-services verify     an identity-verification (KYC) service (HTTP Basic)
+//	e2e-services sink       a CloudEvents sink that records what it receives (optional Bearer token)
+//
+// Each listens on --listen (default :8080) and has /healthz. The /admin/ endpoints let the e2e
+// client act as the approver and read what the connectors sent; they use the same credentials.
+package main
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+)
+
+const maxRecords = 10000
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: e2e-services approvals|verify|sink [--listen :8080]")
+		os.Exit(2)
+	}
+	role := os.Args[1]
+	fs := flag.NewFlagSet(role, flag.ExitOnError)
+	listen := fs.String("listen", ":8080", "listen address")
+	_ = fs.Parse(os.Args[2:])
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	switch role {
+	case "approvals":
+		newApprovals(os.Getenv("APPROVALS_TOKEN"), os.Getenv("PREAPPROVED_DOMAINS")).register(mux)
+	case "verify":
+		newVerify(os.Getenv("VERIFY_USERNAME"), os.Getenv("VERIFY_PASSWORD")).register(mux)
+	case "sink":
+		newSink(os.Getenv("SINK_TOKEN")).register(mux)
+	default:
+		log.Fatalf("unknown role %q", role)
+	}
+	srv := &http.Server{Addr: *listen, Handler: logged(mux), ReadHeaderTimeout: 5 * time.Second}
+	log.Printf("%s listening on %s", role, *listen)
+	log.Fatal(srv.ListenAndServe())
+}
+
+func logged(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := &statusRecorder{ResponseWriter: w, status: 200}
+		h.ServeHTTP(rec, r)
+		if r.URL.Path != "/healthz" {
+			log.Printf("%s %s -> %d", r.Method, r.URL.RequestURI(), rec.status)
+		}
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) { s.status = code; s.ResponseWriter.WriteHeader(code) }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func equal(a, b string) bool { return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1 }
+
+func bearerOK(r *http.Request, token string) bool {
+	return token == "" || equal(r.Header.Get("Authorization"), "Bearer "+token)
+}
+
+// record is one request a service received, for the e2e client to inspect.
+type record struct {
+	Time    time.Time         `json:"time"`
+	Method  string            `json:"method"`
+	Path    string            `json:"path"`
+	Query   string            `json:"query,omitempty"`
+	Headers map[string]string `json:"headers"`
+	Body    json.RawMessage   `json:"body,omitempty"`
+}
+
+type recorder struct {
+	mu   sync.Mutex
+	recs []record
+}
+
+func (rc *recorder) add(r *http.Request, body []byte) {
+	h := map[string]string{}
+	for k, v := range r.Header {
+		h[strings.ToLower(k)] = strings.Join(v, ",")
+	}
+	rec := record{Time: time.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Headers: h}
+	if json.Valid(body) {
+		rec.Body = body
+	} else if len(body) > 0 {
+		rec.Body, _ = json.Marshal(string(body))
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.recs) >= maxRecords {
+		rc.recs = rc.recs[1:]
+	}
+	rc.recs = append(rc.recs, rec)
+}
+
+func (rc *recorder) serve(w http.ResponseWriter, r *http.Request) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if r.Method == http.MethodDelete {
+		rc.recs = nil
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	writeJSON(w, 200, rc.recs)
+}
+
+// --- approvals ---
+
+type approvals struct {
+	token       string
+	preapproved map[string]bool
+	mu          sync.Mutex
+	status      map[string]string // lower-cased email -> pending | approved | denied
+	next        int
+	recorder
+}
+
+func newApprovals(token, domains string) *approvals {
+	a := &approvals{token: token, preapproved: map[string]bool{}, status: map[string]string{}, next: 1000}
+	for _, d := range strings.Split(domains, ",") {
+		if d = strings.TrimSpace(strings.ToLower(d)); d != "" {
+			a.preapproved[d] = true
+		}
+	}
+	return a
+}
+
+func (a *approvals) register(mux *http.ServeMux) {
+	auth := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if !bearerOK(r, a.token) {
+				writeJSON(w, 401, map[string]string{"error": "unauthorized"})
+				return
+			}
+			h(w, r)
+		}
+	}
+	// Status of the access request for ?email=: approved, pending, denied or none.
+	mux.HandleFunc("GET /api/v1/access-requests/status", auth(func(w http.ResponseWriter, r *http.Request) {
+		a.add(r, nil)
+		email := strings.ToLower(r.URL.Query().Get("email"))
+		if email == "" {
+			writeJSON(w, 400, map[string]string{"error": "email is required"})
+			return
+		}
+		a.mu.Lock()
+		st, ok := a.status[email]
+		a.mu.Unlock()
+		if !ok {
+			st = "none"
+		}
+		writeJSON(w, 200, map[string]string{"status": st})
+	}))
+	// Submit an access request: approved at once for a pre-approved domain, pending when one
+	// already waits, otherwise a new pending request ("submitted").
+	mux.HandleFunc("POST /api/v1/access-requests", auth(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		a.add(r, body)
+		var req struct {
+			Email string `json:"email"`
+		}
+		if err := json.Unmarshal(body, &req); err != nil || req.Email == "" {
+			writeJSON(w, 400, map[string]string{"error": "a JSON body with email is required"})
+			return
+		}
+		email := strings.ToLower(req.Email)
+		domain := email[strings.LastIndex(email, "@")+1:]
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		switch st := a.status[email]; {
+		case st == "approved" || st == "pending":
+			writeJSON(w, 200, map[string]string{"status": st})
+		case a.preapproved[domain]:
+			a.status[email] = "approved"
+			writeJSON(w, 200, map[string]string{"status": "approved"})
+		default:
+			a.next++
+			a.status[email] = "pending"
+			writeJSON(w, 201, map[string]string{"status": "submitted", "id": fmt.Sprintf("REQ-%d", a.next)})
+		}
+	}))
+	// The approver's decision: {"email": ..., "status": "approved" | "denied" | "pending"}.
+	mux.HandleFunc("POST /admin/decisions", auth(func(w http.ResponseWriter, r *http.Request) {
+		var d struct{ Email, Status string }
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&d); err != nil || d.Email == "" {
+			writeJSON(w, 400, map[string]string{"error": "email and status are required"})
+			return
+		}
+		a.mu.Lock()
+		a.status[strings.ToLower(d.Email)] = d.Status
+		a.mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	mux.HandleFunc("GET /admin/requests", auth(a.serve))
+}
+
+// --- verify ---
+
+type verify struct {
+	username, password string
+	recorder
+}
+
+func newVerify(username, password string) *verify {
+	return &verify{username: username, password: password}
+}
+
+func (v *verify) register(mux *http.ServeMux) {
+	auth := func(h http.HandlerFunc) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			u, p, ok := r.BasicAuth()
+			if !ok || !equal(u, v.username) || !equal(p, v.password) {
+				w.Header().Set("WWW-Authenticate", `Basic realm="verify"`)
+				writeJSON(w, 401, map[string]string{"error": "unauthorized"})
+				return
+			}
+			h(w, r)
+		}
+	}
+	// A check passes unless the surname says otherwise: "Expired" -> document_expired,
+	// "Nomatch" -> no_match, "Outage" -> 503 (the service is down).
+	mux.HandleFunc("POST /v2/checks", auth(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		v.add(r, body)
+		if r.Header.Get("X-Client") == "" {
+			writeJSON(w, 400, map[string]string{"error": "X-Client header is required"})
+			return
+		}
+		var req struct {
+			GivenName, Surname, Email, Country, DateOfBirth, Reference string
+		}
+		if err := json.Unmarshal(body, &req); err != nil {
+			writeJSON(w, 400, map[string]string{"error": "bad JSON"})
+			return
+		}
+		switch strings.ToLower(req.Surname) {
+		case "expired":
+			writeJSON(w, 200, map[string]any{"verified": false, "reason": "document_expired"})
+		case "nomatch":
+			writeJSON(w, 200, map[string]any{"verified": false, "reason": "no_match"})
+		case "outage":
+			writeJSON(w, 503, map[string]any{"error": "maintenance"})
+		default:
+			writeJSON(w, 200, map[string]any{"verified": true, "checkId": fmt.Sprintf("chk-%d", time.Now().UnixNano())})
+		}
+	}))
+	mux.HandleFunc("GET /admin/checks", auth(v.serve))
+}
+
+// --- sink ---
+
+type sink struct {
+	token string
+	recorder
+}
+
+func newSink(token string) *sink { return &sink{token: token} }
+
+func (s *sink) register(mux *http.ServeMux) {
+	mux.HandleFunc("GET /admin/events", s.serve)
+	mux.HandleFunc("DELETE /admin/events", s.serve)
+	// Every other POST is an event delivery. /cloudevents needs the token when one is set.
+	mux.HandleFunc("POST /", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/cloudevents" && !bearerOK(r, s.token) {
+			writeJSON(w, 401, map[string]string{"error": "unauthorized"})
+			return
+		}
+		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		s.add(r, body)
+		w.WriteHeader(http.StatusAccepted)
+	})
+}
