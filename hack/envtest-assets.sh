@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the envtest control plane (kube-apiserver + etcd) from the Go module proxy, because
+# Builds the envtest control plane (kube-apiserver + etcd, and kubectl) from the Go module proxy, because
 # setup-envtest's downloads are unreachable here. Binaries are cached in bin/envtest/<key>/ and
 # never rebuilt when present. Prints the directory to use as KUBEBUILDER_ASSETS.
 set -euo pipefail
@@ -17,6 +17,16 @@ if [[ ! -x "$dir/kube-apiserver" ]]; then
 	(cd "$root/hack/tools/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" \
 		-o "$dir/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
 	mv "$dir/kube-apiserver.tmp" "$dir/kube-apiserver"
+fi
+
+if [[ ! -x "$dir/kubectl" ]]; then
+	# envtest starts no kubectl; the schema test runs `kubectl explain` against the API server.
+	echo "building kubectl ${k8s_version}" >&2
+	ldflags="-s -w -X k8s.io/component-base/version.gitVersion=${k8s_version}"
+	ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=${k8s_version}"
+	(cd "$root/hack/tools/kube" && CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" \
+		-o "$dir/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
+	mv "$dir/kubectl.tmp" "$dir/kubectl"
 fi
 
 if [[ ! -x "$dir/etcd" ]]; then

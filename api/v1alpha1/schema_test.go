@@ -1,6 +1,7 @@
 package v1alpha1_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -26,6 +27,7 @@ import (
 
 var k8sClient client.Client
 var disco *discovery.DiscoveryClient
+var testEnv *envtest.Environment
 
 func TestMain(m *testing.M) {
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
@@ -36,6 +38,7 @@ func TestMain(m *testing.M) {
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
+	testEnv = env
 	cfg, err := env.Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start envtest:", err)
@@ -408,7 +411,7 @@ func readDocs(t *testing.T, path string) []map[string]any {
 // kubectl explain reads the published OpenAPI v3 document; every field there must carry a
 // description so `kubectl explain apiconnector.spec.<field>` teaches the user.
 func TestEveryFieldIsExplained(t *testing.T) {
-	body, err := disco.RESTClient().Get().AbsPath("/openapi/v3/apis/apiconnector.dev/v1alpha1").Do(context.Background()).Raw()
+	body, err := openAPI()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,4 +472,44 @@ func ensureNamespace(t *testing.T, name string) {
 	if err := k8sClient.Create(context.Background(), ns); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
+}
+
+// `kubectl explain` (built from source by hack/envtest-assets.sh) teaches the user every field.
+func TestKubectlExplain(t *testing.T) {
+	if _, err := openAPI(); err != nil {
+		t.Fatal(err)
+	}
+	kubectl := testEnv.ControlPlane.KubeCtl()
+	for field, want := range map[string]string{
+		"apiconnector.spec.step":                   "PostAttributeCollection runs before the user is created",
+		"apic.spec.authentication.basic.secretRef": "keys username and password",
+		"apiconnector.spec.rules.when":             "CEL expression returning bool",
+		"apiconnector.spec.exposure.tls.issuerRef": "cert-manager",
+		"apiconnector.status.conditions":           "Ready, Reconciling, Stalled",
+		"apiconnector.spec.lists.configMapRef":     "one per line",
+	} {
+		stdout, stderr, err := kubectl.Run("explain", field)
+		out, _ := io.ReadAll(stdout)
+		if err != nil {
+			msg, _ := io.ReadAll(stderr)
+			t.Fatalf("kubectl explain %s: %v\n%s", field, err, msg)
+		}
+		if !strings.Contains(strings.Join(strings.Fields(string(out)), " "), want) {
+			t.Errorf("kubectl explain %s does not say %q:\n%s", field, want, out)
+		}
+	}
+}
+
+// openAPI returns the group's OpenAPI v3 document, waiting for the API server to publish it: that
+// happens asynchronously after the CRD is established.
+func openAPI() ([]byte, error) {
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		var body []byte
+		body, err = disco.RESTClient().Get().AbsPath("/openapi/v3/apis/apiconnector.dev/v1alpha1").Do(context.Background()).Raw()
+		if err == nil && bytes.Contains(body, []byte("dev.apiconnector.v1alpha1.APIConnector")) {
+			return body, nil
+		}
+	}
+	return nil, fmt.Errorf("the API server did not publish the APIConnector OpenAPI schema: %v", err)
 }
