@@ -72,15 +72,11 @@ func DecodeRequest(body []byte) (*Request, error) {
 	if err := checkKnownTypes(raw); err != nil {
 		return nil, err
 	}
-	canonical, err := canonicalJSON(raw)
-	if err != nil {
-		return nil, &DecodeError{Reason: "malformed_json", Err: err}
-	}
 	claims, err := toClaims(raw)
 	if err != nil {
 		return nil, err
 	}
-	return &Request{Claims: claims.(map[string]any), Canonical: canonical}, nil
+	return &Request{Claims: claims.(map[string]any), raw: raw}, nil
 }
 
 // parseBody checks and parses a body into one JSON object whose numbers are json.Number: valid

@@ -3,7 +3,10 @@
 // server decodes with it and the rules engine decides with the decoded Request.
 package entra
 
-import "context"
+import (
+	"context"
+	"sync"
+)
 
 // Version is the "version" field of every answer.
 const Version = "1.0.0"
@@ -28,12 +31,30 @@ type Request struct {
 	// maps. Missing claims are absent, never empty strings.
 	Claims map[string]any
 	// Canonical is the body re-encoded with sorted keys and no insignificant whitespace, so two
-	// deliveries of the same sign-up (Entra retries once) have the same bytes.
+	// deliveries of the same sign-up (Entra retries once) have the same bytes. DecodeRequest
+	// leaves it empty and CanonicalJSON computes it on first use; read it through CanonicalJSON.
 	Canonical []byte
 	// Extension is set for custom authentication extension requests (DecodeExtensionRequest):
 	// the envelope's identifiers, authenticationContext and the collected attributes' types.
 	// Nil for legacy API connector requests.
 	Extension *Extension
+
+	raw       any // the parsed body with numbers as sent, for CanonicalJSON
+	canonOnce sync.Once
+}
+
+// CanonicalJSON returns Canonical, computing it from the decoded body the first time. Most
+// requests never need it (only event ids and the claims log do) and encoding it costs about a
+// tenth of a request, so decoding does not.
+func (r *Request) CanonicalJSON() []byte {
+	r.canonOnce.Do(func() {
+		if r.Canonical == nil && r.raw != nil {
+			if b, err := canonicalJSON(r.raw); err == nil {
+				r.Canonical = b
+			}
+		}
+	})
+	return r.Canonical
 }
 
 // Decision is the answer to one request.

@@ -80,7 +80,7 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.opts.LogClaims {
 		if req != nil {
-			attrs = append(attrs, "claims", string(req.Canonical))
+			attrs = append(attrs, "claims", string(req.CanonicalJSON()))
 		}
 		if o.claims != nil {
 			attrs = append(attrs, "returned_claims", string(o.claims))
