@@ -1,7 +1,8 @@
 // Command cluster runs a real single-node Kubernetes cluster for the e2e tests, assembled from
 // parts available without Docker or a registry: containerd, runc and the CNI plugins from Debian;
 // etcd, the Kubernetes components and kubectl built from their Go modules (hack/tools/*); images
-// built by hack/images and imported into containerd; Traefik on the host as ingress controller.
+// built by hack/images and imported into containerd; the Gateway API CRDs from their Go module;
+// Traefik on the host as ingress controller and Gateway API implementation.
 //
 //	go run ./hack/cluster up      build or reuse everything, start the cluster, install the operator
 //	go run ./hack/cluster status  what runs
@@ -12,13 +13,15 @@
 // creates (node IP 172.31.255.2, host side of the veth 172.31.255.1). The CNI bridge, pod
 // interfaces and kube-proxy's iptables rules live there and disappear with it. The host only gets
 // the veth and two routes (pods and services via the node IP), both removed with the namespace.
-// Traefik runs on the host and listens on 127.0.0.1 only. See docs/e2e.md.
+// Traefik runs on the host and listens on 127.0.0.1 only (Ingress provider on :18443, Gateway API
+// provider on :18444). See docs/e2e.md.
 package main
 
 import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -46,7 +49,10 @@ const (
 	nodeName     = "apic-e2e"
 	apiServerURL = "https://" + nodeIP + ":6443"
 	// IngressAddr is where Traefik serves HTTPS (the websecure entry point) on the host.
-	ingressAddr  = "127.0.0.1:18443"
+	ingressAddr = "127.0.0.1:18443"
+	// GatewayAddr is Traefik's entry point for Gateway API listeners: a Gateway listener binds to
+	// the entry point whose address ends in the listener's port, so listeners use port 18444.
+	gatewayAddr  = "127.0.0.1:18444"
 	pauseImage   = "docker.io/library/apiconnector-pause:dev"
 	traefikVer   = "v3.6.12"
 	cniBinDir    = "/usr/lib/cni"
@@ -148,6 +154,7 @@ func (c *cluster) kubeconfig(name string) string {
 func (c *cluster) printEnv() {
 	fmt.Printf("export KUBECONFIG=%s\n", c.kubeconfig("admin"))
 	fmt.Printf("export APIC_E2E_INGRESS=%s\n", ingressAddr)
+	fmt.Printf("export APIC_E2E_GATEWAY=%s\n", gatewayAddr)
 	fmt.Printf("export APIC_E2E_HARNESS_CA=%s\n", c.path("pki", "harness-ca"))
 	fmt.Printf("export APIC_E2E_STATE=%s\n", c.state)
 	fmt.Printf("export PATH=%s:$PATH\n", c.kubeBinDir())
@@ -708,9 +715,16 @@ func (c *cluster) startNode() error {
 	})
 }
 
-// installAddons starts Traefik on the host and installs the operator (kubectl apply -k
-// config/default, which uses the local images apiconnector-operator:dev / apiconnector-runtime:dev).
+// installAddons installs the Gateway API CRDs, starts Traefik on the host (Ingress and Gateway
+// providers) and installs the operator (kubectl apply -k config/default, which uses the local
+// images apiconnector-operator:dev / apiconnector-runtime:dev).
 func (c *cluster) installAddons() error {
+	// Before Traefik: its Gateway provider's informers need the CRDs to sync.
+	t := time.Now()
+	if err := c.installGatewayAPI(); err != nil {
+		return fmt.Errorf("gateway API CRDs: %w", err)
+	}
+	logf("Gateway API CRDs established in %s", time.Since(t).Round(100*time.Millisecond))
 	if c.alive("traefik") == 0 {
 		if err := c.applyStdin(traefikRBAC); err != nil {
 			return err
@@ -718,27 +732,98 @@ func (c *cluster) installAddons() error {
 		if err := c.startProc("traefik", true, []string{"KUBECONFIG=" + c.kubeconfig("traefik")}, c.traefikBin(""),
 			"--entryPoints.websecure.address="+ingressAddr,
 			"--entryPoints.websecure.http.tls=true",
+			// Routers without explicit entry points (the Ingress provider's) attach to websecure
+			// only, not to the Gateway entry point as well.
+			"--entryPoints.websecure.asDefault=true",
+			// Gateway listeners with port 18444 map to this entry point (TLS from the listener).
+			"--entryPoints.gateway.address="+gatewayAddr,
 			"--providers.kubernetesingress=true",
 			"--providers.kubernetesingress.throttleDuration=0s",
+			// GatewayClass controllerName traefik.io/gateway-controller. Not the experimental
+			// channel: Traefik v3.6 reads TLSRoute/TCPRoute as v1alpha2, which the Gateway API
+			// v1.6 standard CRDs no longer serve (its informers would never sync).
+			"--providers.kubernetesgateway=true",
+			"--providers.kubernetesgateway.throttleDuration=0s",
+			"--providers.kubernetesgateway.statusAddress.ip=127.0.0.1",
 			// Apply endpoint changes at once (default 2s): the runtime keeps serving only
 			// --shutdown-delay (2s) after SIGTERM, see docs/e2e.md.
 			"--providers.providersThrottleDuration=0s",
 			"--log.level=INFO", "--log.noColor=true", "--accesslog=true", "--global.checkNewVersion=false", "--global.sendAnonymousUsage=false"); err != nil {
 			return err
 		}
-		if err := waitFor("traefik", time.Minute, dialCheck(false, ingressAddr)); err != nil {
-			return err
+		for _, addr := range []string{ingressAddr, gatewayAddr} {
+			if err := waitFor("traefik on "+addr, time.Minute, dialCheck(false, addr)); err != nil {
+				return err
+			}
 		}
 	}
 	if _, err := c.kubectl(2*time.Minute, "apply", "--server-side", "-k", filepath.Join(c.root, "config", "default")); err != nil {
 		return err
 	}
-	t := time.Now()
+	t = time.Now()
 	if _, err := c.kubectl(3*time.Minute, "-n", "apiconnector-system", "rollout", "status", "deployment/apiconnector-controller-manager", "--timeout=170s"); err != nil {
 		return err
 	}
 	logf("operator available after %s", time.Since(t).Round(100*time.Millisecond))
 	return nil
+}
+
+// gatewayAPIVersion is the Gateway API release whose CRDs are installed: GATEWAY_API_VERSION from
+// the environment, else the Makefile's default (the same CRDs the envtest suite uses).
+func (c *cluster) gatewayAPIVersion() (string, error) {
+	if v := os.Getenv("GATEWAY_API_VERSION"); v != "" {
+		return v, nil
+	}
+	b, err := os.ReadFile(filepath.Join(c.root, "Makefile"))
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 3 && f[0] == "GATEWAY_API_VERSION" && (f[1] == "?=" || f[1] == "=" || f[1] == ":=") {
+			return f[2], nil
+		}
+	}
+	return "", errors.New("no GATEWAY_API_VERSION in the Makefile")
+}
+
+// installGatewayAPI applies the standard-channel CRDs shipped in the sigs.k8s.io/gateway-api module
+// (from the module cache, downloaded through the Go module proxy) and waits until they are served.
+func (c *cluster) installGatewayAPI() error {
+	v, err := c.gatewayAPIVersion()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "mod", "download", "-json", "sigs.k8s.io/gateway-api@"+v)
+	cmd.Dir = c.root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output() // stdout is the JSON; "go: downloading" lines go to stderr
+	var mod struct{ Dir, Error string }
+	if jerr := json.Unmarshal(out, &mod); err != nil || jerr != nil || mod.Dir == "" {
+		return fmt.Errorf("go mod download -json sigs.k8s.io/gateway-api@%s: %v %v %s %s", v, err, jerr, mod.Error, stderr.String())
+	}
+	dir := filepath.Join(mod.Dir, "config", "crd", "standard")
+	files, _ := filepath.Glob(filepath.Join(dir, "gateway.networking.k8s.io_*.yaml"))
+	var crds []string
+	for _, f := range files {
+		// gateway.networking.k8s.io_httproutes.yaml holds httproutes.gateway.networking.k8s.io.
+		plural := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(f), "gateway.networking.k8s.io_"), ".yaml")
+		if !strings.HasPrefix(plural, "vap_") {
+			crds = append(crds, "crd/"+plural+".gateway.networking.k8s.io")
+		}
+	}
+	if len(crds) == 0 {
+		return fmt.Errorf("no CRDs in %s", dir)
+	}
+	// The folder also holds the ValidatingAdmissionPolicy that refuses experimental-channel CRDs
+	// over these (what the release's standard-install.yaml installs).
+	if _, err := c.kubectl(2*time.Minute, "apply", "--server-side", "--force-conflicts", "-f", dir); err != nil {
+		return err
+	}
+	_, err = c.kubectl(2*time.Minute, append([]string{"wait", "--for=condition=Established", "--timeout=100s"}, crds...)...)
+	return err
 }
 
 func (c *cluster) applyStdin(yaml string) error {
@@ -769,6 +854,19 @@ rules:
   verbs: [get, list, watch]
 - apiGroups: [extensions, networking.k8s.io]
   resources: [ingresses/status]
+  verbs: [update]
+# The Gateway provider (Traefik's documented gateway-role, without the OTel pods rule).
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gatewayclasses, gateways, httproutes, grpcroutes, tcproutes, tlsroutes, referencegrants, backendtlspolicies]
+  verbs: [get, list, watch]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [gatewayclasses/status, gateways/status, httproutes/status, grpcroutes/status, tcproutes/status, tlsroutes/status, backendtlspolicies/status]
   verbs: [update]
 ---
 apiVersion: rbac.authorization.k8s.io/v1

@@ -5,7 +5,11 @@
 // harness CA instead of cert-manager, outbound calls pointed at real services in the cluster),
 // waits for kstatus Current, and calls each endpoint through Traefik over verified HTTPS.
 //
-//	KUBECONFIG, APIC_E2E_INGRESS, APIC_E2E_HARNESS_CA, APIC_E2E_STATE come from `cluster env`.
+// A copy of sample connectors is also exposed through a Gateway API Gateway (Traefik's Gateway
+// provider, HTTPRoute) and must answer exactly like the Ingress-exposed original.
+//
+//	KUBECONFIG, APIC_E2E_INGRESS, APIC_E2E_GATEWAY, APIC_E2E_HARNESS_CA, APIC_E2E_STATE come from
+//	`cluster env`.
 package e2e
 
 import (
@@ -78,6 +82,7 @@ type suite struct {
 	ctx        context.Context
 	c          client.Client
 	ingress    string
+	gateway    string // Traefik's entry point for Gateway listeners
 	caPool     *x509.CertPool
 	ca         *ca
 	svcIP      map[string]string // approvals, verify, sink -> ClusterIP
@@ -90,14 +95,14 @@ type suite struct {
 }
 
 func TestE2E(t *testing.T) {
-	for _, v := range []string{"KUBECONFIG", "APIC_E2E_INGRESS", "APIC_E2E_HARNESS_CA"} {
+	for _, v := range []string{"KUBECONFIG", "APIC_E2E_INGRESS", "APIC_E2E_GATEWAY", "APIC_E2E_HARNESS_CA"} {
 		if os.Getenv(v) == "" {
 			t.Fatalf("%s is not set: run through make e2e (or eval $(go run ./hack/cluster env))", v)
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	s := &suite{t: t, ctx: ctx, ingress: os.Getenv("APIC_E2E_INGRESS"), svcIP: map[string]string{},
+	s := &suite{t: t, ctx: ctx, ingress: os.Getenv("APIC_E2E_INGRESS"), gateway: os.Getenv("APIC_E2E_GATEWAY"), svcIP: map[string]string{},
 		connectors: map[string]*unstructured.Unstructured{}, passwords: map[string]string{},
 		endpoints: map[string]string{}, tlsSecrets: map[string]bool{}, namespaces: map[string]bool{ns: true}, timings: map[string]time.Duration{}}
 	s.setup()
@@ -127,6 +132,7 @@ func TestE2E(t *testing.T) {
 		{"ready", s.waitReady},
 		{"unauthorized", s.unauthorized},
 		{"sample-cases", s.sampleCases},
+		{"gateway-api", s.gatewayAPI},
 		{"approval-workflow", s.approvalWorkflow},
 		{"identity-verification", s.identityVerification},
 		{"business-events", s.businessEvents},
@@ -163,7 +169,7 @@ func (s *suite) setup() {
 	// Start from scratch when a previous run left its namespaces (E2E_KEEP=1).
 	var old corev1.NamespaceList
 	_ = s.c.List(s.ctx, &old, client.MatchingLabels{"apic-e2e": "sample"})
-	stale := []string{ns, svcNS}
+	stale := []string{ns, svcNS, gwNS, outsiderNS}
 	for _, o := range old.Items {
 		stale = append(stale, o.Name)
 	}
@@ -497,14 +503,17 @@ func (s *suite) waitCurrent(t *testing.T, name string, timeout time.Duration) {
 
 // entraClient calls endpoints the way Entra does, but dials Traefik on the host for every
 // https://<host>:443 (DNS override), verifying the certificate against the harness CA.
-func (s *suite) entraClient() *http.Client {
+func (s *suite) entraClient() *http.Client { return s.clientVia(s.ingress) }
+
+// clientVia is entraClient dialling another local entry point (Traefik's Gateway listener).
+func (s *suite) clientVia(entryPoint string) *http.Client {
 	d := &net.Dialer{Timeout: 5 * time.Second}
 	return &http.Client{
 		Timeout: 25 * time.Second,
 		Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: s.caPool, MinVersion: tls.VersionTLS12},
 			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				return d.DialContext(ctx, network, s.ingress)
+				return d.DialContext(ctx, network, entryPoint)
 			},
 			MaxIdleConnsPerHost: 16,
 		},
@@ -607,12 +616,14 @@ func (s *suite) unauthorized(t *testing.T) {
 	}
 }
 
-// sampleCases runs the documented cases of every sample whose connectors call nothing (calls are
-// stubbed in the case files; the call samples are exercised against the real services below).
-func (s *suite) sampleCases(t *testing.T) {
+// documentedCases returns, per connector, the documented cases in config/samples/tests that can
+// run here: connectors that call nothing (calls are stubbed in the case files; the call samples
+// are exercised against the real services below) and cases whose outcome is in the answer.
+func (s *suite) documentedCases(t *testing.T) (map[string][]rulestest.Case, []string) {
 	root := repoRoot(t)
 	files, _ := filepath.Glob(filepath.Join(root, "config", "samples", "tests", "*.cases.yaml"))
-	ran := 0
+	out := map[string][]rulestest.Case{}
+	var order []string
 	for _, f := range files {
 		cf, err := rulestest.LoadCases(f)
 		if err != nil {
@@ -640,14 +651,25 @@ func (s *suite) sampleCases(t *testing.T) {
 			if tc.Expect.Failure != nil && *tc.Expect.Failure != "" {
 				continue // failure details are only in logs and metrics
 			}
+			if out[conn] == nil {
+				order = append(order, conn)
+			}
+			out[conn] = append(out[conn], tc)
+		}
+	}
+	return out, order
+}
+
+// sampleCases runs the documented cases of every sample whose connectors call nothing.
+func (s *suite) sampleCases(t *testing.T) {
+	cases, order := s.documentedCases(t)
+	ran := 0
+	for _, conn := range order {
+		for _, tc := range cases[conn] {
 			ran++
 			t.Run(conn+"/"+tc.Name, func(t *testing.T) {
 				a := s.entra(t, conn, tc.Claims)
-				msg := ""
-				if tc.Expect.UserMessage != nil {
-					msg = *tc.Expect.UserMessage
-				}
-				expectAction(t, a, string(tc.Expect.Action), msg, tc.Expect.Claims)
+				expectAction(t, a, string(tc.Expect.Action), deref(tc.Expect.UserMessage), tc.Expect.Claims)
 			})
 		}
 	}
@@ -655,6 +677,13 @@ func (s *suite) sampleCases(t *testing.T) {
 		t.Fatal("no sample case ran")
 	}
 	t.Logf("%d documented sample cases answered through Traefik", ran)
+}
+
+func deref(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
 }
 
 // --- approval workflow against the real approval system ---
@@ -1102,9 +1131,10 @@ func (s *suite) dump() {
 		out, _ := exec.CommandContext(ctx, "kubectl", args...).CombinedOutput()
 		t.Logf("$ kubectl %s\n%s", strings.Join(args, " "), out)
 	}
-	kubectl("get", "nodes,all,ingress,apiconnectors,secrets,configmaps", "-A", "-o", "wide")
+	kubectl("get", "nodes,all,ingress,apiconnectors,secrets,configmaps,gatewayclasses,gateways,httproutes", "-A", "-o", "wide")
 	kubectl("get", "events", "-A", "--sort-by=.lastTimestamp")
 	kubectl("get", "apiconnectors", "-A", "-o", "yaml")
+	kubectl("get", "gatewayclasses,gateways,httproutes", "-A", "-o", "yaml")
 	for _, n := range []string{ns, svcNS, "apiconnector-system"} {
 		kubectl("-n", n, "logs", "--all-containers", "--prefix", "--tail=200", "-l", "app.kubernetes.io/name")
 		kubectl("-n", n, "logs", "--all-containers", "--prefix", "--tail=200", "-l", "app")
