@@ -132,21 +132,8 @@ func TestServe(t *testing.T) {
 		done <- run(ctx, []string{"serve", "--connector", filepath.Join(samples, "input-validation.yaml"),
 			"--secrets-dir", secrets, "--listen", addr, "--ops-listen", ops, "--shutdown-delay", "0s"}, &out, &errOut)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		res, err := http.Get("http://" + ops + "/readyz")
-		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("not ready: %v\n%s%s", err, out.String(), errOut.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	defer cancel()
+	waitReadyz(t, ops, &out, &errOut)
 	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/validate", strings.NewReader(`{"email":"x@mailinator.com"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.SetBasicAuth("entra", "pw")
