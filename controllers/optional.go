@@ -159,8 +159,14 @@ func (r *Reconciler) observeRoute(ctx context.Context, conn *apiv1.APIConnector)
 					reason, _ = c["reason"].(string)
 					msg, _ = c["message"].(string)
 				}
-				setCondition(conn, ConditionRouteReady, metav1.ConditionFalse, ReasonRouteNotAccepted,
-					fmt.Sprintf("Gateway %s: %s is not True (%s): %s", gw, typ, reason, msg))
+				detail := fmt.Sprintf("Gateway %s: %s is not True", gw, typ)
+				if reason != "" {
+					detail += " (" + reason + ")"
+				}
+				if msg != "" {
+					detail += ": " + msg
+				}
+				setCondition(conn, ConditionRouteReady, metav1.ConditionFalse, ReasonRouteNotAccepted, detail)
 				return nil
 			}
 		}

@@ -173,16 +173,20 @@ func (s *suite) setup() {
 	for _, o := range old.Items {
 		stale = append(stale, o.Name)
 	}
+	// Delete them all first, then wait: the namespace controller works on them in parallel.
+	var deleting []string
 	for _, n := range stale {
-		nso := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}
-		if err := s.c.Delete(s.ctx, nso); err == nil {
-			eventually(t, s.ctx, 3*time.Minute, "namespace "+n+" deleted", func() error {
-				if err := s.c.Get(s.ctx, client.ObjectKey{Name: n}, nso); !apierrors.IsNotFound(err) {
-					return fmt.Errorf("still there (%v)", err)
-				}
-				return nil
-			})
+		if err := s.c.Delete(s.ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: n}}); err == nil {
+			deleting = append(deleting, n)
 		}
+	}
+	for _, n := range deleting {
+		eventually(t, s.ctx, 3*time.Minute, "namespace "+n+" deleted", func() error {
+			if err := s.c.Get(s.ctx, client.ObjectKey{Name: n}, &corev1.Namespace{}); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("still there (%v)", err)
+			}
+			return nil
+		})
 	}
 	for _, n := range []string{ns, svcNS} {
 		s.apply(&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: n}})
