@@ -479,7 +479,14 @@ func TestKubectlExplain(t *testing.T) {
 	if _, err := openAPI(); err != nil {
 		t.Fatal(err)
 	}
-	kubectl := testEnv.ControlPlane.KubeCtl()
+	user, err := testEnv.AddUser(envtest.User{Name: "explainer", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kubectl, err := user.Kubectl()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for field, want := range map[string]string{
 		"apiconnector.spec.step":                   "PostAttributeCollection runs before the user is created",
 		"apic.spec.authentication.basic.secretRef": "keys username and password",
