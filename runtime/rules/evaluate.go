@@ -173,6 +173,11 @@ func (e *Engine) evalBool(ctx context.Context, p *program, v *vars) (bool, error
 	return bool(b), nil
 }
 
+// StopsWithContext marks the engine as an entra.PromptEvaluator: calls, sync events and every
+// expression (ContextEval with interrupt checks) end when ctx does, so the server may evaluate on
+// the request's goroutine.
+func (e *Engine) StopsWithContext() {}
+
 // Evaluate decides the answer to req. Failures of calls and expressions are handled by the
 // connector's failure policies and reported in Decision.Failure; the error is reserved for
 // an invalid request (nil).

@@ -202,31 +202,26 @@ func allowsValidationError(step v1alpha1.Step) bool {
 // evaluate runs the evaluator within ctx. It returns a non-empty failure reason (error, deadline,
 // canceled, panic, invalid_decision) when the failure policy must answer instead.
 //
-// The evaluator runs in its own goroutine so an evaluator that ignores ctx cannot hold the answer
-// past the deadline, and so a panic there is recovered (a panic in a goroutine the HTTP server did
-// not start would crash the process).
+// An entra.PromptEvaluator (the rules engine) runs on the request's goroutine. Any other
+// evaluator runs in a goroutine of its own, so one that ignores ctx cannot hold the answer past
+// the deadline. Either way a panic is recovered.
 func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, log *slog.Logger) (*entra.Decision, string) {
-	type result struct {
-		d   *entra.Decision
-		err error
-	}
 	start := time.Now()
-	done := make(chan result, 1) // buffered: a late evaluator must not block forever
-	// A pooled goroutine (evalpool.go): it keeps the stack the CEL interpreter grew.
-	goEval(func() {
-		defer func() {
-			if p := recover(); p != nil {
-				done <- result{err: &panicError{value: p}}
-			}
-		}()
-		d, err := cfg.ev.Evaluate(ctx, req)
-		done <- result{d, err}
-	})
-	var res result
-	select {
-	case res = <-done:
-	case <-ctx.Done():
-		res.err = ctx.Err()
+	var res evalResult
+	if _, prompt := cfg.ev.(entra.PromptEvaluator); prompt {
+		res = evalRecovered(ctx, cfg.ev, req)
+		if err := ctx.Err(); err != nil && res.err == nil {
+			res = evalResult{err: err} // answered, but too late to be of use
+		}
+	} else {
+		done := make(chan evalResult, 1) // buffered: a late evaluator must not block forever
+		// A pooled goroutine (evalpool.go): it keeps the stack the CEL interpreter grew.
+		s.evalPool.run(func() { done <- evalRecovered(ctx, cfg.ev, req) })
+		select {
+		case res = <-done:
+		case <-ctx.Done():
+			res.err = ctx.Err()
+		}
 	}
 	s.metrics.evalDuration.Observe(time.Since(start).Seconds())
 
@@ -378,3 +373,18 @@ func requestID(given string) string {
 type panicError struct{ value any }
 
 func (p *panicError) Error() string { return fmt.Sprintf("panic: %v", p.value) }
+
+type evalResult struct {
+	d   *entra.Decision
+	err error
+}
+
+func evalRecovered(ctx context.Context, ev entra.Evaluator, req *entra.Request) (res evalResult) {
+	defer func() {
+		if p := recover(); p != nil {
+			res = evalResult{err: &panicError{value: p}}
+		}
+	}()
+	d, err := ev.Evaluate(ctx, req)
+	return evalResult{d, err}
+}

@@ -31,6 +31,13 @@ func TestConnectorAnswers(t *testing.T) {
 	validation := evalFunc(func(context.Context, *entra.Request) (*entra.Decision, error) {
 		return &entra.Decision{Action: entra.ActionValidationError, UserMessage: "Bad postal code.", Rule: "postal"}, nil
 	})
+	// Prompt evaluators run inline: a panic is still recovered, and an answer that arrives after
+	// the deadline is not used.
+	promptPanicking := promptFunc{panicking}
+	promptLate := promptFunc{evalFunc(func(ctx context.Context, _ *entra.Request) (*entra.Decision, error) {
+		<-ctx.Done()
+		return &entra.Decision{Action: entra.ActionContinue}, nil
+	})}
 	block := `{"version":"1.0.0","action":"ShowBlockPage","userMessage":"Sorry, try later."}`
 	cont := `{"version":"1.0.0","action":"Continue"}`
 
@@ -86,6 +93,12 @@ func TestConnectorAnswers(t *testing.T) {
 			body: `{}`, code: 200, want: block},
 		{name: "deadline, Ignore", conn: withPolicy(basicConnector(pac), v1alpha1.FailurePolicyIgnore, 50*time.Millisecond), ev: sleepy,
 			body: `{}`, code: 200, want: cont},
+		{name: "prompt evaluator panics, Fail", conn: withPolicy(basicConnector(pac), v1alpha1.FailurePolicyFail, 0), ev: promptPanicking,
+			body: `{}`, code: 200, want: block},
+		{name: "prompt evaluator answers after the deadline, Fail", conn: withPolicy(basicConnector(pac), v1alpha1.FailurePolicyFail, 50*time.Millisecond),
+			ev: promptLate, body: `{}`, code: 200, want: block},
+		{name: "prompt evaluator answers after the deadline, Ignore", conn: withPolicy(basicConnector(pac), v1alpha1.FailurePolicyIgnore, 50*time.Millisecond),
+			ev: promptLate, body: `{}`, code: 200, want: cont},
 		{name: "nil decision fails closed", conn: withPolicy(basicConnector(pac), v1alpha1.FailurePolicyFail, 0), ev: nilDecision,
 			body: `{}`, code: 200, want: block},
 		{name: "ValidationError at PAC", conn: basicConnector(pac), ev: validation, body: `{}`, code: 400,

@@ -31,6 +31,11 @@ import (
 	"github.com/apiconnector/operator/runtime/entra"
 )
 
+// promptFunc is a fake entra.PromptEvaluator: the server runs it on the request's goroutine.
+type promptFunc struct{ evalFunc }
+
+func (promptFunc) StopsWithContext() {}
+
 // evalFunc is the in-test fake Evaluator.
 type evalFunc func(ctx context.Context, req *entra.Request) (*entra.Decision, error)
 

@@ -98,6 +98,7 @@ type Server struct {
 	creds    atomic.Pointer[credentials]
 	cert     atomic.Pointer[tls.Certificate]
 	draining atomic.Bool
+	evalPool *evalPool
 
 	reloadMu sync.Mutex // serialises reloads of the same kind triggered by watchers and tests
 	// fingerprints of what was loaded at New, so the watchers start from there
@@ -129,7 +130,7 @@ func New(conn *v1alpha1.APIConnector, ev entra.Evaluator, opts Options) (*Server
 	if (opts.TLSCertFile == "") != (opts.TLSKeyFile == "") {
 		return nil, errors.New("server: TLS needs both a certificate and a key file")
 	}
-	s := &Server{opts: opts, log: opts.Logger, registry: opts.Registry, metrics: opts.Metrics}
+	s := &Server{opts: opts, log: opts.Logger, registry: opts.Registry, metrics: opts.Metrics, evalPool: newEvalPool()}
 	if s.metrics == nil {
 		m, err := NewMetrics(opts.Registry)
 		if err != nil {
