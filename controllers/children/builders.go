@@ -121,6 +121,10 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 		WithReadinessProbe(probe("/readyz")).
 		WithLivenessProbe(probe("/healthz")).
 		WithResources(resources(c)).
+		// The Go runtime collects harder as the heap nears the container's memory limit instead of
+		// being OOM-killed at it.
+		WithEnv(corev1ac.EnvVar().WithName("GOMEMLIMIT").WithValueFrom(corev1ac.EnvVarSource().
+			WithResourceFieldRef(corev1ac.ResourceFieldSelector().WithContainerName("runtime").WithResource("limits.memory")))).
 		WithVolumeMounts(mounts...).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithRunAsNonRoot(true).
