@@ -10,6 +10,7 @@ CONTROLLER_GEN := $(TOOLS) controller-gen
 STATICCHECK := $(TOOLS) staticcheck
 IMG_RUNTIME ?= apiconnector-runtime:dev
 FUZZTIME ?= 15s
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 TEST_FLAGS ?= -race -count=1
 # cert-manager's real CRDs, read from its Go module, validate every Certificate the controller writes.
 CERT_MANAGER_VERSION ?= v1.21.2
@@ -55,11 +56,11 @@ lint: ## gofmt check, go vet and staticcheck.
 	$(STATICCHECK) ./...
 
 .PHONY: envtest-assets
-envtest-assets: ## Build kube-apiserver and etcd from the Go module proxy (cached in bin/).
+envtest-assets: ## Build kube-apiserver, etcd and kubectl from the Go module proxy (cached in bin/).
 	@hack/envtest-assets.sh >/dev/null
 
 .PHONY: test
-test: verify-generated lint envtest-assets ## Everything CI runs: generated files, lint, unit + envtest suites, fuzz smoke.
+test: verify-generated lint envtest-assets ## Generated files, lint, unit + envtest suites, fuzz smoke (CI then runs e2e).
 	$(TEST_ENV) $(GO) test $(TEST_FLAGS) ./...
 	$(MAKE) fuzz
 
@@ -72,7 +73,7 @@ fuzz: ## Run each fuzz target briefly (FUZZTIME).
 	done
 
 .PHONY: bench
-bench: bench-runtime ## Benchmarks (issue 6): runtime load test, then the controller's if hack/bench/controller exists. Writes hack/bench/results/.
+bench: bench-runtime ## All benchmarks (runtime, then controller); writes hack/bench/results/.
 	$(MAKE) bench-controller
 
 .PHONY: bench-controller
@@ -91,10 +92,10 @@ demo: ## Local control plane + operator + sample connector; prints the three Ent
 .PHONY: build
 build: ## Build the manager and the runtime into bin/.
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/manager .
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/apiconnector-runtime ./runtime/cmd/apiconnector-runtime
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/apiconnector-runtime ./runtime/cmd/apiconnector-runtime
 
 .PHONY: run
-run: manifests ## Run the manager against the cluster in $$KUBECONFIG.
+run: manifests ## Run the manager against the cluster of the current kubeconfig.
 	$(GO) run . --runtime-image=$(IMG_RUNTIME)
 
 .PHONY: images
