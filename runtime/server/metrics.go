@@ -133,3 +133,17 @@ func (m *Metrics) reload(kind string, err error) {
 	}
 	m.reloads.WithLabelValues(kind, result).Inc()
 }
+
+// EngineObserver feeds the rules engine's hooks (rules.Observer) into these metrics. Rule hits are
+// counted by the server from the decision, so RuleHit does nothing here, not to count them twice.
+type EngineObserver struct{ Metrics *Metrics }
+
+func (EngineObserver) RuleHit(string) {}
+func (o EngineObserver) CallDone(call string, d time.Duration, err error) {
+	o.Metrics.ObserveCall(call, d, err != nil)
+}
+func (o EngineObserver) EventSent(event string, _ time.Duration, err error) {
+	o.Metrics.ObserveEvent(event, err != nil)
+}
+func (o EngineObserver) EventDropped(event string)            { o.Metrics.EventDropped(event) }
+func (o EngineObserver) ExpressionError(path string, _ error) { o.Metrics.ExpressionError(path) }

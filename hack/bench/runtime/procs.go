@@ -256,7 +256,7 @@ func startInProcess(name, connector, secretsDir, logPath string) (*serverProc, e
 			return nil, nil, fmt.Errorf("%s: want exactly one APIConnector", path)
 		}
 		conn := b.Connectors[0]
-		eng, err := rules.Compile(conn, rules.Options{Observer: callObserver{metrics}, Logger: log, ResolveList: b.ListResolver(conn.Namespace)})
+		eng, err := rules.Compile(conn, rules.Options{Observer: server.EngineObserver{Metrics: metrics}, Logger: log, ResolveList: b.ListResolver(conn.Namespace)})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -292,18 +292,6 @@ func startInProcess(name, connector, secretsDir, logPath string) (*serverProc, e
 	}
 	return p, waitReady("", "http://"+opsLn.Addr().String()+"/readyz", 10*time.Second)
 }
-
-type callObserver struct{ m *server.Metrics }
-
-func (o callObserver) RuleHit(string) {}
-func (o callObserver) CallDone(call string, d time.Duration, err error) {
-	o.m.ObserveCall(call, d, err != nil)
-}
-func (o callObserver) EventSent(event string, _ time.Duration, err error) {
-	o.m.ObserveEvent(event, err != nil)
-}
-func (o callObserver) EventDropped(event string)            { o.m.EventDropped(event) }
-func (o callObserver) ExpressionError(path string, _ error) { o.m.ExpressionError(path) }
 
 func writeSecrets(dir, user, pass string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -188,7 +188,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	opts := rules.Options{Observer: observer{metrics}, Logger: log}
+	opts := rules.Options{Observer: server.EngineObserver{Metrics: metrics}, Logger: log}
 	if c.outboundSecretsDir != "" {
 		opts.Secrets = rules.DirSecrets(c.outboundSecretsDir)
 	}
@@ -244,20 +244,6 @@ func loader(opts rules.Options) server.LoadFunc {
 		return eng, conn, nil
 	}
 }
-
-// observer feeds the rules engine's hooks into the server's metrics. Rule hits are counted by the
-// server from the decision, so RuleHit is left out here to not count them twice.
-type observer struct{ m *server.Metrics }
-
-func (o observer) RuleHit(string) {}
-func (o observer) CallDone(call string, d time.Duration, err error) {
-	o.m.ObserveCall(call, d, err != nil)
-}
-func (o observer) EventSent(event string, _ time.Duration, err error) {
-	o.m.ObserveEvent(event, err != nil)
-}
-func (o observer) EventDropped(event string)            { o.m.EventDropped(event) }
-func (o observer) ExpressionError(path string, _ error) { o.m.ExpressionError(path) }
 
 // --- test ---
 
