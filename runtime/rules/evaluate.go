@@ -139,6 +139,17 @@ func extensionAlias(key string) (string, bool) {
 	return prefix + key[len(prefix)+idLen+1:], true
 }
 
+// expressionFailed applies the connector's failure policy to a rule or claim expression that
+// failed: it returns the fail-closed decision, or records the failure and returns nil to go on.
+func (e *Engine) expressionFailed(ctx context.Context, kind, name string, err error, failures *[]string) *entra.Decision {
+	if e.failurePolicy == v1alpha1.FailurePolicyFail {
+		e.opts.Logger.WarnContext(ctx, kind+" failed, failing closed", "connector", e.Name(), kind, name, "err", err)
+		return e.fail(err.Error())
+	}
+	*failures = append(*failures, err.Error())
+	return nil
+}
+
 // eval runs one program; errors name the expression's field path.
 func (e *Engine) eval(ctx context.Context, p *program, v *vars) (ref.Val, error) {
 	var out ref.Val
@@ -214,11 +225,9 @@ func (e *Engine) decide(ctx context.Context, v *vars, x *entra.Extension) *entra
 	for _, r := range e.rules {
 		match, err := e.evalBool(ctx, r.when, v)
 		if err != nil {
-			if e.failurePolicy == v1alpha1.FailurePolicyFail {
-				e.opts.Logger.WarnContext(ctx, "rule failed, failing closed", "connector", e.Name(), "rule", r.name, "err", err)
-				return e.fail(err.Error())
+			if d := e.expressionFailed(ctx, "rule", r.name, err, &failures); d != nil {
+				return d
 			}
-			failures = append(failures, err.Error())
 			continue
 		}
 		if !match {
@@ -241,11 +250,9 @@ func (e *Engine) decide(ctx context.Context, v *vars, x *entra.Extension) *entra
 	for _, c := range e.claims {
 		val, set, err := e.claimValue(ctx, c, v, x)
 		if err != nil {
-			if e.failurePolicy == v1alpha1.FailurePolicyFail {
-				e.opts.Logger.WarnContext(ctx, "claim failed, failing closed", "connector", e.Name(), "claim", c.name, "err", err)
-				return e.fail(err.Error())
+			if d := e.expressionFailed(ctx, "claim", c.name, err, &failures); d != nil {
+				return d
 			}
-			failures = append(failures, err.Error())
 			continue
 		}
 		if !set {
