@@ -4,6 +4,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sort"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -47,6 +49,9 @@ type Reconciler struct {
 	watch   func(schema.GroupVersionKind) error
 	watchMu sync.Mutex
 	watched map[schema.GroupVersionKind]bool
+
+	compiledMu sync.Mutex
+	compiled   map[types.NamespacedName]compiled
 }
 
 // inputs are what a connector references, read at the start of a reconcile.
@@ -74,6 +79,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 
 	conn := &apiv1.APIConnector{}
 	if err := r.Client.Get(ctx, req.NamespacedName, conn); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.forget(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !conn.DeletionTimestamp.IsZero() {
@@ -102,7 +110,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	if !r.rulesCompile(ctx, conn, in) {
+	if !r.rulesCompile(ctx, conn, in, config) {
 		// The last good Deployment keeps serving; nothing is applied until the rules are fixed.
 		return ctrl.Result{}, nil
 	}
@@ -228,8 +236,40 @@ func (r *Reconciler) stallWithEvent(conn *apiv1.APIConnector, reason, message st
 }
 
 // rulesCompile compiles the connector exactly as the runtime will (with lists resolved) and
-// records the outcome in RulesValid.
-func (r *Reconciler) rulesCompile(ctx context.Context, conn *apiv1.APIConnector, in inputs) bool {
+// records the outcome in RulesValid. The outcome is kept per connector and rendered config, so the
+// reconciles that only follow child events or resyncs do not compile the CEL again.
+func (r *Reconciler) rulesCompile(ctx context.Context, conn *apiv1.APIConnector, in inputs, config []byte) bool {
+	out := r.compileOutcome(ctx, conn, in, config)
+	if out.err != "" {
+		setCondition(conn, ConditionRulesValid, metav1.ConditionFalse, ReasonInvalidRules, out.err)
+		r.stallWithEvent(conn, ReasonInvalidRules, out.err)
+		return false
+	}
+	msg := "All expressions compile."
+	if len(out.warnings) > 0 {
+		// Warnings (for example call timeouts that do not fit Entra's budget) do not block a rollout.
+		msg += " Warnings: " + strings.Join(out.warnings, "; ")
+	}
+	setCondition(conn, ConditionRulesValid, metav1.ConditionTrue, ReasonCompiled, msg)
+	return true
+}
+
+// compiled is what compiling one rendered config gave.
+type compiled struct {
+	sum      [sha256.Size]byte
+	err      string // empty when every expression compiles
+	warnings []string
+}
+
+func (r *Reconciler) compileOutcome(ctx context.Context, conn *apiv1.APIConnector, in inputs, config []byte) compiled {
+	key := client.ObjectKeyFromObject(conn)
+	sum := sha256.Sum256(config)
+	r.compiledMu.Lock()
+	prev, ok := r.compiled[key]
+	r.compiledMu.Unlock()
+	if ok && prev.sum == sum {
+		return prev
+	}
 	resolved := conn.DeepCopy()
 	for i := range resolved.Spec.Lists {
 		l := &resolved.Spec.Lists[i]
@@ -237,21 +277,27 @@ func (r *Reconciler) rulesCompile(ctx context.Context, conn *apiv1.APIConnector,
 			l.Values, l.ConfigMapRef = in.lists[l.Name], nil
 		}
 	}
-	engine, err := rules.Compile(resolved, rules.Options{})
-	if err != nil {
-		msg := err.Error()
-		setCondition(conn, ConditionRulesValid, metav1.ConditionFalse, ReasonInvalidRules, msg)
-		r.stallWithEvent(conn, ReasonInvalidRules, msg)
-		return false
+	out := compiled{sum: sum}
+	if engine, err := rules.Compile(resolved, rules.Options{}); err != nil {
+		out.err = err.Error()
+	} else {
+		out.warnings = engine.Warnings()
+		_ = engine.Close(ctx)
 	}
-	_ = engine.Close(ctx)
-	msg := "All expressions compile."
-	if w := engine.Warnings(); len(w) > 0 {
-		// Warnings (for example call timeouts that do not fit Entra's budget) do not block a rollout.
-		msg += " Warnings: " + strings.Join(w, "; ")
+	r.compiledMu.Lock()
+	if r.compiled == nil {
+		r.compiled = map[types.NamespacedName]compiled{}
 	}
-	setCondition(conn, ConditionRulesValid, metav1.ConditionTrue, ReasonCompiled, msg)
-	return true
+	r.compiled[key] = out
+	r.compiledMu.Unlock()
+	return out
+}
+
+// forget drops what is kept about a deleted connector.
+func (r *Reconciler) forget(key types.NamespacedName) {
+	r.compiledMu.Lock()
+	delete(r.compiled, key)
+	r.compiledMu.Unlock()
 }
 
 // applyConfiguration is a typed client-go apply configuration.
