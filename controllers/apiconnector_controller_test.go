@@ -241,17 +241,8 @@ func TestRuleChangesRollAndInvalidRulesStall(t *testing.T) {
 	waitCondition(t, key, ConditionReady, metav1.ConditionTrue, "")
 	first := podTemplateHash(t, key)
 
-	update := func(edit func(*apiv1.APIConnector)) {
-		t.Helper()
-		eventually(t, timeout, func() error {
-			c := connectorOf(t, key)
-			edit(c)
-			return k8s.Update(context.Background(), c)
-		})
-	}
-
 	// A valid change rolls the pods.
-	update(func(c *apiv1.APIConnector) {
+	update(t, key, func(c *apiv1.APIConnector) {
 		c.Spec.Rules[0].ValidationError.Message = "Postal codes have five digits."
 	})
 	eventually(t, timeout, func() error {
@@ -263,7 +254,7 @@ func TestRuleChangesRollAndInvalidRulesStall(t *testing.T) {
 	second := podTemplateHash(t, key)
 
 	// An invalid rule stalls with the field path and leaves the Deployment as it was.
-	update(func(c *apiv1.APIConnector) { c.Spec.Rules[0].When = "claims.postalCode + 1" })
+	update(t, key, func(c *apiv1.APIConnector) { c.Spec.Rules[0].When = "claims.postalCode + 1" })
 	c := waitCondition(t, key, ConditionStalled, metav1.ConditionTrue, ReasonInvalidRules)
 	msg := meta.FindStatusCondition(c.Status.Conditions, ConditionStalled).Message
 	if !strings.Contains(msg, "spec.rules[0].when") {
@@ -282,7 +273,7 @@ func TestRuleChangesRollAndInvalidRulesStall(t *testing.T) {
 	waitEvent(t, key, "RollingOut", "Rolling out configuration")
 
 	// Fixing it recovers.
-	update(func(c *apiv1.APIConnector) {
+	update(t, key, func(c *apiv1.APIConnector) {
 		c.Spec.Rules[0].When = "has(claims.postalCode) && claims.postalCode.size() != 5"
 	})
 	waitCondition(t, key, ConditionRulesValid, metav1.ConditionTrue, ReasonCompiled)
@@ -407,12 +398,10 @@ func TestReplicasAndExposureChangesReconcileChildren(t *testing.T) {
 	key := client.ObjectKeyFromObject(conn)
 	eventually(t, timeout, func() error { return get(t, key, &policyv1.PodDisruptionBudget{}) })
 
-	eventually(t, timeout, func() error {
-		c := connectorOf(t, key)
+	update(t, key, func(c *apiv1.APIConnector) {
 		c.Spec.Runtime.Replicas = ptr.To(int32(1))
 		c.Spec.Exposure.Type = apiv1.ExposureLoadBalancer
 		c.Spec.Exposure.TLS = &apiv1.TLS{SecretName: "shape-tls"}
-		return k8s.Update(context.Background(), c)
 	})
 	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shape-tls"}, Type: corev1.SecretTypeTLS,
 		Data: map[string][]byte{"tls.crt": []byte("x"), "tls.key": []byte("y")}})
@@ -503,10 +492,8 @@ func TestCertManagerAbsentThenInstalled(t *testing.T) {
 	waitCondition(t, key, ConditionReady, metav1.ConditionTrue, "")
 
 	// Switching to a user-provided Secret removes our Certificate.
-	eventually(t, timeout, func() error {
-		c := connectorOf(t, key)
+	update(t, key, func(c *apiv1.APIConnector) {
 		c.Spec.Exposure.TLS = &apiv1.TLS{SecretName: "byo-tls"}
-		return k8s.Update(context.Background(), c)
 	})
 	eventually(t, timeout, func() error {
 		err := get(t, types.NamespacedName{Namespace: ns, Name: "issued-tls"}, cert)
@@ -594,11 +581,9 @@ func TestGatewayAPIAbsentThenInstalled(t *testing.T) {
 	// A client-certificate connector is routed by SNI to the runtime's own TLS listener.
 	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "entra-ca"}, Data: map[string][]byte{"ca.crt": []byte("pem")}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "routed-tls"}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": []byte("x"), "tls.key": []byte("y")}})
-	eventually(t, timeout, func() error {
-		c := connectorOf(t, key)
+	update(t, key, func(c *apiv1.APIConnector) {
 		c.Spec.Authentication = apiv1.Authentication{ClientCertificate: &apiv1.ClientCertificateAuth{SecretRef: apiv1.SecretReference{Name: "entra-ca"}}}
 		c.Spec.Exposure.TLS = &apiv1.TLS{SecretName: "routed-tls"}
-		return k8s.Update(context.Background(), c)
 	})
 	tls := &unstructured.Unstructured{}
 	tls.SetGroupVersionKind(tlsRouteKind.gvk)
@@ -626,5 +611,15 @@ func waitEvent(t *testing.T, key types.NamespacedName, reason, text string) {
 			}
 		}
 		return fmt.Errorf("no %s event with %q among %d events", reason, text, len(list.Items))
+	})
+}
+
+// update edits the connector, retrying on conflicts with the controller's status writes.
+func update(t *testing.T, key types.NamespacedName, edit func(*apiv1.APIConnector)) {
+	t.Helper()
+	eventually(t, timeout, func() error {
+		c := connectorOf(t, key)
+		edit(c)
+		return k8s.Update(context.Background(), c)
 	})
 }
