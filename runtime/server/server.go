@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -85,6 +86,28 @@ type config struct {
 	timeout        time.Duration
 	policy         v1alpha1.FailurePolicy
 	failureMessage string
+
+	// The step's request metrics, resolved once per connector version instead of hashing the
+	// label values on every request.
+	duration prometheus.Observer
+	requests sync.Map // requestKey → prometheus.Counter
+	metrics  *Metrics
+}
+
+type requestKey struct {
+	action string
+	code   int
+}
+
+// requestCounter is apiconnector_requests_total for this step, action and code.
+func (c *config) requestCounter(action string, code int) prometheus.Counter {
+	k := requestKey{action, code}
+	if v, ok := c.requests.Load(k); ok {
+		return v.(prometheus.Counter)
+	}
+	ctr := c.metrics.requests.WithLabelValues(string(c.step), action, strconv.Itoa(code))
+	c.requests.Store(k, ctr)
+	return ctr
 }
 
 // Server serves one connector. Create it with New.
@@ -99,6 +122,7 @@ type Server struct {
 	cert     atomic.Pointer[tls.Certificate]
 	draining atomic.Bool
 	evalPool *evalPool
+	headers  answerHeaders
 
 	reloadMu sync.Mutex // serialises reloads of the same kind triggered by watchers and tests
 	// fingerprints of what was loaded at New, so the watchers start from there
@@ -130,7 +154,7 @@ func New(conn *v1alpha1.APIConnector, ev entra.Evaluator, opts Options) (*Server
 	if (opts.TLSCertFile == "") != (opts.TLSKeyFile == "") {
 		return nil, errors.New("server: TLS needs both a certificate and a key file")
 	}
-	s := &Server{opts: opts, log: opts.Logger, registry: opts.Registry, metrics: opts.Metrics, evalPool: newEvalPool()}
+	s := &Server{opts: opts, log: opts.Logger, registry: opts.Registry, metrics: opts.Metrics, evalPool: newEvalPool(), headers: newAnswerHeaders()}
 	if s.metrics == nil {
 		m, err := NewMetrics(opts.Registry)
 		if err != nil {
@@ -192,6 +216,7 @@ func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev
 	cfg := &config{
 		conn: conn, ev: ev, step: spec.Step, auth: auth, timeout: defTimeout,
 		policy: spec.FailurePolicy, failureMessage: spec.FailureMessage,
+		metrics: s.metrics, duration: s.metrics.duration.WithLabelValues(string(spec.Step)),
 	}
 	if spec.Timeout != nil && spec.Timeout.Duration > 0 {
 		cfg.timeout = spec.Timeout.Duration
