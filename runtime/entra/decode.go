@@ -15,13 +15,21 @@ import (
 // the bound keeps a hostile body from costing deep recursion.
 const maxDepth = 32
 
-// stringClaims are the claims Entra documents as strings. A value of another type is refused
-// rather than coerced, so rules never see a surprise type for a documented claim.
-var stringClaims = map[string]bool{
-	"email": true, "displayName": true, "givenName": true, "surname": true, "jobTitle": true,
-	"streetAddress": true, "city": true, "postalCode": true, "state": true, "country": true,
-	"ui_locales": true, "step": true, "client_id": true, "objectId": true,
+// stringClaimNames are the claims Entra documents as strings. A value of another type is refused
+// rather than coerced, so rules never see a surprise type for a documented claim. Sorted: with
+// several wrong claims, the error names the first, the same one every time.
+var stringClaimNames = []string{
+	"city", "client_id", "country", "displayName", "email", "givenName", "jobTitle", "objectId",
+	"postalCode", "state", "step", "streetAddress", "surname", "ui_locales",
 }
+
+var stringClaims = func() map[string]bool {
+	m := make(map[string]bool, len(stringClaimNames))
+	for _, k := range stringClaimNames {
+		m[k] = true
+	}
+	return m
+}()
 
 // identityStringFields are the fields of an identities[] entry Entra documents as strings.
 var identityStringFields = []string{"signInType", "issuer", "issuerAssignedId"}
@@ -65,6 +73,13 @@ func (e *ClaimTypeError) Error() string {
 //   - Known claims must have their documented types; null is a wrong type, since Entra omits claims
 //     without a value.
 func DecodeRequest(body []byte) (*Request, error) {
+	// One copy of the body backs the strings of Claims and CanonicalJSON's later parse, so the
+	// caller may reuse body.
+	src := string(body)
+	if claims, ok := decodeClaims(src); ok {
+		return &Request{Claims: claims, src: src}, nil
+	}
+	// What the fast path is not sure of goes the exact way, which names what is wrong.
 	raw, err := parseBody(body)
 	if err != nil {
 		return nil, err
@@ -192,8 +207,8 @@ func (p parser) array(depth int) ([]any, error) {
 }
 
 func checkKnownTypes(m map[string]any) error {
-	for k, v := range m {
-		if stringClaims[k] {
+	for _, k := range stringClaimNames {
+		if v, present := m[k]; present {
 			if _, ok := v.(string); !ok {
 				return &ClaimTypeError{Claim: k, Want: "a string", Got: jsonType(v)}
 			}
@@ -239,12 +254,22 @@ func toClaims(v any) (any, error) {
 		return f, nil
 	case map[string]any:
 		out := make(map[string]any, len(t))
+		var errKey string
+		var firstErr error
 		for k, e := range t {
 			c, err := toClaims(e)
 			if err != nil {
-				return nil, err
+				// Report the smallest key's error, so a body with several bad numbers always
+				// gets the same one whatever the map order.
+				if firstErr == nil || k < errKey {
+					errKey, firstErr = k, err
+				}
+				continue
 			}
 			out[k] = c
+		}
+		if firstErr != nil {
+			return nil, firstErr
 		}
 		return out, nil
 	case []any:

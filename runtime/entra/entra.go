@@ -39,17 +39,28 @@ type Request struct {
 	// Nil for legacy API connector requests.
 	Extension *Extension
 
-	raw       any // the parsed body with numbers as sent, for CanonicalJSON
+	// For CanonicalJSON, which needs numbers as sent: the body parsed with json.Number, or, when
+	// DecodeRequest took its fast path (which keeps only float64), the accepted body to parse.
+	// src is DecodeRequest's own copy, so a caller reusing its buffer cannot change it.
+	raw       map[string]any
+	src       string
 	canonOnce sync.Once
 }
 
 // CanonicalJSON returns Canonical, computing it from the decoded body the first time. Most
-// requests never need it (only event ids and the claims log do) and encoding it costs about a
-// tenth of a request, so decoding does not.
+// requests never need it (only event ids and the claims log do) and parsing the body with exact
+// numbers and encoding it costs more than decoding, so decoding does not.
 func (r *Request) CanonicalJSON() []byte {
 	r.canonOnce.Do(func() {
-		if r.Canonical == nil && r.raw != nil {
-			if b, err := canonicalJSON(r.raw); err == nil {
+		if r.Canonical != nil {
+			return
+		}
+		raw := r.raw
+		if raw == nil && r.src != "" {
+			raw, _ = parseBody([]byte(r.src)) // DecodeRequest accepted it, so it parses
+		}
+		if raw != nil {
+			if b, err := canonicalJSON(raw); err == nil {
 				r.Canonical = b
 			}
 		}
