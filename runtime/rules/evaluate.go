@@ -55,7 +55,7 @@ func (v *vars) Parent() interpreter.Activation { return nil }
 var emptyMap = types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{})
 
 func (e *Engine) newVars(req *entra.Request) *vars {
-	claims := withExtensionAliases(req.Claims)
+	claims := req.Claims
 	str := func(key string) string { s, _ := claims[key].(string); return s }
 	step := str("step")
 	clientID, uiLocales := str("client_id"), str("ui_locales")
@@ -78,7 +78,7 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 		}
 	}
 	return &vars{
-		claims: types.NewStringInterfaceMap(types.DefaultTypeAdapter, claims),
+		claims: newClaimsVal(claims),
 		request: types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
 			"step": step, "clientId": clientID, "uiLocales": uiLocales,
 		}),

@@ -3,16 +3,20 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The load generator speaks HTTP/1.1 over raw loopback TCP: one keep-alive connection per worker,
@@ -190,6 +194,43 @@ func runRate(t *target, conc int, rate float64, dur time.Duration) *result {
 	return run(t, conc, n, dur+10*time.Second, rate)
 }
 
+// pace hands out the requests' indexes at their due times, to whichever connection is free.
+// time.Sleep wakes up to a millisecond late here when the process has nothing else to do (the
+// scheduler then waits for the network in whole milliseconds), which released requests in bursts
+// of a dozen and charged every server for the generator's lateness. A periodic timerfd is
+// waited on by the same network poller, so each expiry wakes it on time. Latency still counts
+// from the due time, so a server that keeps every connection busy is charged for the wait.
+func pace(n int, start time.Time, period time.Duration, stopAt time.Time, due chan<- int64) error {
+	fd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("timerfd: %w", err)
+	}
+	timer := os.NewFile(uintptr(fd), "pace") // non-blocking: reads wait in the network poller
+	defer timer.Close()
+	spec := unix.ItimerSpec{
+		Value:    unix.NsecToTimespec(max(time.Until(start), 1).Nanoseconds()),
+		Interval: unix.NsecToTimespec(max(period, 1).Nanoseconds()),
+	}
+	if err := unix.TimerfdSettime(fd, 0, &spec, nil); err != nil {
+		return fmt.Errorf("timerfd: %w", err)
+	}
+	var buf [8]byte
+	for i := 0; i < n; {
+		if _, err := io.ReadFull(timer, buf[:]); err != nil {
+			return fmt.Errorf("timerfd: %w", err)
+		}
+		// The number of expiries since the last read: more than one when the generator was late.
+		for k := binary.NativeEndian.Uint64(buf[:]); k > 0 && i < n; k-- {
+			if start.Add(time.Duration(i) * period).After(stopAt) {
+				return nil
+			}
+			due <- int64(i)
+			i++
+		}
+	}
+	return nil
+}
+
 func run(t *target, conc, n int, maxTime time.Duration, rate float64) *result {
 	res := &result{conc: conc, rate: rate}
 	lat := make([][]time.Duration, conc)
@@ -204,6 +245,17 @@ func run(t *target, conc, n int, maxTime time.Duration, rate float64) *result {
 	if rate > 0 {
 		period = time.Duration(float64(time.Second) / rate)
 	}
+	var due chan int64
+	if rate > 0 {
+		due = make(chan int64, conc)
+		go func() {
+			if err := pace(n, start, period, stopAt, due); err != nil {
+				errs.Add(1)
+				firstErr.Do(func() { res.firstError = err.Error() })
+			}
+			close(due) // after the error is counted: the connections stop when due closes
+		}()
+	}
 	genStart := selfCPU()
 	for w := range conc {
 		lat[w] = make([]time.Duration, 0, n/conc+1)
@@ -215,22 +267,23 @@ func run(t *target, conc, n int, maxTime time.Duration, rate float64) *result {
 				}
 			}()
 			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) {
-					return
-				}
-				now := time.Now()
-				if now.After(stopAt) {
-					return
-				}
-				t0, sent := now, now
+				var t0 time.Time
 				if rate > 0 {
-					t0 = start.Add(time.Duration(i) * period)
-					if d := time.Until(t0); d > 0 {
-						time.Sleep(d)
+					i, open := <-due
+					if !open {
+						return
 					}
-					sent = time.Now()
+					t0 = start.Add(time.Duration(i) * period)
+				} else {
+					if next.Add(1) > int64(n) {
+						return
+					}
+					t0 = time.Now()
 				}
+				if t0.After(stopAt) {
+					return
+				}
+				sent := time.Now()
 				err := func() error {
 					if c == nil {
 						var err error

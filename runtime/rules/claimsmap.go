@@ -1,0 +1,116 @@
+package rules
+
+import (
+	"reflect"
+	"sync"
+
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
+)
+
+// claimsMap is the claims variable of a request with extension attributes: the claims as sent
+// plus extension_<Name> for each extension_<appid>_<Name> (see withExtensionAliases), without
+// copying the claims. Copying them cost a tenth of a request's allocations. Look-ups (field
+// selection, has(), optional selection, index, in) and size answer from the two maps; anything
+// else (iteration, equality, conversion) uses the copy, made on first use.
+type claimsMap struct {
+	traits.Mapper                   // the claims as sent
+	aliases       map[string]string // extension_<Name> → extension_<appid>_<Name>
+	size          int
+
+	full     func() map[string]any // the claims with aliases, as withExtensionAliases gives them
+	fullOnce sync.Once             // calls' expressions run concurrently
+	fullMap  traits.Mapper
+}
+
+// newClaimsVal returns the claims variable for claims as sent.
+func newClaimsVal(claims map[string]any) ref.Val {
+	if claims == nil {
+		return emptyMap
+	}
+	var aliases map[string]string
+	for k := range claims {
+		short, ok := extensionAlias(k)
+		if !ok {
+			continue
+		}
+		if _, exists := claims[short]; exists {
+			continue // a claim the request itself sends under the short name wins
+		}
+		if aliases == nil {
+			aliases = make(map[string]string, 4)
+		}
+		aliases[short] = k
+	}
+	base := types.NewStringInterfaceMap(types.DefaultTypeAdapter, claims)
+	if aliases == nil {
+		return base
+	}
+	return &claimsMap{
+		Mapper: base, aliases: aliases, size: len(claims) + len(aliases),
+		full: func() map[string]any { return withExtensionAliases(claims) },
+	}
+}
+
+func (m *claimsMap) materialized() traits.Mapper {
+	m.fullOnce.Do(func() {
+		m.fullMap = types.NewStringInterfaceMap(types.DefaultTypeAdapter, m.full())
+	})
+	return m.fullMap
+}
+
+// Find implements traits.Mapper.
+func (m *claimsMap) Find(key ref.Val) (ref.Val, bool) {
+	if v, found := m.Mapper.Find(key); found || v != nil {
+		return v, found // a claim as sent, or an error
+	}
+	if s, ok := key.(types.String); ok {
+		if full, ok := m.aliases[string(s)]; ok {
+			return m.Mapper.Find(types.String(full))
+		}
+	}
+	return nil, false
+}
+
+// Contains implements traits.Container.
+func (m *claimsMap) Contains(key ref.Val) ref.Val {
+	if s, ok := key.(types.String); ok {
+		if _, ok := m.aliases[string(s)]; ok {
+			return types.True
+		}
+	}
+	return m.Mapper.Contains(key)
+}
+
+// Get implements traits.Indexer.
+func (m *claimsMap) Get(key ref.Val) ref.Val {
+	if s, ok := key.(types.String); ok {
+		if full, ok := m.aliases[string(s)]; ok {
+			return m.Mapper.Get(types.String(full))
+		}
+	}
+	return m.Mapper.Get(key)
+}
+
+// Size implements traits.Sizer.
+func (m *claimsMap) Size() ref.Val { return types.Int(m.size) }
+
+// Iterator implements traits.Iterable.
+func (m *claimsMap) Iterator() traits.Iterator { return m.materialized().Iterator() }
+
+// Equal implements ref.Val.
+func (m *claimsMap) Equal(other ref.Val) ref.Val { return m.materialized().Equal(other) }
+
+// Value implements ref.Val.
+func (m *claimsMap) Value() any { return m.materialized().Value() }
+
+// ConvertToNative implements ref.Val.
+func (m *claimsMap) ConvertToNative(typeDesc reflect.Type) (any, error) {
+	return m.materialized().ConvertToNative(typeDesc)
+}
+
+// ConvertToType implements ref.Val.
+func (m *claimsMap) ConvertToType(typeVal ref.Type) ref.Val {
+	return m.materialized().ConvertToType(typeVal)
+}
