@@ -15,21 +15,23 @@ import (
 // selection, has(), optional selection, index, in) and size answer from the two maps; anything
 // else (iteration, equality, conversion) uses the copy, made on first use.
 type claimsMap struct {
-	traits.Mapper                   // the claims as sent
-	aliases       map[string]string // extension_<Name> → extension_<appid>_<Name>
+	traits.Mapper                // the claims as sent
+	claims        map[string]any // the same, for the copy
+	aliases       []alias        // one per extension attribute: a few, a scan beats a map
 	size          int
 
-	full     func() map[string]any // the claims with aliases, as withExtensionAliases gives them
-	fullOnce sync.Once             // calls' expressions run concurrently
+	fullOnce sync.Once // calls' expressions run concurrently
 	fullMap  traits.Mapper
 }
+
+type alias struct{ short, full string }
 
 // newClaimsVal returns the claims variable for claims as sent.
 func newClaimsVal(claims map[string]any) ref.Val {
 	if claims == nil {
 		return emptyMap
 	}
-	var aliases map[string]string
+	var aliases []alias
 	for k := range claims {
 		short, ok := extensionAlias(k)
 		if !ok {
@@ -38,24 +40,30 @@ func newClaimsVal(claims map[string]any) ref.Val {
 		if _, exists := claims[short]; exists {
 			continue // a claim the request itself sends under the short name wins
 		}
-		if aliases == nil {
-			aliases = make(map[string]string, 4)
-		}
-		aliases[short] = k
+		aliases = append(aliases, alias{short, k})
 	}
 	base := types.NewStringInterfaceMap(types.DefaultTypeAdapter, claims)
 	if aliases == nil {
 		return base
 	}
-	return &claimsMap{
-		Mapper: base, aliases: aliases, size: len(claims) + len(aliases),
-		full: func() map[string]any { return withExtensionAliases(claims) },
+	return &claimsMap{Mapper: base, claims: claims, aliases: aliases, size: len(claims) + len(aliases)}
+}
+
+// fullName is the claim an alias stands for.
+func (m *claimsMap) fullName(key ref.Val) (types.String, bool) {
+	if s, ok := key.(types.String); ok {
+		for _, a := range m.aliases {
+			if a.short == string(s) {
+				return types.String(a.full), true
+			}
+		}
 	}
+	return "", false
 }
 
 func (m *claimsMap) materialized() traits.Mapper {
 	m.fullOnce.Do(func() {
-		m.fullMap = types.NewStringInterfaceMap(types.DefaultTypeAdapter, m.full())
+		m.fullMap = types.NewStringInterfaceMap(types.DefaultTypeAdapter, withExtensionAliases(m.claims))
 	})
 	return m.fullMap
 }
@@ -65,30 +73,24 @@ func (m *claimsMap) Find(key ref.Val) (ref.Val, bool) {
 	if v, found := m.Mapper.Find(key); found || v != nil {
 		return v, found // a claim as sent, or an error
 	}
-	if s, ok := key.(types.String); ok {
-		if full, ok := m.aliases[string(s)]; ok {
-			return m.Mapper.Find(types.String(full))
-		}
+	if full, ok := m.fullName(key); ok {
+		return m.Mapper.Find(full)
 	}
 	return nil, false
 }
 
 // Contains implements traits.Container.
 func (m *claimsMap) Contains(key ref.Val) ref.Val {
-	if s, ok := key.(types.String); ok {
-		if _, ok := m.aliases[string(s)]; ok {
-			return types.True
-		}
+	if _, ok := m.fullName(key); ok {
+		return types.True
 	}
 	return m.Mapper.Contains(key)
 }
 
 // Get implements traits.Indexer.
 func (m *claimsMap) Get(key ref.Val) ref.Val {
-	if s, ok := key.(types.String); ok {
-		if full, ok := m.aliases[string(s)]; ok {
-			return m.Mapper.Get(types.String(full))
-		}
+	if full, ok := m.fullName(key); ok {
+		return m.Mapper.Get(full)
 	}
 	return m.Mapper.Get(key)
 }

@@ -381,6 +381,10 @@ func validAction(a entra.Action) bool {
 
 // isJSON accepts application/json with an optional UTF-8 charset (JSON is UTF-8 by RFC 8259).
 func isJSON(contentType string) bool {
+	// What Entra sends, without the parameter map ParseMediaType allocates.
+	if strings.EqualFold(contentType, "application/json") || strings.EqualFold(contentType, "application/json; charset=utf-8") {
+		return true
+	}
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil || mt != "application/json" {
 		return false
