@@ -57,7 +57,7 @@ func report(o *options, vs []*variant) reportOut {
 	}
 
 	b.WriteString("\n### Half load: open loop at 50 % of the server's own maximum req/s\n\n")
-	fmt.Fprintf(&b, "%d connections, %s; latency counts from when a request was due (a server falling behind is charged the queueing).\n\n", o.halfConns, o.halfTime)
+	fmt.Fprintf(&b, "%d connections, %s; requests are released at their due times by a periodic timerfd, and latency counts from when a request was due (a server falling behind is charged the queueing).\n\n", o.halfConns, o.halfTime)
 	b.WriteString("| server | offered req/s | requests | errors | achieved req/s | p50 | p90 | p99 | max | p50 from send | p99 from send | server CPU per request | server CPU use | generator CPU use |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, v := range vs {
