@@ -73,8 +73,13 @@ fuzz: ## Run each fuzz target briefly (FUZZTIME).
 	done
 
 .PHONY: bench
-bench: bench-runtime ## All benchmarks (runtime, then controller); writes hack/bench/results/.
+bench: bench-runtime ## All benchmarks (runtime, controller, rollout on the local cluster); writes hack/bench/results/.
 	$(MAKE) bench-controller
+	$(MAKE) bench-rollout
+
+.PHONY: bench-rollout
+bench-rollout: ## A rules edit rolled out under load on the real local cluster (root, like e2e; about 2 min).
+	@$(MAKE) --no-print-directory cluster-run CLUSTER_RUN_NAME=bench-rollout CLUSTER_RUN='$(GO) test -tags e2e -count=1 -v -timeout 15m -run "^TestRollout$$$$" ./hack/e2e'
 
 .PHONY: bench-controller
 bench-controller: ## 1 000 connectors on a real kube-apiserver: settle time, manager RSS, API requests, steady-state reconciles.
@@ -104,10 +109,16 @@ images: ## Build the container images as tarballs in bin/images (no Docker neede
 
 .PHONY: e2e
 e2e: ## End to end on a real single-node cluster (root; docs/e2e.md). E2E_KEEP=1 leaves it up.
+	@$(MAKE) --no-print-directory cluster-run CLUSTER_RUN_NAME=e2e CLUSTER_RUN='$(GO) test -tags e2e -count=1 -v -timeout 30m -run "^TestE2E$$$$" ./hack/e2e'
+
+# cluster-run starts the local cluster, runs CLUSTER_RUN with its environment, and stops it
+# (unless E2E_KEEP is set), whatever the outcome.
+.PHONY: cluster-run
+cluster-run:
 	@start=$$(date +%s); \
 	finish() { rc=$$?; if [ -z "$(E2E_KEEP)" ]; then $(GO) run ./hack/cluster down || rc=1; fi; \
-		echo "e2e took $$(( $$(date +%s) - start ))s (exit $$rc)"; exit $$rc; }; \
+		echo "$(CLUSTER_RUN_NAME) took $$(( $$(date +%s) - start ))s (exit $$rc)"; exit $$rc; }; \
 	trap finish EXIT; \
 	$(GO) run ./hack/cluster up; \
 	eval "$$($(GO) run ./hack/cluster env)"; \
-	$(GO) test -tags e2e -count=1 -v -timeout 30m ./hack/e2e
+	$(CLUSTER_RUN)

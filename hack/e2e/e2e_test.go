@@ -95,17 +95,9 @@ type suite struct {
 }
 
 func TestE2E(t *testing.T) {
-	for _, v := range []string{"KUBECONFIG", "APIC_E2E_INGRESS", "APIC_E2E_GATEWAY", "APIC_E2E_HARNESS_CA"} {
-		if os.Getenv(v) == "" {
-			t.Fatalf("%s is not set: run through make e2e (or eval $(go run ./hack/cluster env))", v)
-		}
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-	s := &suite{t: t, ctx: ctx, ingress: os.Getenv("APIC_E2E_INGRESS"), gateway: os.Getenv("APIC_E2E_GATEWAY"), svcIP: map[string]string{},
-		connectors: map[string]*unstructured.Unstructured{}, passwords: map[string]string{},
-		endpoints: map[string]string{}, tlsSecrets: map[string]bool{}, namespaces: map[string]bool{ns: true}, timings: map[string]time.Duration{}}
-	s.setup()
+	s := newSuite(t, ctx)
 	t.Cleanup(func() {
 		if t.Failed() {
 			s.dump()
@@ -146,6 +138,20 @@ func TestE2E(t *testing.T) {
 			t.FailNow()
 		}
 	}
+}
+
+// newSuite connects to the cluster of `hack/cluster env` and starts from clean namespaces.
+func newSuite(t *testing.T, ctx context.Context) *suite {
+	for _, v := range []string{"KUBECONFIG", "APIC_E2E_INGRESS", "APIC_E2E_GATEWAY", "APIC_E2E_HARNESS_CA"} {
+		if os.Getenv(v) == "" {
+			t.Fatalf("%s is not set: run through make e2e (or eval $(go run ./hack/cluster env))", v)
+		}
+	}
+	s := &suite{t: t, ctx: ctx, ingress: os.Getenv("APIC_E2E_INGRESS"), gateway: os.Getenv("APIC_E2E_GATEWAY"), svcIP: map[string]string{},
+		connectors: map[string]*unstructured.Unstructured{}, passwords: map[string]string{},
+		endpoints: map[string]string{}, tlsSecrets: map[string]bool{}, namespaces: map[string]bool{ns: true}, timings: map[string]time.Duration{}}
+	s.setup()
+	return s
 }
 
 func (s *suite) setup() {
