@@ -2,9 +2,9 @@ package entra
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/http"
 	"sort"
+	"unicode/utf8"
 )
 
 // DefaultFailureMessage is the userMessage when a connector fails closed and sets no failureMessage.
@@ -29,6 +29,7 @@ func EncodeDecision(d *Decision) (status int, body []byte) {
 		d = &Decision{Action: ActionShowBlockPage, UserMessage: DefaultFailureMessage}
 	}
 	var b bytes.Buffer
+	b.Grow(96 + 64*len(d.Claims) + len(d.UserMessage)) // one allocation for a typical answer
 	b.WriteString(`{"version":`)
 	writeString(&b, Version)
 	switch d.Action {
@@ -65,9 +66,62 @@ func EncodeDecision(d *Decision) (status int, body []byte) {
 	return status, b.Bytes()
 }
 
-// writeString writes s as a JSON string. encoding/json escapes <, > and & as \u003c etc., which
-// keeps a userMessage harmless even if someone pastes it into HTML unescaped.
+// writeString writes s as a JSON string exactly as encoding/json does (FuzzWriteString compares
+// them), without its allocation per string: <, > and & become \u003c etc., which keeps a
+// userMessage harmless even if someone pastes it into HTML unescaped; invalid UTF-8 becomes
+// U+FFFD; U+2028 and U+2029 are escaped for JavaScript.
 func writeString(b *bytes.Buffer, s string) {
-	enc, _ := json.Marshal(s) // marshalling a string cannot fail; invalid UTF-8 becomes U+FFFD
-	b.Write(enc)
+	const hex = "0123456789abcdef"
+	b.WriteByte('"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b.WriteString(s[start:i])
+			switch c {
+			case '"', '\\':
+				b.WriteByte('\\')
+				b.WriteByte(c)
+			case '\b':
+				b.WriteString(`\b`)
+			case '\f':
+				b.WriteString(`\f`)
+			case '\n':
+				b.WriteString(`\n`)
+			case '\r':
+				b.WriteString(`\r`)
+			case '\t':
+				b.WriteString(`\t`)
+			default:
+				b.WriteString(`\u00`)
+				b.WriteByte(hex[c>>4])
+				b.WriteByte(hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b.WriteString(s[start:i])
+			b.WriteString(`\ufffd`)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b.WriteString(s[start:i])
+			b.WriteString(`\u202`)
+			b.WriteByte(hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b.WriteString(s[start:])
+	b.WriteByte('"')
 }
