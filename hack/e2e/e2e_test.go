@@ -959,6 +959,24 @@ func (s *suite) secretRotation(t *testing.T) {
 	s.waitCurrent(t, conn, 3*time.Minute)
 }
 
+// waitRolledOut waits until the Deployment that was before has a new generation whose template is
+// fully available and whose old pods are gone.
+func (s *suite) waitRolledOut(t *testing.T, before *appsv1.Deployment) {
+	eventually(t, s.ctx, 3*time.Minute, "Deployment "+before.Name+" rolled out", func() error {
+		var d appsv1.Deployment
+		if err := s.c.Get(s.ctx, client.ObjectKeyFromObject(before), &d); err != nil {
+			return err
+		}
+		want := *d.Spec.Replicas
+		if d.Generation == before.Generation || d.Status.ObservedGeneration < d.Generation ||
+			d.Status.UpdatedReplicas != want || d.Status.Replicas != want || d.Status.AvailableReplicas != want {
+			return fmt.Errorf("generation %d observed %d updated %d replicas %d available %d", d.Generation,
+				d.Status.ObservedGeneration, d.Status.UpdatedReplicas, d.Status.Replicas, d.Status.AvailableReplicas)
+		}
+		return nil
+	})
+}
+
 // rulesEditUnderLoad adds a rule to a connector while workers call it continuously, and proves
 // no request fails during the rollout and every replica serves the new rule afterwards.
 func (s *suite) rulesEditUnderLoad(t *testing.T) {
@@ -1022,20 +1040,7 @@ func (s *suite) rulesEditUnderLoad(t *testing.T) {
 	start := time.Now()
 	s.apply(u)
 	s.connectors[conn] = u
-	// Rolled out: the Deployment's new template is fully available and the old pods are gone.
-	eventually(t, s.ctx, 3*time.Minute, "rollout", func() error {
-		var d appsv1.Deployment
-		if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: ns, Name: conn}, &d); err != nil {
-			return err
-		}
-		want := *d.Spec.Replicas
-		if d.Generation == before.Generation || d.Status.ObservedGeneration < d.Generation ||
-			d.Status.UpdatedReplicas != want || d.Status.Replicas != want || d.Status.AvailableReplicas != want {
-			return fmt.Errorf("generation %d observed %d updated %d replicas %d available %d", d.Generation,
-				d.Status.ObservedGeneration, d.Status.UpdatedReplicas, d.Status.Replicas, d.Status.AvailableReplicas)
-		}
-		return nil
-	})
+	s.waitRolledOut(t, &before)
 	rollout := time.Since(start)
 	// Served everywhere: 20 consecutive answers with the new rule.
 	eventually(t, s.ctx, time.Minute, "new rule served by every replica", func() error {

@@ -143,19 +143,7 @@ func TestRollout(t *testing.T) {
 	}}, spec["rules"].([]any)...)
 	edit := time.Now()
 	s.apply(edited)
-	eventually(t, ctx, 3*time.Minute, "Deployment rolled out", func() error {
-		var d appsv1.Deployment
-		if err := s.c.Get(ctx, client.ObjectKey{Namespace: u.GetNamespace(), Name: conn}, &d); err != nil {
-			return err
-		}
-		want := *d.Spec.Replicas
-		if d.Generation == before.Generation || d.Status.ObservedGeneration < d.Generation ||
-			d.Status.UpdatedReplicas != want || d.Status.Replicas != want || d.Status.AvailableReplicas != want {
-			return fmt.Errorf("generation %d observed %d updated %d replicas %d available %d", d.Generation,
-				d.Status.ObservedGeneration, d.Status.UpdatedReplicas, d.Status.Replicas, d.Status.AvailableReplicas)
-		}
-		return nil
-	})
+	s.waitRolledOut(t, &before)
 	rolledOut := time.Since(edit)
 	select {
 	case <-settled:

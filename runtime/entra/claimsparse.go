@@ -125,19 +125,11 @@ func (p *claimsParser) object(depth int) (map[string]any, bool) {
 			}
 		}
 		p.members = append(p.members, member{key, v})
-		p.space()
-		if p.i >= len(p.s) {
+		if end, ok := p.separator('}'); !ok {
 			return nil, false
-		}
-		c := p.s[p.i]
-		p.i++
-		if c == '}' {
+		} else if end {
 			break
 		}
-		if c != ',' {
-			return nil, false
-		}
-		p.space()
 	}
 	ms := p.members[base:]
 	p.membersUsed = max(p.membersUsed, len(p.members))
@@ -150,6 +142,25 @@ func (p *claimsParser) object(depth int) (map[string]any, bool) {
 	}
 	p.members = p.members[:base]
 	return m, true
+}
+
+// separator reads what follows a member or element: a comma (and the space after it), or the
+// container's closing bracket (end).
+func (p *claimsParser) separator(closing byte) (end, ok bool) {
+	p.space()
+	if p.i >= len(p.s) {
+		return false, false
+	}
+	c := p.s[p.i]
+	p.i++
+	switch c {
+	case closing:
+		return true, true
+	case ',':
+		p.space()
+		return false, true
+	}
+	return false, false
 }
 
 func (p *claimsParser) array(depth int) ([]any, bool) {
@@ -166,19 +177,11 @@ func (p *claimsParser) array(depth int) ([]any, bool) {
 			return nil, false
 		}
 		p.elems = append(p.elems, v)
-		p.space()
-		if p.i >= len(p.s) {
+		if end, ok := p.separator(']'); !ok {
 			return nil, false
-		}
-		c := p.s[p.i]
-		p.i++
-		if c == ']' {
+		} else if end {
 			break
 		}
-		if c != ',' {
-			return nil, false
-		}
-		p.space()
 	}
 	es := p.elems[base:]
 	p.elemsUsed = max(p.elemsUsed, len(p.elems))
