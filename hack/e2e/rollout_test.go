@@ -90,9 +90,13 @@ func TestRollout(t *testing.T) {
 		}
 		return 'f', a.String()
 	}
-	if kind, detail := classify(s.call(s.entraClient(), conn, "entra", pass, claims)); kind != 'o' {
-		t.Fatalf("before the edit the connector answers %s, want Continue with the three claims", detail)
-	}
+	// Ready is reported before Traefik has loaded the Ingress: wait until the connector answers.
+	eventually(t, ctx, time.Minute, "connector routed and answering", func() error {
+		if kind, detail := classify(s.call(s.entraClient(), conn, "entra", pass, claims)); kind != 'o' {
+			return fmt.Errorf("answers %s, want Continue with the three claims", detail)
+		}
+		return nil
+	})
 
 	// Load: closed loop, each worker its own client (keep-alive connection through the ingress).
 	var mu sync.Mutex
