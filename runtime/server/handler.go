@@ -100,7 +100,7 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	s.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
-// requestLog gives the records a request logs besides its request line the request id and step.
+// requestLog attaches the request id and step to what a request logs besides its request line.
 // The logger carrying them is built on first use: most requests log nothing else, and building it
 // for every request cost more than the request line itself.
 type requestLog struct {
