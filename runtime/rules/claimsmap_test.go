@@ -31,6 +31,7 @@ func TestClaimsMapAnswersLikeTheCopy(t *testing.T) {
 		"claims.filter(k, k.startsWith('extension_')).size()", "claims.map(k, k).size()",
 		"claims == {'email': 'a@b.example'}", "claims != {}", "[claims].size()",
 		"claims.extension_Loyalty.upperAscii()", "dyn(claims).extension_Year > 1980.0",
+		"'%s'.format([claims])", "optional.ofNonZeroValue(claims).hasValue()", "type(claims) == map",
 	}
 	env, err := newEnv(envRule)
 	if err != nil {
