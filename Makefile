@@ -78,7 +78,7 @@ bench: bench-runtime ## All benchmarks (runtime, controller, rollout on the loca
 	$(MAKE) bench-rollout
 
 .PHONY: bench-rollout
-bench-rollout: ## A rules edit rolled out under load on the real local cluster (root, like e2e; about 2 min).
+bench-rollout: ## A rules edit rolled out under load on the real local cluster (root, like e2e; under a minute with built binaries).
 	@$(MAKE) --no-print-directory cluster-run CLUSTER_RUN_NAME=bench-rollout CLUSTER_RUN='$(GO) test -tags e2e -count=1 -v -timeout 15m -run "^TestRollout$$$$" ./hack/e2e'
 
 .PHONY: bench-controller
