@@ -116,19 +116,30 @@ func authenticate(r *http.Request, cfg authConfig, creds *credentials, now time.
 	}
 }
 
-func checkBasic(r *http.Request, b *basicCreds) string {
+// authorization returns the credentials of the request's Authorization header in scheme, or why
+// there are none: the header is missing, or malformed (repeated, another scheme, empty).
+func authorization(r *http.Request, scheme string) (credentials, reason string) {
 	h := r.Header.Values("Authorization")
 	if len(h) == 0 {
-		return reasonMissing
+		return "", reasonMissing
 	}
 	if len(h) > 1 {
-		return reasonMalformed
+		return "", reasonMalformed
 	}
-	scheme, encoded, ok := strings.Cut(h[0], " ")
-	if !ok || !strings.EqualFold(scheme, "Basic") {
-		return reasonMalformed
+	s, credentials, ok := strings.Cut(h[0], " ")
+	credentials = strings.TrimSpace(credentials)
+	if !ok || !strings.EqualFold(s, scheme) || credentials == "" {
+		return "", reasonMalformed
 	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(encoded))
+	return credentials, ""
+}
+
+func checkBasic(r *http.Request, b *basicCreds) string {
+	encoded, reason := authorization(r, "Basic")
+	if reason != "" {
+		return reason
+	}
+	raw, err := base64.StdEncoding.DecodeString(encoded)
 	if err != nil {
 		return reasonMalformed
 	}

@@ -123,17 +123,9 @@ type entraClaims struct {
 
 // checkBearer validates the request's bearer token; "" means authenticated.
 func checkBearer(r *http.Request, cfg *bearerConfig, keys *jwksCache, now time.Time) string {
-	h := r.Header.Values("Authorization")
-	if len(h) == 0 {
-		return reasonMissing
-	}
-	if len(h) > 1 {
-		return reasonMalformed
-	}
-	scheme, raw, ok := strings.Cut(h[0], " ")
-	raw = strings.TrimSpace(raw)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || raw == "" {
-		return reasonMalformed
+	raw, reason := authorization(r, "Bearer")
+	if reason != "" {
+		return reason
 	}
 	// Only RS256: Entra signs with RSA keys, and naming the algorithm here is what stops alg
 	// confusion (none, HS256 with the public key as secret).
