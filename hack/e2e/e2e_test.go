@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math/big"
 	"net"
 	"net/http"
@@ -603,7 +604,7 @@ func expectAction(t *testing.T, a answer, action, message string, claims map[str
 	if message != "" && a.body["userMessage"] != message {
 		t.Errorf("want userMessage %q, got %s", message, a)
 	}
-	if claims != nil && !equalMaps(a.claims(), claims) {
+	if claims != nil && !maps.Equal(a.claims(), claims) {
 		t.Errorf("want claims %v, got %s", claims, a)
 	}
 }
@@ -1221,18 +1222,6 @@ func asList(v any) []map[string]any {
 		}
 	}
 	return out
-}
-
-func equalMaps(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 func randomString() string {

@@ -2,6 +2,7 @@ package rules_test
 
 import (
 	"context"
+	"maps"
 	"math"
 	"strings"
 	"sync"
@@ -63,23 +64,11 @@ func TestEvaluateRules(t *testing.T) {
 			if got.Action != tc.want.Action || got.UserMessage != tc.want.UserMessage || got.Rule != tc.want.Rule || got.Failure != "" {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
-			if tc.want.Claims != nil && !equalClaims(got.Claims, tc.want.Claims) {
+			if tc.want.Claims != nil && !maps.Equal(got.Claims, tc.want.Claims) {
 				t.Errorf("claims: got %v, want %v", got.Claims, tc.want.Claims)
 			}
 		})
 	}
-}
-
-func equalClaims(a, b map[string]string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if b[k] != v {
-			return false
-		}
-	}
-	return true
 }
 
 func TestFailurePolicy(t *testing.T) {
