@@ -56,16 +56,7 @@ func TestCompileErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := rules.Compile(parse(t, tc.spec), rules.Options{})
-			var ce rules.CompileErrors
-			if !errors.As(err, &ce) {
-				t.Fatalf("want CompileErrors, got %v", err)
-			}
-			for _, fe := range ce {
-				if fe.Path == tc.path && strings.Contains(fe.Message, tc.reason) {
-					return
-				}
-			}
-			t.Errorf("want %s: ...%s..., got:\n%v", tc.path, tc.reason, err)
+			wantFieldError(t, err, tc.path, tc.reason)
 		})
 	}
 }

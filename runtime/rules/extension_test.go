@@ -3,7 +3,6 @@ package rules_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -169,17 +168,7 @@ func TestExtensionStructuralChecks(t *testing.T) {
 			if tt.name == "tenant not a GUID" {
 				conn.Spec.Authentication.Bearer.TenantID = "contoso"
 			}
-			err := rules.Validate(conn)
-			var ce rules.CompileErrors
-			if !errors.As(err, &ce) {
-				t.Fatalf("want CompileErrors, got %v", err)
-			}
-			for _, fe := range ce {
-				if fe.Path == tt.path && strings.Contains(fe.Message, tt.reason) {
-					return
-				}
-			}
-			t.Errorf("no %s: %s in %v", tt.path, tt.reason, err)
+			wantFieldError(t, rules.Validate(conn), tt.path, tt.reason)
 		})
 	}
 }

@@ -3,6 +3,8 @@ package rules_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
@@ -63,4 +65,19 @@ func eval(t testing.TB, e *rules.Engine, claims map[string]any) *entra.Decision 
 		t.Fatalf("evaluate: %v", err)
 	}
 	return d
+}
+
+// wantFieldError fails unless err is a CompileErrors naming path with a message containing reason.
+func wantFieldError(t testing.TB, err error, path, reason string) {
+	t.Helper()
+	var ce rules.CompileErrors
+	if !errors.As(err, &ce) {
+		t.Fatalf("want CompileErrors, got %v", err)
+	}
+	for _, fe := range ce {
+		if fe.Path == path && strings.Contains(fe.Message, reason) {
+			return
+		}
+	}
+	t.Errorf("want %s: ...%s..., got:\n%v", path, reason, err)
 }
