@@ -120,6 +120,22 @@ func freePort(t *testing.T) string {
 
 // TestServe runs the real command wiring (connfile + rules + server) end to end and stops it
 // like SIGTERM would.
+// postAsEntra sends body to a serve command's endpoint as Entra does (JSON, Basic auth entra:pw)
+// and returns the answer.
+func postAsEntra(t *testing.T, url, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.SetBasicAuth("entra", "pw")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	return res.StatusCode, raw
+}
+
 func TestServe(t *testing.T) {
 	secrets := t.TempDir()
 	os.WriteFile(filepath.Join(secrets, "username"), []byte("entra\n"), 0o600)
@@ -134,17 +150,9 @@ func TestServe(t *testing.T) {
 	}()
 	defer cancel()
 	waitReadyz(t, ops, &out, &errOut)
-	req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/validate", strings.NewReader(`{"email":"x@mailinator.com"}`))
-	req.Header.Set("Content-Type", "application/json")
-	req.SetBasicAuth("entra", "pw")
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != 200 || !strings.Contains(string(body), `"action":"ShowBlockPage"`) {
-		t.Errorf("answer %d %s", res.StatusCode, body)
+	code, body := postAsEntra(t, "http://"+addr+"/validate", `{"email":"x@mailinator.com"}`)
+	if code != 200 || !strings.Contains(string(body), `"action":"ShowBlockPage"`) {
+		t.Errorf("answer %d %s", code, body)
 	}
 	cancel()
 	select {

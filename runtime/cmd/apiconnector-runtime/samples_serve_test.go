@@ -189,20 +189,12 @@ func serveCases(t *testing.T, bundle *connfile.Bundle, conn *v1alpha1.APIConnect
 		t.Run(c.Name, func(t *testing.T) {
 			w.reset(c.Calls)
 			body, _ := json.Marshal(c.Claims)
-			req, _ := http.NewRequest(http.MethodPost, "http://"+addr+"/", strings.NewReader(string(body)))
-			req.Header.Set("Content-Type", "application/json")
-			req.SetBasicAuth("entra", "pw")
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			raw, _ := io.ReadAll(res.Body)
-			res.Body.Close()
+			code, raw := postAsEntra(t, "http://"+addr+"/", string(body))
 			var answer map[string]any
 			if err := json.Unmarshal(raw, &answer); err != nil {
-				t.Fatalf("answer is not JSON: %d %s", res.StatusCode, raw)
+				t.Fatalf("answer is not JSON: %d %s", code, raw)
 			}
-			checkAnswer(t, c.Expect, res.StatusCode, answer)
+			checkAnswer(t, c.Expect, code, answer)
 			if c.Expect.Events != nil {
 				want := append([]string{}, c.Expect.Events...)
 				sort.Strings(want)
