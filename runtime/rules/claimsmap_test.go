@@ -2,14 +2,15 @@ package rules
 
 import (
 	"fmt"
+	"maps"
 	"testing"
 
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/interpreter"
 )
 
-// The claims variable without a copy answers every expression exactly as the copied map with
-// aliases (withExtensionAliases) does.
+// The claims variable without a copy answers every expression exactly as a copy of the claims
+// with the aliases added (withExtensionAliases, the straightforward form) does.
 func TestClaimsMapAnswersLikeTheCopy(t *testing.T) {
 	const app = "extension_831374b3bd5041bfaa54263ec9e050fc_"
 	claims := map[string]any{
@@ -70,4 +71,31 @@ func TestClaimsMapAnswersLikeTheCopy(t *testing.T) {
 	if _, ok := newClaimsVal(map[string]any{"email": "x"}).(*claimsMap); ok {
 		t.Error("claims without extension attributes wrapped")
 	}
+}
+
+// withExtensionAliases adds extension_<Name> for every extension_<32 hex>_<Name> claim, so rules
+// need not hard-code the tenant's extensions-app ID. The map is copied only when there is
+// something to add; a claim the request itself sends under the short name wins.
+func withExtensionAliases(claims map[string]any) map[string]any {
+	var out map[string]any
+	for k, v := range claims {
+		short, ok := extensionAlias(k)
+		if !ok {
+			continue
+		}
+		if _, exists := claims[short]; exists {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(claims)
+		}
+		out[short] = v
+	}
+	if out == nil {
+		if claims == nil {
+			return map[string]any{}
+		}
+		return claims
+	}
+	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"reflect"
 	"strings"
 	"time"
@@ -95,33 +94,6 @@ func nested(m map[string]any, a, b string) string {
 	inner, _ := m[a].(map[string]any)
 	s, _ := inner[b].(string)
 	return s
-}
-
-// withExtensionAliases adds extension_<Name> for every extension_<32 hex>_<Name> claim, so rules
-// need not hard-code the tenant's extensions-app ID. The map is copied only when there is
-// something to add; a claim the request itself sends under the short name wins.
-func withExtensionAliases(claims map[string]any) map[string]any {
-	var out map[string]any
-	for k, v := range claims {
-		short, ok := extensionAlias(k)
-		if !ok {
-			continue
-		}
-		if _, exists := claims[short]; exists {
-			continue
-		}
-		if out == nil {
-			out = maps.Clone(claims) // copies the table whole, far cheaper than inserting each claim
-		}
-		out[short] = v
-	}
-	if out == nil {
-		if claims == nil {
-			return map[string]any{}
-		}
-		return claims
-	}
-	return out
 }
 
 // extensionAlias maps extension_<32 lowercase hex>_<Name> to extension_<Name>.
