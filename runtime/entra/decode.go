@@ -75,12 +75,18 @@ func (e *ClaimTypeError) Error() string {
 func DecodeRequest(body []byte) (*Request, error) {
 	// One copy of the body backs the strings of Claims and CanonicalJSON's later parse, so the
 	// caller may reuse body.
-	src := string(body)
+	return DecodeRequestString(string(body))
+}
+
+// DecodeRequestString is DecodeRequest for a body already held in a string, which the claims'
+// strings then share (the server reads each body into a buffer of its own and hands it over
+// without a copy).
+func DecodeRequestString(src string) (*Request, error) {
 	if claims, ok := decodeClaims(src); ok {
 		return &Request{Claims: claims, src: src}, nil
 	}
 	// What the fast path is not sure of goes the exact way, which names what is wrong.
-	raw, err := parseBody(body)
+	raw, err := parseBody([]byte(src))
 	if err != nil {
 		return nil, err
 	}

@@ -29,7 +29,7 @@ const (
 )
 
 // benchServer is the real server with the real rules engine, logging JSON lines like the
-// runtime does (to io.Discard).
+// runtime's serve does, request lines without slog (to io.Discard).
 func benchServer(b *testing.B) (*server.Server, []byte) {
 	b.Helper()
 	bundle, err := connfile.LoadFiles(benchConnector)
@@ -45,7 +45,7 @@ func benchServer(b *testing.B) (*server.Server, []byte) {
 	dir := b.TempDir()
 	os.WriteFile(filepath.Join(dir, server.UsernameFile), []byte("entra"), 0o600)
 	os.WriteFile(filepath.Join(dir, server.PasswordFile), []byte("bench-password"), 0o600)
-	s, err := server.New(conn, eng, server.Options{SecretsDir: dir, Logger: log})
+	s, err := server.New(conn, eng, server.Options{SecretsDir: dir, Logger: log, RequestLog: io.Discard})
 	if err != nil {
 		b.Fatal(err)
 	}

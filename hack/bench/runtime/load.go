@@ -153,8 +153,29 @@ type result struct {
 	// open loop only: latency from the actual send, without the time a request waited for the
 	// generator (which shares the machine) to send it
 	sendP50, sendP99 time.Duration
-	serverCPU        time.Duration // CPU time of the server process during the phase (0 if unknown)
-	genCPU           time.Duration // CPU time of this process during the phase
+	serverCPU        time.Duration     // CPU time of the server process during the phase (0 if unknown)
+	genCPU           time.Duration     // CPU time of this process during the phase
+	latencies        [][]time.Duration // per connection, for merging rounds
+}
+
+// merge adds up rounds of one closed-loop level: counts, times and CPU are summed, the
+// percentiles are those of all the rounds' requests together.
+func merge(rounds []*result) *result {
+	m := &result{conc: rounds[0].conc, rate: rounds[0].rate}
+	for _, r := range rounds {
+		m.requests += r.requests
+		m.errors += r.errors
+		if m.firstError == "" {
+			m.firstError = r.firstError
+		}
+		m.elapsed += r.elapsed
+		m.timedOut = m.timedOut || r.timedOut
+		m.serverCPU += r.serverCPU
+		m.genCPU += r.genCPU
+		m.latencies = append(m.latencies, r.latencies...)
+	}
+	summarize(m, m.latencies)
+	return m
 }
 
 func (r *result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }
@@ -322,6 +343,7 @@ func run(t *target, conc, n int, maxTime time.Duration, rate float64) *result {
 	}
 	res.errors = int(errs.Load())
 	res.timedOut = res.requests+res.errors < n
+	res.latencies = lat
 	summarize(res, lat)
 	if rate > 0 {
 		res.sendP50, _, res.sendP99, _ = percentiles(sendLat)

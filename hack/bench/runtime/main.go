@@ -58,6 +58,7 @@ type options struct {
 	pin          bool
 	serverCPUs   string
 	genCPUs      string
+	rounds       int
 	cpuProfile   string
 	memProfile   string
 	strict       bool
@@ -87,6 +88,7 @@ func mainErr() error {
 	var writeTestdata bool
 	flag.StringVar(&levels, "levels", "1,4,16,64", "concurrency levels (connections, one request in flight each)")
 	flag.IntVar(&o.n, "n", 20000, "requests per level")
+	flag.IntVar(&o.rounds, "rounds", 4, "rounds per level: the servers take turns, each round a share of the level's requests")
 	flag.IntVar(&o.warmup, "warmup", 3000, "unmeasured requests per server before the levels")
 	flag.IntVar(&o.callPerConn, "call-n-per-conn", 400, "call variant: at most this many requests per connection per level (each waits 5 ms for the stub)")
 	flag.DurationVar(&o.maxLevelTime, "max-level-time", 20*time.Second, "time bound of one level")
@@ -128,6 +130,9 @@ func mainErr() error {
 	}
 	if o.n < 1 {
 		return errors.New("-n must be positive")
+	}
+	if o.rounds <= 0 || o.rounds > o.n {
+		return errors.New("-rounds must be between 1 and -n")
 	}
 	o.numCPU = runtime.NumCPU()
 	if n, err := strconv.Atoi(os.Getenv(pinnedEnv)); err == nil && n > 0 {
@@ -369,17 +374,34 @@ func bench(o *options) (err error) {
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 
-	// Closed loop: per level, the servers one after the other, so drift on this shared machine
-	// hits them alike.
+	// Closed loop: per level, the servers take turns in rounds (the order reversed every other
+	// round), so drift on this shared machine hits them alike; each level's figures are those of
+	// its rounds together.
 	for _, c := range o.levels {
-		for _, v := range variants {
-			n := o.n
-			if v.call {
-				n = min(n, c*o.callPerConn)
+		rounds := make([][]*result, len(variants))
+		for round := range o.rounds {
+			for k := range variants {
+				i := k
+				if round%2 == 1 {
+					i = len(variants) - 1 - k
+				}
+				v := variants[i]
+				n := o.n
+				if v.call {
+					n = min(n, c*o.callPerConn)
+				}
+				share := n / o.rounds // n requests over all rounds
+				if round < n%o.rounds {
+					share++
+				}
+				cpu0 := procCPU(v.proc.pid())
+				r := runClosed(v.target, c, share, o.maxLevelTime/time.Duration(o.rounds))
+				r.serverCPU = procCPU(v.proc.pid()) - cpu0
+				rounds[i] = append(rounds[i], r)
 			}
-			cpu0 := procCPU(v.proc.pid())
-			r := runClosed(v.target, c, n, o.maxLevelTime)
-			r.serverCPU = procCPU(v.proc.pid()) - cpu0
+		}
+		for i, v := range variants {
+			r := merge(rounds[i])
 			v.levels = append(v.levels, r)
 			fmt.Fprintf(os.Stderr, "bench: %-13s c=%-3d %6d req %4d err %8.0f rps  p50 %7s  p99 %7s  max %7s  %s\n",
 				v.name, c, r.requests, r.errors, r.rps(), fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.max), r.firstError)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/apiconnector/operator/runtime/connfile"
 	"github.com/apiconnector/operator/runtime/entra"
@@ -86,5 +87,27 @@ func TestBenchConnector(t *testing.T) {
 				t.Errorf("rule %s did not decide: %+v", rule, d)
 			}
 		}
+	}
+}
+
+func TestMergeRounds(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		var out []time.Duration
+		for _, x := range v {
+			out = append(out, time.Duration(x)*time.Millisecond)
+		}
+		return out
+	}
+	a := &result{conc: 2, requests: 4, elapsed: time.Second, serverCPU: 10 * time.Millisecond, latencies: [][]time.Duration{ms(1, 2), ms(3, 4)}}
+	b := &result{conc: 2, requests: 3, errors: 1, firstError: "boom", elapsed: 2 * time.Second, serverCPU: 5 * time.Millisecond, latencies: [][]time.Duration{ms(100), ms(5, 6)}}
+	m := merge([]*result{a, b})
+	if m.requests != 7 || m.errors != 1 || m.firstError != "boom" || m.elapsed != 3*time.Second || m.serverCPU != 15*time.Millisecond {
+		t.Errorf("merged counts: %+v", m)
+	}
+	if got := m.rps(); got < 2.33 || got > 2.34 {
+		t.Errorf("rps = %v, want 7 requests / 3 s", got)
+	}
+	if m.max != 100*time.Millisecond || m.p50 != 4*time.Millisecond {
+		t.Errorf("percentiles over both rounds: p50 %v max %v, want 4ms and 100ms", m.p50, m.max)
 	}
 }

@@ -42,6 +42,7 @@ func report(o *options, vs []*variant) reportOut {
 	}
 
 	fmt.Fprintf(&b, "\n### Closed loop: fixed concurrency, %d requests per level (call variant: at most %d per connection)\n\n", o.n, o.callPerConn)
+	fmt.Fprintf(&b, "Each level runs in %d rounds in which the servers take turns (the order reversed every other round); a row is its server's rounds together.\n\n", o.rounds)
 	b.WriteString("| server | concurrency | requests | errors | req/s | p50 | p90 | p99 | max | req/s vs baseline | server CPU per request | server CPU use | generator CPU use |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for i := range o.levels {

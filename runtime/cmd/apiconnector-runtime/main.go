@@ -176,21 +176,22 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "serve: --log-level: %v\n", err)
 		return exitUsage
 	}
+	var requestLog io.Writer // request lines without slog; only a Writer that takes whole lines
 	if c.logBatch > 0 {
 		// One system call per request line measurably slowed serving under load; see logbuf.
 		batched := logbuf.New(stdout, 64<<10, c.logBatch)
 		defer batched.Flush()
-		stdout = batched
+		stdout, requestLog = batched, batched
 	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
-	if err := serveMain(ctx, c, log); err != nil {
+	if err := serveMain(ctx, c, log, requestLog); err != nil {
 		log.Error("exiting", "error", err.Error())
 		return exitFailure
 	}
 	return exitOK
 }
 
-func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
+func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger, requestLog io.Writer) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := server.NewMetrics(reg)
@@ -210,7 +211,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 		ConnectorPath: c.connector, Load: load, SecretsDir: c.secretsDir,
 		TLSCertFile: c.tlsCert, TLSKeyFile: c.tlsKey, MaxBody: c.maxBody,
 		PollInterval: c.pollInterval, DrainTimeout: c.drainTimeout, ShutdownDelay: c.shutdownDelay,
-		Logger: log, LogClaims: c.logClaims, Registry: reg, Metrics: metrics,
+		Logger: log, RequestLog: requestLog, LogClaims: c.logClaims, Registry: reg, Metrics: metrics,
 	})
 	if err != nil {
 		return err

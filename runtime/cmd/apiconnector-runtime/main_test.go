@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -163,8 +164,20 @@ func TestServe(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("serve did not stop")
 	}
-	if !strings.Contains(out.String(), `"msg":"request"`) {
-		t.Errorf("no JSON request log:\n%s", out.String())
+	// The request line, written without slog when batched (the default), is a JSON log line.
+	var line map[string]any
+	for l := range strings.Lines(out.String()) {
+		if strings.Contains(l, `"msg":"request"`) {
+			if err := json.Unmarshal([]byte(l), &line); err != nil {
+				t.Fatalf("request line is not JSON: %v\n%s", err, l)
+			}
+		}
+	}
+	if line == nil {
+		t.Fatalf("no JSON request log:\n%s", out.String())
+	}
+	if _, ok := line["latency_ms"].(float64); !ok || line["level"] != "INFO" || line["action"] != "ShowBlockPage" || line["code"] != 200.0 || line["rule"] == nil || line["time"] == nil {
+		t.Errorf("request line: %v", line)
 	}
 }
 
