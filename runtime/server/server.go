@@ -71,7 +71,7 @@ type Options struct {
 	// LogClaims logs request and returned claims. Off by default: claims are personal data.
 	LogClaims bool
 	// RequestLog, when set, receives each request's log line directly, in the format of
-	// slog.JSONHandler (slog costs a third more per request); Logger must be a JSON handler on
+	// slog.JSONHandler byte for byte (through slog a line costs ~1 µs, written directly 0.2 µs); Logger must be a JSON handler on
 	// the same writer, and its level still decides what is logged. It must take each Write
 	// whole, even when called concurrently (logbuf.Writer does).
 	RequestLog io.Writer
