@@ -90,6 +90,25 @@ func TestBenchConnector(t *testing.T) {
 	}
 }
 
+// The variant without rules is the same connector, lists and all, without rules and claims.
+func TestNoRulesVariant(t *testing.T) {
+	path, err := writeNoRulesVariant("../testdata/connector.yaml", filepath.Join(t.TempDir(), "norules.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := connfile.LoadFiles(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := b.Connectors[0]
+	if len(conn.Spec.Rules) != 0 || len(conn.Spec.Claims) != 0 || len(conn.Spec.Lists) != 3 || conn.Spec.Authentication.Basic == nil {
+		t.Fatalf("%d rules, %d claims, %d lists, auth %+v", len(conn.Spec.Rules), len(conn.Spec.Claims), len(conn.Spec.Lists), conn.Spec.Authentication)
+	}
+	if _, err := rules.Compile(conn, rules.Options{ResolveList: b.ListResolver(conn.Namespace)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestMergeRounds(t *testing.T) {
 	ms := func(v ...int) []time.Duration {
 		var out []time.Duration
