@@ -215,7 +215,7 @@ type variant struct {
 	target  *target
 	call    bool   // waits for the outbound-call stub
 	conn    string // connector file, when not the benchmark connector
-	before  bool // runs -before-bin
+	before  bool   // runs -before-bin
 	answer  string
 	levels  []*result
 	half    *result
