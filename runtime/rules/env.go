@@ -60,6 +60,8 @@ func newEnv(kind envKind) (*cel.Env, error) {
 		cel.DefaultUTCTimeZone(true),
 		cel.CrossTypeNumericComparisons(true),
 		ext.Strings(),
+		// Same functions without converting ASCII strings to []rune on every call (hot path).
+		fastStrings(),
 		ext.Lists(),
 		ext.Sets(),
 		ext.Encoders(),

@@ -1,0 +1,310 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/google/cel-go/cel"
+	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+)
+
+// fastStrings re-binds lowerAscii, upperAscii, substring, indexOf and lastIndexOf of
+// ext.Strings() with implementations that work on bytes when code point positions are byte
+// positions (ASCII strings; any valid UTF-8 for the case mappings) instead of converting the
+// whole string to []rune and back on every call, and that answer the input itself when nothing
+// changes. Claims are almost always ASCII.
+//
+// cel-go lets an overload be redefined with an identical signature (decls.FunctionDecl.AddOverload
+// replaces only the implementation), so type checking, cost estimation and cost tracking, which
+// are keyed by overload id, stay ext.Strings()'. The cases without a fast path run a copy of
+// ext.Strings()' code rather than ext.Strings()' own binding, because calling that one through its
+// type guard makes non-ASCII strings slower than without fastStrings. TestFastStringsMatchExt and
+// FuzzFastStrings check that every result, error and cost is ext.Strings()'.
+func fastStrings() cel.EnvOption {
+	return func(e *cel.Env) (*cel.Env, error) {
+		// Declared before ext.Strings(), these bindings would be silently replaced by ext's.
+		if !e.HasLibrary("cel.lib.ext.strings") {
+			return nil, errors.New("fastStrings must follow ext.Strings()")
+		}
+		str, i64 := cel.StringType, cel.IntType
+		opts := []cel.EnvOption{
+			cel.Function("lowerAscii", cel.MemberOverload("string_lower_ascii", []*cel.Type{str}, str,
+				cel.UnaryBinding(func(s ref.Val) ref.Val {
+					return stringVal(s, lowerASCII(string(s.(types.String))), nil)
+				}))),
+			cel.Function("upperAscii", cel.MemberOverload("string_upper_ascii", []*cel.Type{str}, str,
+				cel.UnaryBinding(func(s ref.Val) ref.Val {
+					return stringVal(s, upperASCII(string(s.(types.String))), nil)
+				}))),
+			cel.Function("substring",
+				cel.MemberOverload("string_substring_int", []*cel.Type{str, i64}, str,
+					cel.BinaryBinding(func(s, start ref.Val) ref.Val {
+						out, err := substr(string(s.(types.String)), int64(start.(types.Int)))
+						return stringVal(s, out, err)
+					})),
+				cel.MemberOverload("string_substring_int_int", []*cel.Type{str, i64, i64}, str,
+					cel.FunctionBinding(func(args ...ref.Val) ref.Val {
+						out, err := substrRange(string(args[0].(types.String)), int64(args[1].(types.Int)), int64(args[2].(types.Int)))
+						return stringVal(args[0], out, err)
+					}))),
+			cel.Function("indexOf",
+				cel.MemberOverload("string_index_of_string", []*cel.Type{str, str}, i64,
+					cel.BinaryBinding(func(s, sub ref.Val) ref.Val {
+						return intVal(indexOfOffset(string(s.(types.String)), string(sub.(types.String)), 0))
+					})),
+				cel.MemberOverload("string_index_of_string_int", []*cel.Type{str, str, i64}, i64,
+					cel.FunctionBinding(func(args ...ref.Val) ref.Val {
+						return intVal(indexOfOffset(string(args[0].(types.String)), string(args[1].(types.String)), int64(args[2].(types.Int))))
+					}))),
+			cel.Function("lastIndexOf",
+				cel.MemberOverload("string_last_index_of_string", []*cel.Type{str, str}, i64,
+					cel.BinaryBinding(func(s, sub ref.Val) ref.Val {
+						return intVal(lastIndexOf(string(s.(types.String)), string(sub.(types.String))))
+					})),
+				cel.MemberOverload("string_last_index_of_string_int", []*cel.Type{str, str, i64}, i64,
+					cel.FunctionBinding(func(args ...ref.Val) ref.Val {
+						return intVal(lastIndexOfOffset(string(args[0].(types.String)), string(args[1].(types.String)), int64(args[2].(types.Int))))
+					}))),
+		}
+		var err error
+		for _, opt := range opts {
+			if e, err = opt(e); err != nil {
+				return nil, err
+			}
+		}
+		return e, nil
+	}
+}
+
+// stringVal is ext's stringOrError, except that it answers in itself when out is the same
+// string, saving the allocation of a new value.
+func stringVal(in ref.Val, out string, err error) ref.Val {
+	if err != nil {
+		return types.NewErrFromString(err.Error())
+	}
+	if out == string(in.(types.String)) {
+		return in
+	}
+	return types.String(out)
+}
+
+// intVal is ext's intOrError, except that "not found" does not allocate.
+func intVal(i int64, err error) ref.Val {
+	if err != nil {
+		return types.NewErrFromString(err.Error())
+	}
+	if i == -1 {
+		return types.IntNegOne
+	}
+	return types.Int(i)
+}
+
+// The functions below are those of cel-go v0.31.0 ext/strings.go (Copyright 2020 Google LLC,
+// Apache License 2.0), each preceded by a fast path for the inputs where byte positions are code
+// point positions. On a cel-go upgrade, TestFastStringsMatchExt and FuzzFastStrings compare them
+// with the new ext.
+
+func indexOfOffset(str, substr string, offset int64) (int64, error) {
+	if offset >= 0 && isASCII(str) && isASCII(substr) {
+		switch {
+		case substr == "":
+			return min(offset, int64(len(str))), nil
+		case offset >= int64(len(str)):
+			return -1, nil
+		}
+		if i := strings.Index(str[offset:], substr); i >= 0 {
+			return offset + int64(i), nil
+		}
+		return -1, nil
+	}
+	off := int(offset)
+	if off < 0 {
+		return -1, fmt.Errorf("index out of range: %d", off)
+	}
+	runes := []rune(str)
+	if substr == "" {
+		// The empty string matches at the search offset, clamped to the end of the string.
+		if off > len(runes) {
+			return int64(len(runes)), nil
+		}
+		return offset, nil
+	}
+	subrunes := []rune(substr)
+	// If the offset exceeds the length, return -1 rather than error.
+	if off >= len(runes) {
+		return -1, nil
+	}
+	for i := off; i < len(runes)-(len(subrunes)-1); i++ {
+		found := true
+		for j := 0; j < len(subrunes); j++ {
+			if runes[i+j] != subrunes[j] {
+				found = false
+				break
+			}
+		}
+		if found {
+			return int64(i), nil
+		}
+	}
+	return -1, nil
+}
+
+func lastIndexOf(str, substr string) (int64, error) {
+	if isASCII(str) && isASCII(substr) {
+		// Like ext, "" matches at the end.
+		return int64(strings.LastIndex(str, substr)), nil
+	}
+	runes := []rune(str)
+	if substr == "" {
+		return int64(len(runes)), nil
+	}
+
+	if len(str) < len(substr) {
+		return -1, nil
+	}
+	return lastIndexOfOffset(str, substr, int64(len(runes)-1))
+}
+
+func lastIndexOfOffset(str, substr string, offset int64) (int64, error) {
+	if offset >= 0 && isASCII(str) && isASCII(substr) {
+		switch n := int64(len(str)); {
+		case substr == "":
+			return min(offset, n), nil
+		case offset >= n:
+			// Even when there is a match before the end (ext's answer).
+			return -1, nil
+		default:
+			// The last match starting at or before offset.
+			return int64(strings.LastIndex(str[:min(offset+int64(len(substr)), n)], substr)), nil
+		}
+	}
+	off := int(offset)
+	if off < 0 {
+		return -1, fmt.Errorf("index out of range: %d", off)
+	}
+	runes := []rune(str)
+	if substr == "" {
+		// The empty string matches at the search offset, clamped to the end of the string.
+		if off > len(runes) {
+			return int64(len(runes)), nil
+		}
+		return offset, nil
+	}
+	subrunes := []rune(substr)
+	// If the offset is far greater than the length return -1
+	if off >= len(runes) {
+		return -1, nil
+	}
+	if off > len(runes)-len(subrunes) {
+		off = len(runes) - len(subrunes)
+	}
+	for i := off; i >= 0; i-- {
+		found := true
+		for j := 0; j < len(subrunes); j++ {
+			if runes[i+j] != subrunes[j] {
+				found = false
+				break
+			}
+		}
+		if found {
+			return int64(i), nil
+		}
+	}
+	return -1, nil
+}
+
+// lowerASCII and upperASCII cannot fail, so unlike ext's they return no error.
+func lowerASCII(str string) string {
+	if utf8.ValidString(str) {
+		return flipASCIICase(str, 'A', 'Z')
+	}
+	runes := []rune(str)
+	for i, r := range runes {
+		if r <= unicode.MaxASCII {
+			r = unicode.ToLower(r)
+			runes[i] = r
+		}
+	}
+	return string(runes)
+}
+
+func upperASCII(str string) string {
+	if utf8.ValidString(str) {
+		return flipASCIICase(str, 'a', 'z')
+	}
+	runes := []rune(str)
+	for i, r := range runes {
+		if r <= unicode.MaxASCII {
+			r = unicode.ToUpper(r)
+			runes[i] = r
+		}
+	}
+	return string(runes)
+}
+
+func substr(str string, start int64) (string, error) {
+	if start >= 0 && start <= int64(len(str)) && isASCII(str) {
+		return str[start:], nil
+	}
+	runes := []rune(str)
+	if int(start) < 0 || int(start) > len(runes) {
+		return "", fmt.Errorf("index out of range: %d", start)
+	}
+	return string(runes[start:]), nil
+}
+
+func substrRange(str string, start, end int64) (string, error) {
+	if start >= 0 && start <= end && end <= int64(len(str)) && isASCII(str) {
+		return str[start:end], nil
+	}
+	runes := []rune(str)
+	l := len(runes)
+	if start > end {
+		return "", fmt.Errorf("invalid substring range. start: %d, end: %d", start, end)
+	}
+	if int(start) < 0 || int(start) > l {
+		return "", fmt.Errorf("index out of range: %d", start)
+	}
+	if int(end) < 0 || int(end) > l {
+		return "", fmt.Errorf("index out of range: %d", end)
+	}
+	return string(runes[int(start):int(end)]), nil
+}
+
+// flipASCIICase switches the case of the ASCII letters lo..hi in the valid UTF-8 str, returning
+// str itself when there are none. Byte-wise is what ext's rune-wise mapping does because every
+// byte of a multi-byte sequence is >= 0x80; invalid UTF-8 is different, as []rune turns each
+// invalid byte into U+FFFD.
+func flipASCIICase(str string, lo, hi byte) string {
+	i := 0
+	for i < len(str) && (str[i] < lo || str[i] > hi) {
+		i++
+	}
+	if i == len(str) {
+		return str
+	}
+	var b strings.Builder
+	b.Grow(len(str))
+	b.WriteString(str[:i])
+	for ; i < len(str); i++ {
+		c := str[i]
+		if lo <= c && c <= hi {
+			c ^= 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
