@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"fmt"
 	"maps"
 	"reflect"
 	"sync"
@@ -22,14 +23,11 @@ import (
 // Not safe for concurrent use: all of a request's expressions run on its goroutine (calls
 // run concurrently, but their expressions are evaluated before they start).
 type claimsMap struct {
+	lazyMap
 	claims  map[string]any
 	aliases []alias // one per extension attribute: a few, a scan beats a map
-	size    int
 	seen    [8]seenClaim
 	nseen   int
-
-	fullOnce sync.Once
-	fullMap  traits.Mapper
 }
 
 type alias struct{ short, full string }
@@ -55,7 +53,9 @@ func newClaimsVal(claims map[string]any) ref.Val {
 		}
 		aliases = append(aliases, alias{short, k})
 	}
-	return &claimsMap{claims: claims, aliases: aliases, size: len(claims) + len(aliases)}
+	m := &claimsMap{claims: claims, aliases: aliases}
+	m.lazyMap = lazyMap{size: len(claims) + len(aliases), src: m}
+	return m
 }
 
 // lookup returns the claim name stands for, by its own name or as an alias.
@@ -71,18 +71,15 @@ func (m *claimsMap) lookup(name string) (any, bool) {
 	return nil, false
 }
 
-func (m *claimsMap) materialized() traits.Mapper {
-	m.fullOnce.Do(func() {
-		full := m.claims
-		if len(m.aliases) > 0 {
-			full = maps.Clone(m.claims)
-			for _, a := range m.aliases {
-				full[a.short] = m.claims[a.full]
-			}
-		}
-		m.fullMap = types.NewStringInterfaceMap(types.DefaultTypeAdapter, full)
-	})
-	return m.fullMap
+func (m *claimsMap) asMap() map[string]any {
+	if len(m.aliases) == 0 {
+		return m.claims
+	}
+	full := maps.Clone(m.claims)
+	for _, a := range m.aliases {
+		full[a.short] = m.claims[a.full]
+	}
+	return full
 }
 
 // Find implements traits.Mapper.
@@ -118,38 +115,109 @@ func (m *claimsMap) Contains(key ref.Val) ref.Val {
 	return types.Bool(found)
 }
 
-// Get implements traits.Indexer.
-func (m *claimsMap) Get(key ref.Val) ref.Val {
-	if v, found := m.Find(key); found || v != nil {
-		return v // the claim, or CEL's error for the key
+// lazyMap is what claimsMap and fieldsMap share: Get and Contains through their Find, size, and
+// everything else (iteration, equality, conversion) from an ordinary CEL map of the same entries,
+// built on first use. Few expressions need that, so most requests never build it.
+type lazyMap struct {
+	size int
+	src  interface {
+		Find(ref.Val) (ref.Val, bool)
+		asMap() map[string]any
 	}
-	return m.materialized().Get(key) // CEL's "no such key" error
+
+	fullOnce sync.Once
+	fullMap  traits.Mapper
+}
+
+func (l *lazyMap) materialized() traits.Mapper {
+	l.fullOnce.Do(func() { l.fullMap = types.NewStringInterfaceMap(types.DefaultTypeAdapter, l.src.asMap()) })
+	return l.fullMap
+}
+
+// Contains implements traits.Container.
+func (l *lazyMap) Contains(key ref.Val) ref.Val {
+	if _, ok := key.(types.String); !ok {
+		return l.materialized().Contains(key)
+	}
+	_, found := l.src.Find(key)
+	return types.Bool(found)
+}
+
+// Get implements traits.Indexer.
+func (l *lazyMap) Get(key ref.Val) ref.Val {
+	if v, found := l.src.Find(key); found || v != nil {
+		return v // the value, or CEL's error for the key
+	}
+	return l.materialized().Get(key) // CEL's "no such key" error
 }
 
 // IsZeroValue implements traits.Zeroer, as CEL's own maps do.
-func (m *claimsMap) IsZeroValue() bool { return m.size == 0 }
+func (l *lazyMap) IsZeroValue() bool { return l.size == 0 }
 
 // Type implements ref.Val.
-func (m *claimsMap) Type() ref.Type { return types.MapType }
+func (l *lazyMap) Type() ref.Type { return types.MapType }
 
 // Size implements traits.Sizer.
-func (m *claimsMap) Size() ref.Val { return types.Int(m.size) }
+func (l *lazyMap) Size() ref.Val { return types.Int(l.size) }
 
 // Iterator implements traits.Iterable.
-func (m *claimsMap) Iterator() traits.Iterator { return m.materialized().Iterator() }
+func (l *lazyMap) Iterator() traits.Iterator { return l.materialized().Iterator() }
 
 // Equal implements ref.Val.
-func (m *claimsMap) Equal(other ref.Val) ref.Val { return m.materialized().Equal(other) }
+func (l *lazyMap) Equal(other ref.Val) ref.Val { return l.materialized().Equal(other) }
 
 // Value implements ref.Val.
-func (m *claimsMap) Value() any { return m.materialized().Value() }
+func (l *lazyMap) Value() any { return l.materialized().Value() }
 
 // ConvertToNative implements ref.Val.
-func (m *claimsMap) ConvertToNative(typeDesc reflect.Type) (any, error) {
-	return m.materialized().ConvertToNative(typeDesc)
+func (l *lazyMap) ConvertToNative(typeDesc reflect.Type) (any, error) {
+	return l.materialized().ConvertToNative(typeDesc)
 }
 
+// String prints the map as CEL's own maps do (in messages and debug output).
+func (l *lazyMap) String() string { return fmt.Sprint(l.materialized()) }
+
 // ConvertToType implements ref.Val.
-func (m *claimsMap) ConvertToType(typeVal ref.Type) ref.Val {
-	return m.materialized().ConvertToType(typeVal)
+func (l *lazyMap) ConvertToType(typeVal ref.Type) ref.Val {
+	return l.materialized().ConvertToType(typeVal)
+}
+
+// fieldsMap is a CEL map of a few strings known when it is made: the request variable (step,
+// clientId, uiLocales). Building a Go map and a CEL map of it for every request cost more than
+// reading from it.
+type fieldsMap struct {
+	lazyMap
+	fields []field
+	buf    [3]field
+}
+
+type field struct{ name, val string }
+
+func newFieldsMap(fields ...field) *fieldsMap {
+	m := &fieldsMap{}
+	m.fields = append(m.buf[:0], fields...)
+	m.lazyMap = lazyMap{size: len(fields), src: m}
+	return m
+}
+
+func (m *fieldsMap) asMap() map[string]any {
+	out := make(map[string]any, len(m.fields))
+	for _, f := range m.fields {
+		out[f.name] = f.val
+	}
+	return out
+}
+
+// Find implements traits.Mapper.
+func (m *fieldsMap) Find(key ref.Val) (ref.Val, bool) {
+	name, ok := key.(types.String)
+	if !ok {
+		return m.materialized().Find(key) // CEL's own error for a key that is not a string
+	}
+	for _, f := range m.fields {
+		if f.name == string(name) {
+			return types.String(f.val), true
+		}
+	}
+	return nil, false
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/interpreter"
 )
 
@@ -50,12 +51,20 @@ func checkClaimsMapLikeCopy(t *testing.T, claims map[string]any) {
 		"claims.?givenName.orValue('') + claims.?givenName.orValue('')", "claims.?age.orValue(0.0) + claims.?age.orValue(0.0)",
 		"claims.?tags.orValue([]) + claims.?tags.orValue([])", "has(claims.givenName) && claims.givenName == claims.givenName",
 	}
+	overlay := newClaimsVal(claims) // one for all expressions, as in a request
+	copied := types.NewStringInterfaceMap(types.DefaultTypeAdapter, withExtensionAliases(claims))
+	checkSameAnswers(t, "claims", overlay, copied, exprs)
+}
+
+// checkSameAnswers evaluates each expression with the variable name bound to subject, twice,
+// and to reference, and wants the same answers; also the same JSON, as call and event bodies
+// convert values.
+func checkSameAnswers(t *testing.T, name string, subject, reference ref.Val, exprs []string) {
+	t.Helper()
 	env, err := newEnv(envRule)
 	if err != nil {
 		t.Fatal(err)
 	}
-	overlay := newClaimsVal(claims) // one for all expressions, as in a request
-	copied := types.NewStringInterfaceMap(types.DefaultTypeAdapter, withExtensionAliases(claims))
 	for _, src := range exprs {
 		ast, iss := env.Compile(src)
 		if iss.Err() != nil {
@@ -65,24 +74,47 @@ func checkClaimsMapLikeCopy(t *testing.T, claims map[string]any) {
 		if err != nil {
 			t.Fatalf("%s: %v", src, err)
 		}
-		eval := func(claims any) string {
-			act, _ := interpreter.NewActivation(map[string]any{
-				"claims": claims, "request": emptyMap, "identity": emptyMap, "lists": emptyMap,
+		eval := func(v ref.Val) string {
+			vars := map[string]any{
+				"claims": emptyMap, "request": emptyMap, "identity": emptyMap, "lists": emptyMap,
 				"context": emptyMap, "calls": emptyMap,
-			})
+			}
+			vars[name] = v
+			act, _ := interpreter.NewActivation(vars)
 			out, _, err := prg.Eval(act)
 			if err != nil {
 				return "error: " + err.Error()
 			}
-			return fmt.Sprintf("%v %v", out.Type(), out.Value())
+			js, err := toJSON(out)
+			return fmt.Sprintf("%v %v JSON %v %v", out.Type(), out.Value(), js, err)
 		}
-		want := eval(copied)
+		want := eval(reference)
 		for range 2 {
-			if got := eval(overlay); got != want {
-				t.Errorf("%s = %s, the copy gives %s", src, got, want)
+			if got := eval(subject); got != want {
+				t.Errorf("%s = %s, want %s", src, got, want)
 			}
 		}
 	}
+}
+
+// The request variable answers like an ordinary CEL map of its three strings.
+func TestFieldsMapAnswersLikeAMap(t *testing.T) {
+	subject := newFieldsMap(field{"step", "PostAttributeCollection"}, field{"clientId", "app-1"}, field{"uiLocales", ""})
+	reference := types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
+		"step": "PostAttributeCollection", "clientId": "app-1", "uiLocales": "",
+	})
+	checkSameAnswers(t, "request", subject, reference, []string{
+		"request", "request.step", "request.clientId + request.clientId", "request.uiLocales", "request.missing",
+		"has(request.step)", "has(request.nope)", "request.?uiLocales.orValue('x')", "request.?nope.orValue('x')",
+		"request['step']", "request[?'clientId']", "request['nope']", "dyn(request)[1]", "'step' in request", "'x' in request",
+		"dyn(1) in request", "size(request)", "request.exists(k, k == 'step')", "request.map(k, k + '=' + request[k]).sort().join(',')",
+		"request == {'step': 'PostAttributeCollection', 'clientId': 'app-1', 'uiLocales': ''}", "request != {}",
+		"'%s'.format([request])", "optional.ofNonZeroValue(request).hasValue()", "type(request) == map",
+		"{'r': request}.r.step", "[request, request][1] == request", "{'r': request} == {'r': request}",
+	})
+	empty := newFieldsMap()
+	checkSameAnswers(t, "request", empty, types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{}),
+		[]string{"size(request)", "optional.ofNonZeroValue(request).hasValue()", "request == {}", "request.x"})
 }
 
 // withExtensionAliases adds extension_<Name> for every extension_<32 hex>_<Name> claim, so rules

@@ -77,10 +77,8 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 		}
 	}
 	return &vars{
-		claims: newClaimsVal(claims),
-		request: types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
-			"step": step, "clientId": clientID, "uiLocales": uiLocales,
-		}),
+		claims:    newClaimsVal(claims),
+		request:   newFieldsMap(field{"step", step}, field{"clientId", clientID}, field{"uiLocales", uiLocales}),
 		context:   context,
 		identity:  identity,
 		lists:     e.lists,
