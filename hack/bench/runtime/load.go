@@ -156,10 +156,11 @@ type result struct {
 	serverCPU        time.Duration     // CPU time of the server process during the phase (0 if unknown)
 	genCPU           time.Duration     // CPU time of this process during the phase
 	latencies        [][]time.Duration // per connection, for merging rounds
+	sendLatencies    [][]time.Duration // the same from the send (open loop)
 }
 
-// merge adds up rounds of one closed-loop level: counts, times and CPU are summed, the
-// percentiles are those of all the rounds' requests together.
+// merge adds up the rounds of one phase: counts, times and CPU are summed, the percentiles are
+// those of all the rounds' requests together.
 func merge(rounds []*result) *result {
 	m := &result{conc: rounds[0].conc, rate: rounds[0].rate}
 	for _, r := range rounds {
@@ -173,8 +174,12 @@ func merge(rounds []*result) *result {
 		m.serverCPU += r.serverCPU
 		m.genCPU += r.genCPU
 		m.latencies = append(m.latencies, r.latencies...)
+		m.sendLatencies = append(m.sendLatencies, r.sendLatencies...)
 	}
 	summarize(m, m.latencies)
+	if m.rate > 0 {
+		m.sendP50, _, m.sendP99, _ = percentiles(m.sendLatencies)
+	}
 	return m
 }
 
@@ -346,6 +351,7 @@ func run(t *target, conc, n int, maxTime time.Duration, rate float64) *result {
 	res.latencies = lat
 	summarize(res, lat)
 	if rate > 0 {
+		res.sendLatencies = sendLat
 		res.sendP50, _, res.sendP99, _ = percentiles(sendLat)
 	}
 	return res

@@ -90,7 +90,7 @@ func mainErr() error {
 	var writeTestdata bool
 	flag.StringVar(&levels, "levels", "1,4,16,64", "concurrency levels (connections, one request in flight each)")
 	flag.IntVar(&o.n, "n", 20000, "requests per level")
-	flag.IntVar(&o.rounds, "rounds", 4, "rounds per level: the servers take turns, each round a share of the level's requests")
+	flag.IntVar(&o.rounds, "rounds", 4, "rounds per phase: the servers take turns, each round a share of the phase's requests (closed loop) or time (half load)")
 	flag.IntVar(&o.warmup, "warmup", 3000, "unmeasured requests per server before the levels")
 	flag.IntVar(&o.callPerConn, "call-n-per-conn", 400, "call variant: at most this many requests per connection per level (each waits 5 ms for the stub)")
 	flag.DurationVar(&o.maxLevelTime, "max-level-time", 20*time.Second, "time bound of one level")
@@ -384,10 +384,11 @@ func bench(o *options) (err error) {
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 
-	// Closed loop: per level, the servers take turns in rounds (the order reversed every other
-	// round), so drift on this shared machine hits them alike; each level's figures are those of
-	// its rounds together.
-	for _, c := range o.levels {
+	// Closed loop, then half load (open loop at 50 % of each server's own maximum). Every phase
+	// runs in rounds in which the servers take turns (the order reversed every other round), so
+	// drift and bursts of other work on this shared machine hit them alike; a phase's figures
+	// are those of its rounds together.
+	inRounds := func(phase func(v *variant, round int) *result) []*result {
 		rounds := make([][]*result, len(variants))
 		for round := range o.rounds {
 			for k := range variants {
@@ -396,36 +397,45 @@ func bench(o *options) (err error) {
 					i = len(variants) - 1 - k
 				}
 				v := variants[i]
-				n := o.n
-				if v.call {
-					n = min(n, c*o.callPerConn)
-				}
-				share := n / o.rounds // n requests over all rounds
-				if round < n%o.rounds {
-					share++
-				}
 				cpu0 := procCPU(v.proc.pid())
-				r := runClosed(v.target, c, share, o.maxLevelTime/time.Duration(o.rounds))
+				r := phase(v, round)
 				r.serverCPU = procCPU(v.proc.pid()) - cpu0
 				rounds[i] = append(rounds[i], r)
 			}
 		}
+		merged := make([]*result, len(variants))
+		for i := range variants {
+			merged[i] = merge(rounds[i])
+		}
+		return merged
+	}
+	for _, c := range o.levels {
+		results := inRounds(func(v *variant, round int) *result {
+			n := o.n
+			if v.call {
+				n = min(n, c*o.callPerConn)
+			}
+			share := n / o.rounds // n requests over all rounds
+			if round < n%o.rounds {
+				share++
+			}
+			return runClosed(v.target, c, share, o.maxLevelTime/time.Duration(o.rounds))
+		})
 		for i, v := range variants {
-			r := merge(rounds[i])
+			r := results[i]
 			v.levels = append(v.levels, r)
-			fmt.Fprintf(os.Stderr, "bench: %-13s c=%-3d %6d req %4d err %8.0f rps  p50 %7s  p99 %7s  max %7s  %s\n",
+			fmt.Fprintf(os.Stderr, "bench: %-15s c=%-3d %6d req %4d err %8.0f rps  p50 %7s  p99 %7s  max %7s  %s\n",
 				v.name, c, r.requests, r.errors, r.rps(), fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.max), r.firstError)
 		}
 	}
-	// Half load: open loop at 50 % of each server's own maximum.
-	for _, v := range variants {
-		rate := v.maxRPS() / 2
-		cpu0 := procCPU(v.proc.pid())
-		r := runRate(v.target, o.halfConns, rate, o.halfTime)
-		r.serverCPU = procCPU(v.proc.pid()) - cpu0
+	halves := inRounds(func(v *variant, _ int) *result {
+		return runRate(v.target, o.halfConns, v.maxRPS()/2, o.halfTime/time.Duration(o.rounds))
+	})
+	for i, v := range variants {
+		r := halves[i]
 		v.half = r
-		fmt.Fprintf(os.Stderr, "bench: %-13s half load %6.0f/s: %6d req %4d err  p50 %7s  p99 %7s  max %7s  %s\n",
-			v.name, rate, r.requests, r.errors, fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.max), r.firstError)
+		fmt.Fprintf(os.Stderr, "bench: %-15s half load %6.0f/s: %6d req %4d err  p50 %7s  p99 %7s  max %7s  %s\n",
+			v.name, r.rate, r.requests, r.errors, fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.max), r.firstError)
 	}
 
 	if o.memProfile != "" {

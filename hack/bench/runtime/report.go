@@ -58,7 +58,7 @@ func report(o *options, vs []*variant) reportOut {
 	}
 
 	b.WriteString("\n### Half load: open loop at 50 % of the server's own maximum req/s\n\n")
-	fmt.Fprintf(&b, "%d connections, %s; requests are released at their due times by a periodic timerfd, and latency counts from when a request was due (a server falling behind is charged the queueing).\n\n", o.halfConns, o.halfTime)
+	fmt.Fprintf(&b, "%d connections, %s in %d rounds like the levels above; requests are released at their due times by a periodic timerfd, and latency counts from when a request was due (a server falling behind is charged the queueing).\n\n", o.halfConns, o.halfTime, o.rounds)
 	b.WriteString("| server | offered req/s | requests | errors | achieved req/s | p50 | p90 | p99 | max | p50 from send | p99 from send | server CPU per request | server CPU use | generator CPU use |\n")
 	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, v := range vs {
@@ -87,7 +87,7 @@ func report(o *options, vs []*variant) reportOut {
 	b.WriteString("\n### Targets (runtime without calls)\n\n| target | measured | |\n|---|---|---|\n")
 	ratio := subj.maxRPS() / base.maxRPS()
 	row("throughput at saturation ≥ 80 % of the baseline",
-		fmt.Sprintf("%.0f %% (%.0f vs %.0f req/s, best level of each)", 100*ratio, subj.maxRPS(), base.maxRPS()), ratio >= targetThroughputRatio)
+		fmt.Sprintf("%.1f %% (%.0f vs %.0f req/s, best level of each)", 100*ratio, subj.maxRPS(), base.maxRPS()), ratio >= targetThroughputRatio)
 	row("p99 < 2 ms at half of the maximum load",
 		fmt.Sprintf("%s at %.0f req/s, %s from the send (baseline: %s, %s from the send, at %.0f req/s)", fmtDur(subj.half.p99), subj.half.rate,
 			fmtDur(subj.half.sendP99), fmtDur(base.half.p99), fmtDur(base.half.sendP99), base.half.rate), subj.half.p99 < targetHalfLoadP99)
