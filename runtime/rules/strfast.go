@@ -121,36 +121,46 @@ func indexOfOffset(str, substr string, offset int64) (int64, error) {
 		}
 		return -1, nil
 	}
-	off := int(offset)
-	if off < 0 {
-		return -1, fmt.Errorf("index out of range: %d", off)
-	}
-	runes := []rune(str)
-	if substr == "" {
-		// The empty string matches at the search offset, clamped to the end of the string.
-		if off > len(runes) {
-			return int64(len(runes)), nil
-		}
-		return offset, nil
-	}
-	subrunes := []rune(substr)
-	// If the offset exceeds the length, return -1 rather than error.
-	if off >= len(runes) {
-		return -1, nil
+	runes, subrunes, off, answer, err := runeSearch(str, substr, offset)
+	if runes == nil {
+		return answer, err
 	}
 	for i := off; i < len(runes)-(len(subrunes)-1); i++ {
-		found := true
-		for j := 0; j < len(subrunes); j++ {
-			if runes[i+j] != subrunes[j] {
-				found = false
-				break
-			}
-		}
-		if found {
+		if runesAt(runes, subrunes, i) {
 			return int64(i), nil
 		}
 	}
 	return -1, nil
+}
+
+// runeSearch is what ext's indexOf and lastIndexOf with an offset do before searching: runes is
+// nil when the offset is negative (err), the needle empty, or the offset past the end, and answer
+// is then the result.
+func runeSearch(str, substr string, offset int64) (runes, subrunes []rune, off int, answer int64, err error) {
+	off = int(offset)
+	if off < 0 {
+		return nil, nil, off, -1, fmt.Errorf("index out of range: %d", off)
+	}
+	runes = []rune(str)
+	if substr == "" {
+		// The empty string matches at the search offset, clamped to the end of the string.
+		return nil, nil, off, min(offset, int64(len(runes))), nil
+	}
+	// If the offset exceeds the length, return -1 rather than error.
+	if off >= len(runes) {
+		return nil, nil, off, -1, nil
+	}
+	return runes, []rune(substr), off, 0, nil
+}
+
+// runesAt says whether sub is at position i of runes.
+func runesAt(runes, sub []rune, i int) bool {
+	for j := range sub {
+		if runes[i+j] != sub[j] {
+			return false
+		}
+	}
+	return true
 }
 
 func lastIndexOf(str, substr string) (int64, error) {
@@ -182,35 +192,15 @@ func lastIndexOfOffset(str, substr string, offset int64) (int64, error) {
 			return int64(strings.LastIndex(str[:min(offset+int64(len(substr)), n)], substr)), nil
 		}
 	}
-	off := int(offset)
-	if off < 0 {
-		return -1, fmt.Errorf("index out of range: %d", off)
-	}
-	runes := []rune(str)
-	if substr == "" {
-		// The empty string matches at the search offset, clamped to the end of the string.
-		if off > len(runes) {
-			return int64(len(runes)), nil
-		}
-		return offset, nil
-	}
-	subrunes := []rune(substr)
-	// If the offset is far greater than the length return -1
-	if off >= len(runes) {
-		return -1, nil
+	runes, subrunes, off, answer, err := runeSearch(str, substr, offset)
+	if runes == nil {
+		return answer, err
 	}
 	if off > len(runes)-len(subrunes) {
 		off = len(runes) - len(subrunes)
 	}
 	for i := off; i >= 0; i-- {
-		found := true
-		for j := 0; j < len(subrunes); j++ {
-			if runes[i+j] != subrunes[j] {
-				found = false
-				break
-			}
-		}
-		if found {
+		if runesAt(runes, subrunes, i) {
 			return int64(i), nil
 		}
 	}
@@ -218,29 +208,19 @@ func lastIndexOfOffset(str, substr string, offset int64) (int64, error) {
 }
 
 // lowerASCII and upperASCII cannot fail, so unlike ext's they return no error.
-func lowerASCII(str string) string {
-	if utf8.ValidString(str) {
-		return flipASCIICase(str, 'A', 'Z')
-	}
-	runes := []rune(str)
-	for i, r := range runes {
-		if r <= unicode.MaxASCII {
-			r = unicode.ToLower(r)
-			runes[i] = r
-		}
-	}
-	return string(runes)
-}
+func lowerASCII(str string) string { return mapASCII(str, 'A', 'Z', unicode.ToLower) }
 
-func upperASCII(str string) string {
+func upperASCII(str string) string { return mapASCII(str, 'a', 'z', unicode.ToUpper) }
+
+// mapASCII maps the ASCII letters lo..hi with to, as ext does rune by rune.
+func mapASCII(str string, lo, hi byte, to func(rune) rune) string {
 	if utf8.ValidString(str) {
-		return flipASCIICase(str, 'a', 'z')
+		return flipASCIICase(str, lo, hi)
 	}
 	runes := []rune(str)
 	for i, r := range runes {
 		if r <= unicode.MaxASCII {
-			r = unicode.ToUpper(r)
-			runes[i] = r
+			runes[i] = to(r)
 		}
 	}
 	return string(runes)
