@@ -473,18 +473,25 @@ func (s *suite) waitReady(t *testing.T) {
 		if basicSecret(u) == "" {
 			continue
 		}
-		eventually(t, s.ctx, time.Minute, name+" routed by the ingress", func() error {
-			a, err := s.call(hc, name, "", "", map[string]any{})
-			if err != nil {
-				return err
-			}
-			if a.status != http.StatusUnauthorized {
-				return fmt.Errorf("answer %s", a)
-			}
-			return nil
-		})
+		s.waitRouted(t, hc, name, "the ingress")
 	}
 	s.timings["all connectors routed after apply"] = time.Since(start)
+}
+
+// waitRouted waits until the connector answers an unauthenticated call through hc with 401 from
+// the runtime (the router answers 404 until it has seen the route and the endpoints).
+func (s *suite) waitRouted(t *testing.T, hc *http.Client, name, via string) {
+	t.Helper()
+	eventually(t, s.ctx, time.Minute, name+" routed by "+via, func() error {
+		a, err := s.call(hc, name, "", "", map[string]any{})
+		if err != nil {
+			return err
+		}
+		if a.status != http.StatusUnauthorized {
+			return fmt.Errorf("answer %s", a)
+		}
+		return nil
+	})
 }
 
 func (s *suite) waitCurrent(t *testing.T, name string, timeout time.Duration) {

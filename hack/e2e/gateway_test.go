@@ -217,16 +217,7 @@ func (s *suite) gatewayAPI(t *testing.T) {
 	// Routed: the runtime's 401 through the Gateway entry point (404 from Traefik before).
 	gwc := s.clientVia(s.gateway)
 	for _, name := range copies {
-		eventually(t, s.ctx, time.Minute, name+" routed by the Gateway", func() error {
-			a, err := s.call(gwc, name, "", "", map[string]any{})
-			if err != nil {
-				return err
-			}
-			if a.status != http.StatusUnauthorized {
-				return fmt.Errorf("answer %s", a)
-			}
-			return nil
-		})
+		s.waitRouted(t, gwc, name, "the Gateway")
 		a, err := s.call(gwc, name, "entra", "wrong-password", map[string]any{"email": "a@b.example"})
 		if err != nil || a.status != http.StatusUnauthorized {
 			t.Errorf("%s with a wrong password through the Gateway: %v %s", name, err, a)
