@@ -6,8 +6,6 @@ import (
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
 	"github.com/google/cel-go/common/types"
-	"github.com/google/cel-go/common/types/ref"
-	"github.com/google/cel-go/common/types/traits"
 	"github.com/google/cel-go/ext"
 )
 
@@ -97,31 +95,4 @@ func (sizeEstimator) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
 
 func (sizeEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
 	return nil
-}
-
-// stringSet is a CEL list(string) whose `in` is a hash look-up instead of a scan, so
-// `claims.email in lists.allowed` stays O(1) for lists with thousands of entries. Everything
-// else (iteration, size, index, equality) is the ordinary CEL list it embeds.
-type stringSet struct {
-	traits.Lister
-	set map[string]struct{}
-}
-
-func newStringSet(values []string) *stringSet {
-	set := make(map[string]struct{}, len(values))
-	for _, v := range values {
-		set[v] = struct{}{}
-	}
-	return &stringSet{Lister: types.NewStringList(types.DefaultTypeAdapter, values), set: set}
-}
-
-// Contains implements traits.Container.
-func (s *stringSet) Contains(v ref.Val) ref.Val {
-	str, ok := v.(types.String)
-	if !ok {
-		// Not a string: fall back to CEL's own (heterogeneous) semantics.
-		return s.Lister.Contains(v)
-	}
-	_, found := s.set[string(str)]
-	return types.Bool(found)
 }
