@@ -10,6 +10,8 @@ import (
 	"math"
 	"net"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"sync"
@@ -155,6 +157,7 @@ type result struct {
 	sendP50, sendP99 time.Duration
 	serverCPU        time.Duration     // CPU time of the server process during the phase (0 if unknown)
 	genCPU           time.Duration     // CPU time of this process during the phase
+	roundP99         []time.Duration   // p99 of each round, for a merged phase
 	latencies        [][]time.Duration // per connection, for merging rounds
 	sendLatencies    [][]time.Duration // the same from the send (open loop)
 }
@@ -175,6 +178,7 @@ func merge(rounds []*result) *result {
 		m.genCPU += r.genCPU
 		m.latencies = append(m.latencies, r.latencies...)
 		m.sendLatencies = append(m.sendLatencies, r.sendLatencies...)
+		m.roundP99 = append(m.roundP99, r.p99)
 	}
 	summarize(m, m.latencies)
 	if m.rate > 0 {
@@ -257,6 +261,19 @@ func pace(n int, start time.Time, period time.Duration, stopAt time.Time, due ch
 	return nil
 }
 
+// withoutGC runs a measured phase with this process's garbage collector off (unless the heap
+// reaches 1 GiB). The generator has one CPU, and there a collection keeps Go's scheduler from
+// polling the network for up to milliseconds (the background sweeper, golang/go#56060): the
+// answers that arrive meanwhile are read late, and every server was charged for the
+// generator's collections, about two a second. A phase allocates little besides its latency
+// slices, which are allocated up front. Not for in-process serving, whose server allocates.
+func withoutGC(phase func() *result) *result {
+	runtime.GC()
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(1 << 30))
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	return phase()
+}
+
 func run(t *target, conc, n int, maxTime time.Duration, rate float64) *result {
 	res := &result{conc: conc, rate: rate}
 	lat := make([][]time.Duration, conc)
@@ -285,6 +302,9 @@ func run(t *target, conc, n int, maxTime time.Duration, rate float64) *result {
 	genStart := selfCPU()
 	for w := range conc {
 		lat[w] = make([]time.Duration, 0, n/conc+1)
+		if rate > 0 {
+			sendLat[w] = make([]time.Duration, 0, n/conc+1)
+		}
 		wg.Go(func() {
 			var c *conn
 			defer func() {

@@ -398,7 +398,11 @@ func bench(o *options) (err error) {
 				}
 				v := variants[i]
 				cpu0 := procCPU(v.proc.pid())
-				r := phase(v, round)
+				measure := func() *result { return phase(v, round) }
+				if !o.inProcess {
+					measure = func() *result { return withoutGC(func() *result { return phase(v, round) }) }
+				}
+				r := measure()
 				r.serverCPU = procCPU(v.proc.pid()) - cpu0
 				rounds[i] = append(rounds[i], r)
 			}
@@ -434,8 +438,8 @@ func bench(o *options) (err error) {
 	for i, v := range variants {
 		r := halves[i]
 		v.half = r
-		fmt.Fprintf(os.Stderr, "bench: %-15s half load %6.0f/s: %6d req %4d err  p50 %7s  p99 %7s  max %7s  %s\n",
-			v.name, r.rate, r.requests, r.errors, fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.max), r.firstError)
+		fmt.Fprintf(os.Stderr, "bench: %-15s half load %6.0f/s: %6d req %4d err  p50 %7s  p99 %7s  max %7s  rounds' p99 %s  %s\n",
+			v.name, r.rate, r.requests, r.errors, fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.max), fmtRounds(r.roundP99), r.firstError)
 	}
 
 	if o.memProfile != "" {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -117,8 +118,8 @@ func TestMergeRounds(t *testing.T) {
 		}
 		return out
 	}
-	a := &result{conc: 2, requests: 4, elapsed: time.Second, serverCPU: 10 * time.Millisecond, latencies: [][]time.Duration{ms(1, 2), ms(3, 4)}}
-	b := &result{conc: 2, requests: 3, errors: 1, firstError: "boom", elapsed: 2 * time.Second, serverCPU: 5 * time.Millisecond, latencies: [][]time.Duration{ms(100), ms(5, 6)}}
+	a := &result{conc: 2, requests: 4, p99: 4 * time.Millisecond, elapsed: time.Second, serverCPU: 10 * time.Millisecond, latencies: [][]time.Duration{ms(1, 2), ms(3, 4)}}
+	b := &result{conc: 2, requests: 3, p99: 100 * time.Millisecond, errors: 1, firstError: "boom", elapsed: 2 * time.Second, serverCPU: 5 * time.Millisecond, latencies: [][]time.Duration{ms(100), ms(5, 6)}}
 	m := merge([]*result{a, b})
 	if m.requests != 7 || m.errors != 1 || m.firstError != "boom" || m.elapsed != 3*time.Second || m.serverCPU != 15*time.Millisecond {
 		t.Errorf("merged counts: %+v", m)
@@ -128,5 +129,25 @@ func TestMergeRounds(t *testing.T) {
 	}
 	if m.max != 100*time.Millisecond || m.p50 != 4*time.Millisecond {
 		t.Errorf("percentiles over both rounds: p50 %v max %v, want 4ms and 100ms", m.p50, m.max)
+	}
+	if got := fmtRounds(m.roundP99); got != "4.00ms 100.0ms" {
+		t.Errorf("rounds' p99 = %q, want both rounds' own", got)
+	}
+}
+
+// A measured phase runs with the generator's collector off, and the setting is restored after.
+func TestWithoutGC(t *testing.T) {
+	before := debug.SetGCPercent(150)
+	defer debug.SetGCPercent(before)
+	var inside int
+	withoutGC(func() *result {
+		inside = debug.SetGCPercent(-1)
+		return &result{}
+	})
+	if inside != -1 {
+		t.Errorf("GC percent during the phase = %d, want -1 (off)", inside)
+	}
+	if after := debug.SetGCPercent(150); after != 150 {
+		t.Errorf("GC percent after the phase = %d, want 150 restored", after)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -65,6 +66,10 @@ func report(o *options, vs []*variant) reportOut {
 		r := v.half
 		fmt.Fprintf(&b, "| %s | %.0f | %d%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, r.rate, r.requests, timedOut(r), r.errors,
 			r.rps(), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99), fmtDur(r.max), fmtDur(r.sendP50), fmtDur(r.sendP99), cpuPerReq(r), cpuUse(r), genUse(r))
+	}
+	b.WriteString("\np99 of each round, lowest to highest (the spread is the machine's; the p99 above is that of all rounds' requests together):\n\n")
+	for _, v := range vs {
+		fmt.Fprintf(&b, "- %s: %s\n", v.name, fmtRounds(v.half.roundP99))
 	}
 
 	if !o.inProcess {
@@ -171,4 +176,15 @@ func startInProcessBaseline() (*serverProc, error) {
 	return &serverProc{name: "baseline", addr: ln.Addr().String(), stop: func() error {
 		return srv.Shutdown(context.Background())
 	}}, nil
+}
+
+// fmtRounds lists the rounds' figures sorted, so the spread between rounds shows at a glance.
+func fmtRounds(ds []time.Duration) string {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	parts := make([]string, len(s))
+	for i, d := range s {
+		parts[i] = fmtDur(d)
+	}
+	return strings.Join(parts, " ")
 }
