@@ -33,6 +33,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/apiconnector/operator/hack/bench/benchtrace"
 )
 
 const (
@@ -54,6 +56,7 @@ type options struct {
 	maxLevelTime time.Duration
 	halfTime     time.Duration
 	halfConns    int
+	trace        bool
 	stubDelay    time.Duration
 	runtimeBin   string
 	out          string
@@ -106,6 +109,7 @@ func mainErr() error {
 	flag.StringVar(&o.memProfile, "memprofile", "", "write a heap profile after the measured phases to this file (serves in-process)")
 	flag.BoolVar(&o.strict, "strict", false, "exit 1 when a target is missed")
 	flag.BoolVar(&o.keepLogs, "keep-logs", false, "keep the temporary directory with the servers' logs")
+	flag.BoolVar(&o.trace, "trace", false, "after the half-load rounds, one more round of the baseline and the runtime with an execution trace each, analysed for scheduling delays (builds the runtime with -tags benchtrace)")
 	flag.StringVar(&o.beforeBin, "before-bin", "", "also load this apiconnector-runtime binary as \"runtime-before\" (for before/after figures in one run)")
 	flag.StringVar(&serveBaselineAddr, "serve-baseline", "", "internal: serve the baseline on this address")
 	flag.BoolVar(&writeTestdata, "write-testdata", false, "regenerate the ConfigMap of hack/bench/testdata/connector.yaml and exit")
@@ -141,6 +145,10 @@ func mainErr() error {
 		o.numCPU = n // the machine's count, before the generator pinned itself
 	}
 	o.inProcess = o.cpuProfile != "" || o.memProfile != ""
+	if o.trace && (o.inProcess || o.runtimeBin != "") {
+		// A runtime built without the tag ends on SIGUSR1.
+		return errors.New("-trace builds the runtime itself and serves it in its own process: not with -runtime-bin, -cpuprofile or -memprofile")
+	}
 	if o.inProcess {
 		o.pin = false
 	}
@@ -219,9 +227,20 @@ type variant struct {
 	answer  string
 	levels  []*result
 	half    *result
+	stalls  *stalls // from the traced round (-trace)
+	traced  *result // that round's own figures
 	hwm     int64
 	rss     int64
 	stopErr error
+}
+
+// tracePath is where the server's execution trace goes with -trace: the baseline and the
+// runtime are traced, the other variants not.
+func (v *variant) tracePath(dir string) string {
+	if v.name != "baseline" && v.name != "runtime" {
+		return ""
+	}
+	return filepath.Join(dir, v.name+".trace")
 }
 
 func (v *variant) maxRPS() float64 {
@@ -266,7 +285,11 @@ func bench(o *options) (err error) {
 	if bin == "" && !o.inProcess {
 		bin = filepath.Join(tmp, "apiconnector-runtime")
 		fmt.Fprintln(os.Stderr, "bench: building the runtime")
-		build := exec.Command("go", "build", "-trimpath", "-o", bin, "./runtime/cmd/apiconnector-runtime")
+		args := []string{"build", "-trimpath", "-o", bin}
+		if o.trace {
+			args = append(args, "-tags", "benchtrace")
+		}
+		build := exec.Command("go", append(args, "./runtime/cmd/apiconnector-runtime")...)
 		build.Dir, build.Stdout, build.Stderr = o.root, os.Stderr, os.Stderr
 		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if err := build.Run(); err != nil {
@@ -333,9 +356,13 @@ func bench(o *options) (err error) {
 		if o.pin {
 			cpus = o.serverCPUs
 		}
+		var env []string
+		if o.trace && v.tracePath(tmp) != "" {
+			env = []string{benchtrace.EnvVar + "=" + v.tracePath(tmp)}
+		}
 		readyURL := ""
 		if v.name == "baseline" {
-			v.proc, err = startProc(v.name, cpus, logPath, self, "-serve-baseline", addr)
+			v.proc, err = startProc(v.name, cpus, logPath, env, self, "-serve-baseline", addr)
 		} else {
 			ops, err2 := freeAddr()
 			if err2 != nil {
@@ -346,7 +373,7 @@ func bench(o *options) (err error) {
 			if v.before {
 				vbin = o.beforeBin
 			}
-			v.proc, err = startProc(v.name, cpus, logPath, vbin, "serve", "--connector", connector, "--secrets-dir", secrets,
+			v.proc, err = startProc(v.name, cpus, logPath, env, vbin, "serve", "--connector", connector, "--secrets-dir", secrets,
 				"--listen", addr, "--ops-listen", ops, "--shutdown-delay", "0s")
 		}
 		if err != nil {
@@ -432,14 +459,25 @@ func bench(o *options) (err error) {
 				v.name, c, r.requests, r.errors, r.rps(), fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.max), r.firstError)
 		}
 	}
-	halves := inRounds(func(v *variant, _ int) *result {
+	halfRound := func(v *variant) *result {
 		return runRate(v.target, o.halfConns, v.maxRPS()/2, o.halfTime/time.Duration(o.rounds))
-	})
+	}
+	halves := inRounds(func(v *variant, _ int) *result { return halfRound(v) })
 	for i, v := range variants {
 		r := halves[i]
 		v.half = r
 		fmt.Fprintf(os.Stderr, "bench: %-15s half load %6.0f/s: %6d req %4d err  p50 %7s  p99 %7s  max %7s  rounds' p99 %s  %s\n",
 			v.name, r.rate, r.requests, r.errors, fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.max), fmtRounds(r.roundP99), r.firstError)
+	}
+
+	for _, v := range variants {
+		if path := v.tracePath(tmp); o.trace && path != "" {
+			if v.stalls, v.traced, err = traceRound(v, path, func() *result { return withoutGC(func() *result { return halfRound(v) }) }); err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "bench: %-15s traced half-load round: p99 %s; %d waits over %s, %d of them in a GC cycle or its sweep (%.1f %% of the time)\n",
+				v.name, fmtDur(v.traced.p99), v.stalls.long, longWait, v.stalls.longInGC, 100*v.stalls.inGC.Seconds()/v.stalls.traced.Seconds())
+		}
 	}
 
 	if o.memProfile != "" {

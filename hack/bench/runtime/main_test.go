@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
+	"runtime/trace"
 	"testing"
 	"time"
 
@@ -149,5 +151,42 @@ func TestWithoutGC(t *testing.T) {
 	}
 	if after := debug.SetGCPercent(150); after != 150 {
 		t.Errorf("GC percent after the phase = %d, want 150 restored", after)
+	}
+}
+
+// The trace analysis finds the collection, the wakeups and a long wait that no collection
+// caused, in a trace of this process.
+func TestAnalyzeTrace(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	path := filepath.Join(t.TempDir(), "t.trace")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trace.Start(f); err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC()
+	time.Sleep(10 * time.Millisecond) // the sweeper parks
+	// A goroutine woken while the only P is busy for 3 ms waits that long.
+	ch, done := make(chan struct{}), make(chan struct{})
+	go func() { <-ch; close(done) }()
+	time.Sleep(time.Millisecond) // it blocks on ch
+	close(ch)
+	for spin := time.Now(); time.Since(spin) < 3*time.Millisecond; {
+	}
+	<-done
+	trace.Stop()
+	f.Close()
+
+	s, err := analyzeTrace(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.cycles < 1 || s.wakeups < 2 || s.traced < 10*time.Millisecond {
+		t.Errorf("analysis %+v: want at least one cycle, two wakeups and 10ms traced", s)
+	}
+	if s.long < 1 || s.long == s.longInGC || s.worst < 3*time.Millisecond {
+		t.Errorf("analysis %+v: want the 3ms wait outside any GC window", s)
 	}
 }

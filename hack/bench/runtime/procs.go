@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/hack/bench/benchtrace"
 	"github.com/apiconnector/operator/runtime/connfile"
 	"github.com/apiconnector/operator/runtime/entra"
 	"github.com/apiconnector/operator/runtime/rules"
@@ -53,8 +54,9 @@ func freeAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// startProc runs bin with args, pinned to cpus with taskset when cpus is set. Output goes to log.
-func startProc(name, cpus, logPath, bin string, args ...string) (*serverProc, error) {
+// startProc runs bin with args and env added to this process's environment, pinned to cpus
+// with taskset when cpus is set. Output goes to log.
+func startProc(name, cpus, logPath string, env []string, bin string, args ...string) (*serverProc, error) {
 	argv := append([]string{bin}, args...)
 	if cpus != "" {
 		argv = append([]string{"taskset", "-c", cpus}, argv...)
@@ -65,6 +67,7 @@ func startProc(name, cpus, logPath, bin string, args ...string) (*serverProc, er
 	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -197,6 +200,7 @@ func baselineHandler(w http.ResponseWriter, r *http.Request) {
 // serveBaseline is the hidden -serve-baseline mode: the baseline as its own process, so it is
 // measured exactly like the runtime binary. It stops on SIGTERM.
 func serveBaseline(addr string) error {
+	benchtrace.FromEnv()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err

@@ -72,6 +72,18 @@ func report(o *options, vs []*variant) reportOut {
 		fmt.Fprintf(&b, "- %s: %s\n", v.name, fmtRounds(v.half.roundP99))
 	}
 
+	if o.trace {
+		fmt.Fprintf(&b, "\n### Execution traces (-trace): one more half-load round each, not in the figures above\n\n")
+		fmt.Fprintf(&b, "A goroutine's wait is from being woken (mostly: its connection became readable) until it ran. A GC window lasts from a cycle's mark phase until its background sweeper parks; on one CPU the sweeper keeps Go's scheduler from polling the network until then (golang/go#56060).\n\n")
+		b.WriteString("| server | traced | p99 of the round | GC cycles | time in GC windows | wakeups | waits over 1 ms | of them in a GC window | longest wait |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+		for _, v := range vs {
+			if s := v.stalls; s != nil {
+				fmt.Fprintf(&b, "| %s | %s | %s | %d | %.1f %% | %d | %d | %d (%.0f %%) | %s |\n", v.name, fmtDur(s.traced), fmtDur(v.traced.p99), s.cycles,
+					100*s.inGC.Seconds()/s.traced.Seconds(), s.wakeups, s.long, s.longInGC, 100*float64(s.longInGC)/float64(max(s.long, 1)), fmtDur(s.worst))
+			}
+		}
+	}
+
 	if !o.inProcess {
 		b.WriteString("\n### Memory (from /proc/<pid>/status after all phases)\n\n")
 		b.WriteString("| server | peak RSS (VmHWM) | RSS at the end |\n|---|--:|--:|\n")
