@@ -185,7 +185,9 @@ func findRoot() (string, error) {
 // pin re-executes the generator under taskset on the generator CPUs (once), and sets the servers'
 // CPUs. With fewer than 2 CPUs or without taskset nothing is pinned.
 func pin(o *options) error {
-	n := runtime.NumCPU()
+	// Not runtime.NumCPU(): in the re-executed generator that counts only its own CPUs, and the
+	// servers were left unpinned, sharing the generator's one CPU (figures before 2026-11-25 20:00).
+	n := o.numCPU
 	if _, err := exec.LookPath("taskset"); err != nil || n < 2 {
 		o.pin = false
 		return nil
@@ -197,6 +199,9 @@ func pin(o *options) error {
 		o.genCPUs = cpuRange(0, n/2-1)
 	}
 	if os.Getenv(pinnedEnv) != "" {
+		if got, err := procCPUs(os.Getpid()); err != nil || got != o.genCPUs {
+			return fmt.Errorf("the generator runs on CPUs %q (%v), want %s", got, err, o.genCPUs)
+		}
 		return nil
 	}
 	self, err := os.Executable()
@@ -382,6 +387,11 @@ func bench(o *options) (err error) {
 		v.proc.addr, v.target.addr = addr, addr
 		if err := waitReady(addr, readyURL, 20*time.Second); err != nil {
 			return fmt.Errorf("%s: %w (log: %s)", v.name, err, logPath)
+		}
+		if cpus != "" {
+			if got, err := procCPUs(v.proc.pid()); err != nil || got != cpus {
+				return fmt.Errorf("%s: runs on CPUs %q (%v), want %s", v.name, got, err, cpus)
+			}
 		}
 	}
 

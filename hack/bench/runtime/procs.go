@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -151,32 +150,38 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / clkTck
 }
 
+// procStatus returns the fields of /proc/<pid>/status.
+func procStatus(pid int) (map[string]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	fields := map[string]string{}
+	for line := range strings.Lines(string(b)) {
+		if k, v, ok := strings.Cut(line, ":"); ok {
+			fields[k] = strings.TrimSpace(v)
+		}
+	}
+	return fields, nil
+}
+
 // procMem returns VmHWM (peak RSS) and VmRSS of pid in bytes.
 func procMem(pid int) (hwm, rss int64) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	st, err := procStatus(pid)
 	if err != nil {
 		return 0, 0
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		fs := strings.Fields(v)
-		if len(fs) < 1 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(fs[0], 10, 64)
-		switch k {
-		case "VmHWM":
-			hwm = kb << 10
-		case "VmRSS":
-			rss = kb << 10
-		}
+	kib := func(k string) int64 {
+		n, _ := strconv.ParseInt(strings.TrimSuffix(st[k], " kB"), 10, 64)
+		return n << 10
 	}
-	return hwm, rss
+	return kib("VmHWM"), kib("VmRSS")
+}
+
+// procCPUs returns the CPUs pid may run on, as taskset -c writes them ("1", "2-3").
+func procCPUs(pid int) (string, error) {
+	st, err := procStatus(pid)
+	return st["Cpus_allowed_list"], err
 }
 
 // --- the baseline ---
