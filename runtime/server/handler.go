@@ -111,8 +111,8 @@ func (rl *requestLog) get() *slog.Logger {
 // answer writes the response and reports what happened. The decoded request is returned for logging.
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log *requestLog) (outcome, *entra.Request) {
 	// The deadline covers everything from here, body reading included: Entra waits 20s in total.
-	ctx, cancel := context.WithTimeout(r.Context(), cfg.timeout)
-	defer cancel()
+	ctx := withTimeout(r.Context(), cfg.timeout)
+	defer ctx.stop()
 
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
