@@ -485,8 +485,8 @@ func bench(o *options) (err error) {
 			if v.stalls, v.traced, err = traceRound(v, path, func() *result { return withoutGC(func() *result { return halfRound(v) }) }); err != nil {
 				return err
 			}
-			fmt.Fprintf(os.Stderr, "bench: %-15s traced half-load round: p99 %s; %d waits over %s, %d of them in a GC cycle or its sweep (%.1f %% of the time)\n",
-				v.name, fmtDur(v.traced.p99), v.stalls.long, longWait, v.stalls.longInGC, 100*v.stalls.inGC.Seconds()/v.stalls.traced.Seconds())
+			fmt.Fprintf(os.Stderr, "bench: %-15s traced half-load round: p99 %s; %d waits over %s, %d of them in a GC cycle or its sweep (%.1f %% of the time); CPU profile %s.cpu (kept with -keep-logs)\n",
+				v.name, fmtDur(v.traced.p99), v.stalls.long, longWait, v.stalls.longInGC, 100*v.stalls.inGC.Seconds()/v.stalls.traced.Seconds(), path)
 		}
 	}
 
