@@ -186,7 +186,7 @@ func findRoot() (string, error) {
 // CPUs. With fewer than 2 CPUs or without taskset nothing is pinned.
 func pin(o *options) error {
 	// Not runtime.NumCPU(): in the re-executed generator that counts only its own CPUs, and the
-	// servers were left unpinned, sharing the generator's one CPU (figures before 2026-11-25 20:00).
+	// servers were left unpinned, sharing the generator's one CPU (figures before 2026-11-25 19:00 UTC).
 	n := o.numCPU
 	if _, err := exec.LookPath("taskset"); err != nil || n < 2 {
 		o.pin = false
