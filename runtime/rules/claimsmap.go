@@ -24,10 +24,11 @@ import (
 // run concurrently, but their expressions are evaluated before they start).
 type claimsMap struct {
 	lazyMap
-	claims  map[string]any
-	aliases []alias // one per extension attribute: a few, a scan beats a map
-	seen    [8]seenClaim
-	nseen   int
+	claims   map[string]any
+	aliases  []alias // one per extension attribute: a few, a scan beats a map
+	aliasBuf [2]alias
+	seen     [8]seenClaim
+	nseen    int
 }
 
 type alias struct{ short, full string }
@@ -38,11 +39,15 @@ type seenClaim struct {
 }
 
 // newClaimsVal returns the claims variable for claims as sent.
-func newClaimsVal(claims map[string]any) ref.Val {
+func newClaimsVal(claims map[string]any) ref.Val { return new(claimsMap).init(claims) }
+
+// init makes m the claims variable for claims and returns it (the empty map for no claims), so
+// that a request's vars can hold it instead of allocating it apart.
+func (m *claimsMap) init(claims map[string]any) ref.Val {
 	if claims == nil {
 		return emptyMap
 	}
-	var aliases []alias
+	aliases := m.aliasBuf[:0]
 	for k := range claims {
 		short, ok := extensionAlias(k)
 		if !ok {
@@ -53,7 +58,7 @@ func newClaimsVal(claims map[string]any) ref.Val {
 		}
 		aliases = append(aliases, alias{short, k})
 	}
-	m := &claimsMap{claims: claims, aliases: aliases}
+	m.claims, m.aliases = claims, aliases
 	m.lazyMap = lazyMap{size: len(claims) + len(aliases), src: m}
 	return m
 }
@@ -193,8 +198,10 @@ type fieldsMap struct {
 
 type field struct{ name, val string }
 
-func newFieldsMap(fields ...field) *fieldsMap {
-	m := &fieldsMap{}
+func newFieldsMap(fields ...field) *fieldsMap { return new(fieldsMap).init(fields...) }
+
+// init makes m the map of fields and returns it, as claimsMap.init does.
+func (m *fieldsMap) init(fields ...field) *fieldsMap {
 	m.fields = append(m.buf[:0], fields...)
 	m.lazyMap = lazyMap{size: len(fields), src: m}
 	return m

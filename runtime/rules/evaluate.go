@@ -26,6 +26,9 @@ type vars struct {
 	// rawClaims are the request's claims as sent (without extension aliases), the default body
 	// of a call.
 	rawClaims map[string]any
+	// The claims and request variables live here: one allocation for the three.
+	claimsVar  claimsMap
+	requestVar fieldsMap
 }
 
 func (v *vars) ResolveName(name string) (any, bool) {
@@ -76,15 +79,16 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 			identity = types.NewStringInterfaceMap(types.DefaultTypeAdapter, first)
 		}
 	}
-	return &vars{
-		claims:    newClaimsVal(claims),
-		request:   newFieldsMap(field{"step", step}, field{"clientId", clientID}, field{"uiLocales", uiLocales}),
+	v := &vars{
 		context:   context,
 		identity:  identity,
 		lists:     e.lists,
 		calls:     emptyMap,
 		rawClaims: req.Claims,
 	}
+	v.claims = v.claimsVar.init(claims)
+	v.request = v.requestVar.init(field{"step", step}, field{"clientId", clientID}, field{"uiLocales", uiLocales})
+	return v
 }
 
 // nested returns m[a][b] when it is a string, else "".

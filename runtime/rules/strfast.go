@@ -16,7 +16,8 @@ import (
 // ext.Strings() with implementations that work on bytes when code point positions are byte
 // positions (ASCII strings; any valid UTF-8 for the case mappings) instead of converting the
 // whole string to []rune and back on every call, and that answer the input itself when nothing
-// changes. Claims are almost always ASCII.
+// changes; and trim, whose ext implementation is strings.TrimSpace too, only to answer the input
+// itself when it has no surrounding space (claims seldom have). Claims are almost always ASCII.
 //
 // cel-go lets an overload be redefined with an identical signature (decls.FunctionDecl.AddOverload
 // replaces only the implementation), so type checking, cost estimation and cost tracking, which
@@ -39,6 +40,10 @@ func fastStrings() cel.EnvOption {
 			cel.Function("upperAscii", cel.MemberOverload("string_upper_ascii", []*cel.Type{str}, str,
 				cel.UnaryBinding(func(s ref.Val) ref.Val {
 					return stringVal(s, upperASCII(string(s.(types.String))), nil)
+				}))),
+			cel.Function("trim", cel.MemberOverload("string_trim", []*cel.Type{str}, str,
+				cel.UnaryBinding(func(s ref.Val) ref.Val {
+					return stringVal(s, strings.TrimSpace(string(s.(types.String))), nil)
 				}))),
 			cel.Function("substring",
 				cel.MemberOverload("string_substring_int", []*cel.Type{str, i64}, str,

@@ -16,7 +16,7 @@ import (
 // (OptOptimize) does not evaluate them at plan time.
 func stringExprs() []string {
 	return []string{
-		"s.lowerAscii()", "s.upperAscii()",
+		"s.lowerAscii()", "s.upperAscii()", "s.trim()",
 		"s.substring(i)", "s.substring(i, j)",
 		"s.indexOf(sub)", "s.indexOf(sub, i)",
 		"s.lastIndexOf(sub)", "s.lastIndexOf(sub, i)",
@@ -97,6 +97,7 @@ func fastStringCases() (strs, needles []string) {
 		"", "a", "A", "tacocat", "TacoCat", "hello mellow", "John.Smith@Fabrikam.Example",
 		"@", "a@b@c", "  padded  ", "ÄÖü", "TacoCÆt Xii", "İstanbul", "ǅ", "ﬃ", "K", // Kelvin sign
 		"x😀y😀", "😀", "\xff", "a\xffB", "\xe2\x82", "Z\xed\xa0\x80z", "\u00c0\xc0", "\x00A\x7f",
+		" \t\r\n", "\u00a0nbsp\u00a0", "\u2003em space\u3000", "\x85next line\x85", "\vtab\f",
 	}
 	needles = []string{"", "a", "A", "o", "ello", "@", "cat", "tacocat!", "Ö", "😀", "\xff", "\uFFFD", "İ", " "}
 	return strs, needles
@@ -219,8 +220,8 @@ func BenchmarkStringFunctions(b *testing.B) {
 		{"lastIndexOf", "s.lastIndexOf(sub)", email, "@", 0, 0},
 		{"lastIndexOf-offset", "s.lastIndexOf(sub, i)", email, ".", 20, 0},
 		{"lastIndexOf-long", "s.lastIndexOf(sub)", address, "Way", 0, 0},
-		// Not overridden (the same implementation twice): ext's trim has no []rune conversion.
 		{"trim", "s.trim()", email, "", 0, 0},
+		{"trim-spaces", "s.trim()", " " + email + "\t", "", 0, 0},
 	}
 	extEnv, fastEnv := stringEnvs(b)
 	for _, c := range cases {
