@@ -38,11 +38,8 @@ type seenClaim struct {
 	val  ref.Val
 }
 
-// newClaimsVal returns the claims variable for claims as sent.
-func newClaimsVal(claims map[string]any) ref.Val { return new(claimsMap).init(claims) }
-
-// init makes m the claims variable for claims and returns it (the empty map for no claims), so
-// that a request's vars can hold it instead of allocating it apart.
+// init makes m the claims variable for claims as sent and returns it (the empty map for no
+// claims); a request's vars hold m rather than allocating it apart.
 func (m *claimsMap) init(claims map[string]any) ref.Val {
 	if claims == nil {
 		return emptyMap
@@ -197,8 +194,6 @@ type fieldsMap struct {
 }
 
 type field struct{ name, val string }
-
-func newFieldsMap(fields ...field) *fieldsMap { return new(fieldsMap).init(fields...) }
 
 // init makes m the map of fields and returns it, as claimsMap.init does.
 func (m *fieldsMap) init(fields ...field) *fieldsMap {

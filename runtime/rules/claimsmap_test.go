@@ -51,7 +51,7 @@ func checkClaimsMapLikeCopy(t *testing.T, claims map[string]any) {
 		"claims.?givenName.orValue('') + claims.?givenName.orValue('')", "claims.?age.orValue(0.0) + claims.?age.orValue(0.0)",
 		"claims.?tags.orValue([]) + claims.?tags.orValue([])", "has(claims.givenName) && claims.givenName == claims.givenName",
 	}
-	overlay := newClaimsVal(claims) // one for all expressions, as in a request
+	overlay := new(claimsMap).init(claims) // one for all expressions, as in a request
 	copied := types.NewStringInterfaceMap(types.DefaultTypeAdapter, withExtensionAliases(claims))
 	checkSameAnswers(t, "claims", overlay, copied, exprs)
 }
@@ -99,7 +99,7 @@ func checkSameAnswers(t *testing.T, name string, subject, reference ref.Val, exp
 
 // The request variable answers like an ordinary CEL map of its three strings.
 func TestFieldsMapAnswersLikeAMap(t *testing.T) {
-	subject := newFieldsMap(field{"step", "PostAttributeCollection"}, field{"clientId", "app-1"}, field{"uiLocales", ""})
+	subject := new(fieldsMap).init(field{"step", "PostAttributeCollection"}, field{"clientId", "app-1"}, field{"uiLocales", ""})
 	reference := types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{
 		"step": "PostAttributeCollection", "clientId": "app-1", "uiLocales": "",
 	})
@@ -112,7 +112,7 @@ func TestFieldsMapAnswersLikeAMap(t *testing.T) {
 		"'%s'.format([request])", "optional.ofNonZeroValue(request).hasValue()", "type(request) == map",
 		"{'r': request}.r.step", "[request, request][1] == request", "{'r': request} == {'r': request}",
 	})
-	empty := newFieldsMap()
+	empty := new(fieldsMap).init()
 	checkSameAnswers(t, "request", empty, types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{}),
 		[]string{"size(request)", "optional.ofNonZeroValue(request).hasValue()", "request == {}", "request.x"})
 }

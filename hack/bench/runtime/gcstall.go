@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -114,22 +115,12 @@ func analyzeTrace(path string) (*stalls, error) {
 		}
 		s.long++
 		// windows are in time order: the first one ending after the wait began
-		i, _ := slices.BinarySearchFunc(windows, w.from, func(g span, t trace.Time) int { return cmpTime(g.to, t) })
+		i, _ := slices.BinarySearchFunc(windows, w.from, func(g span, t trace.Time) int { return cmp.Compare(g.to, t) })
 		if i < len(windows) && windows[i].from <= w.to {
 			s.longInGC++
 		}
 	}
 	return s, nil
-}
-
-func cmpTime(a, b trace.Time) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // traceRound runs one more half-load round of v (not merged into its figures: tracing slows

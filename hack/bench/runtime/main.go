@@ -435,11 +435,12 @@ func bench(o *options) (err error) {
 				}
 				v := variants[i]
 				cpu0 := procCPU(v.proc.pid())
-				measure := func() *result { return phase(v, round) }
-				if !o.inProcess {
-					measure = func() *result { return withoutGC(func() *result { return phase(v, round) }) }
+				var r *result
+				if o.inProcess { // the server shares this process's collector
+					r = phase(v, round)
+				} else {
+					r = withoutGC(func() *result { return phase(v, round) })
 				}
-				r := measure()
 				r.serverCPU = procCPU(v.proc.pid()) - cpu0
 				rounds[i] = append(rounds[i], r)
 			}
