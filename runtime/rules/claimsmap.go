@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"reflect"
+	"strings"
 	"sync"
 
 	"github.com/google/cel-go/common/types"
@@ -24,14 +25,18 @@ import (
 // run concurrently, but their expressions are evaluated before they start).
 type claimsMap struct {
 	lazyMap
-	claims   map[string]any
-	aliases  []alias // one per extension attribute: a few, a scan beats a map
-	aliasBuf [2]alias
-	seen     [8]seenClaim
-	nseen    int
+	claims map[string]any
+	// aliases are found on first need: a look-up of an extension_ name the request does not
+	// send, size, or a copy. Most requests need none, and finding them walks the whole map.
+	aliases     []alias
+	aliasBuf    [2]alias
+	aliasesDone bool
+	seen        [8]seenClaim
+	nseen       int
 }
 
-type alias struct{ short, full string }
+// alias is extension_<rest> for the claim full (extension_<appid>_<rest>).
+type alias struct{ rest, full string }
 
 type seenClaim struct {
 	name string
@@ -44,20 +49,41 @@ func (m *claimsMap) init(claims map[string]any) ref.Val {
 	if claims == nil {
 		return emptyMap
 	}
+	m.claims = claims
+	m.lazyMap = lazyMap{src: m}
+	return m
+}
+
+// extensionAliases lists the aliases, one per short name: a claim the request itself sends
+// under the short name wins, and of two apps' attributes of the same name (Entra sends one
+// extensions app's, so this is for determinism only) the smaller full name.
+func (m *claimsMap) extensionAliases() []alias {
+	if m.aliasesDone {
+		return m.aliases
+	}
+	m.aliasesDone = true
 	aliases := m.aliasBuf[:0]
-	for k := range claims {
-		short, ok := extensionAlias(k)
+next:
+	for k := range m.claims {
+		rest, ok := extensionRest(k)
 		if !ok {
 			continue
 		}
-		if _, exists := claims[short]; exists {
-			continue // a claim the request itself sends under the short name wins
+		if _, exists := m.claims[extensionPrefix+rest]; exists {
+			continue
 		}
-		aliases = append(aliases, alias{short, k})
+		for i, a := range aliases {
+			if a.rest == rest {
+				if k < a.full {
+					aliases[i].full = k
+				}
+				continue next
+			}
+		}
+		aliases = append(aliases, alias{rest, k})
 	}
-	m.claims, m.aliases = claims, aliases
-	m.lazyMap = lazyMap{size: len(claims) + len(aliases), src: m}
-	return m
+	m.aliases = aliases
+	return aliases
 }
 
 // lookup returns the claim name stands for, by its own name or as an alias.
@@ -65,21 +91,28 @@ func (m *claimsMap) lookup(name string) (any, bool) {
 	if v, ok := m.claims[name]; ok {
 		return v, true
 	}
-	for _, a := range m.aliases {
-		if a.short == name {
+	rest, ok := strings.CutPrefix(name, extensionPrefix)
+	if !ok {
+		return nil, false
+	}
+	for _, a := range m.extensionAliases() {
+		if a.rest == rest {
 			return m.claims[a.full], true
 		}
 	}
 	return nil, false
 }
 
+func (m *claimsMap) len() int { return len(m.claims) + len(m.extensionAliases()) }
+
 func (m *claimsMap) asMap() map[string]any {
-	if len(m.aliases) == 0 {
+	aliases := m.extensionAliases()
+	if len(aliases) == 0 {
 		return m.claims
 	}
 	full := maps.Clone(m.claims)
-	for _, a := range m.aliases {
-		full[a.short] = m.claims[a.full]
+	for _, a := range aliases {
+		full[extensionPrefix+a.rest] = m.claims[a.full]
 	}
 	return full
 }
@@ -121,9 +154,9 @@ func (m *claimsMap) Contains(key ref.Val) ref.Val {
 // everything else (iteration, equality, conversion) from an ordinary CEL map of the same entries,
 // built on first use. Few expressions need that, so most requests never build it.
 type lazyMap struct {
-	size int
-	src  interface {
+	src interface {
 		Find(ref.Val) (ref.Val, bool)
+		len() int
 		asMap() map[string]any
 	}
 
@@ -154,13 +187,13 @@ func (l *lazyMap) Get(key ref.Val) ref.Val {
 }
 
 // IsZeroValue implements traits.Zeroer, as CEL's own maps do.
-func (l *lazyMap) IsZeroValue() bool { return l.size == 0 }
+func (l *lazyMap) IsZeroValue() bool { return l.src.len() == 0 }
 
 // Type implements ref.Val.
 func (l *lazyMap) Type() ref.Type { return types.MapType }
 
 // Size implements traits.Sizer.
-func (l *lazyMap) Size() ref.Val { return types.Int(l.size) }
+func (l *lazyMap) Size() ref.Val { return types.Int(l.src.len()) }
 
 // Iterator implements traits.Iterable.
 func (l *lazyMap) Iterator() traits.Iterator { return l.materialized().Iterator() }
@@ -198,9 +231,11 @@ type field struct{ name, val string }
 // init makes m the map of fields and returns it, as claimsMap.init does.
 func (m *fieldsMap) init(fields ...field) *fieldsMap {
 	m.fields = append(m.buf[:0], fields...)
-	m.lazyMap = lazyMap{size: len(fields), src: m}
+	m.lazyMap = lazyMap{src: m}
 	return m
 }
+
+func (m *fieldsMap) len() int { return len(m.fields) }
 
 func (m *fieldsMap) asMap() map[string]any {
 	out := make(map[string]any, len(m.fields))

@@ -98,18 +98,29 @@ func nested(m map[string]any, a, b string) string {
 	return s
 }
 
+const extensionPrefix = "extension_"
+
 // extensionAlias maps extension_<32 lowercase hex>_<Name> to extension_<Name>.
 func extensionAlias(key string) (string, bool) {
-	const prefix, idLen = "extension_", 32
-	if len(key) <= len(prefix)+idLen+1 || !strings.HasPrefix(key, prefix) || key[len(prefix)+idLen] != '_' {
+	rest, ok := extensionRest(key)
+	if !ok {
 		return "", false
 	}
-	for _, c := range key[len(prefix) : len(prefix)+idLen] {
+	return extensionPrefix + rest, true
+}
+
+// extensionRest returns <Name> of extension_<32 lowercase hex>_<Name>.
+func extensionRest(key string) (string, bool) {
+	const idLen = 32
+	if len(key) <= len(extensionPrefix)+idLen+1 || !strings.HasPrefix(key, extensionPrefix) || key[len(extensionPrefix)+idLen] != '_' {
+		return "", false
+	}
+	for _, c := range key[len(extensionPrefix) : len(extensionPrefix)+idLen] {
 		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
 			return "", false
 		}
 	}
-	return prefix + key[len(prefix)+idLen+1:], true
+	return key[len(extensionPrefix)+idLen+1:], true
 }
 
 // expressionFailed applies the connector's failure policy to a rule or claim expression that
