@@ -29,6 +29,29 @@ type vars struct {
 	// The claims and request variables live here: one allocation for the three.
 	claimsVar  claimsMap
 	requestVar fieldsMap
+	// frame is what every loop-free expression of the request is evaluated in; given none,
+	// cel-go takes a frame from its pool and returns it for each expression.
+	frame *interpreter.ExecutionFrame
+}
+
+// evalFrame returns the request's frame, made on first use. Release it when the request's
+// expressions are done.
+func (v *vars) evalFrame() (*interpreter.ExecutionFrame, error) {
+	if v.frame == nil {
+		f, err := interpreter.NewExecutionFrame(v)
+		if err != nil {
+			return nil, err
+		}
+		v.frame = f
+	}
+	return v.frame, nil
+}
+
+func (v *vars) release() {
+	if v.frame != nil {
+		v.frame.Close()
+		v.frame = nil
+	}
 }
 
 func (v *vars) ResolveName(name string) (any, bool) {
@@ -141,7 +164,10 @@ func (e *Engine) eval(ctx context.Context, p *program, v *vars) (ref.Val, error)
 	if p.loops {
 		out, _, err = p.prg.ContextEval(ctx, v)
 	} else if err = ctx.Err(); err == nil {
-		out, _, err = p.prg.Eval(v)
+		var f *interpreter.ExecutionFrame
+		if f, err = v.evalFrame(); err == nil {
+			out, _, err = p.prg.Eval(f)
+		}
 	}
 	if err != nil {
 		err = fmt.Errorf("%s: %w", p.path, err)
@@ -188,6 +214,7 @@ func (e *Engine) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decis
 		defer cancel()
 	}
 	v := e.newVars(req)
+	defer v.release()
 	d := e.decide(ctx, v, req.Extension)
 	if len(e.events) > 0 {
 		d = e.emitEvents(ctx, v, req, d)
