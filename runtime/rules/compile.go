@@ -181,6 +181,8 @@ type program struct {
 	loops bool
 	// fieldReads counts the reads of request variables planned by fieldReads.
 	fieldReads int
+	// cost is the estimated worst-case cost, which bounds a loop-free evaluation's time.
+	cost uint64
 }
 
 type compiledCall struct {
@@ -531,7 +533,7 @@ func (cp *compiler) compile(env *cel.Env, path string, expr v1alpha1.Expression,
 		cp.errs.add(path, "plan: %v", err)
 		return nil
 	}
-	return &program{path: path, prg: prg, loops: hasComprehension(ast), fieldReads: fast}
+	return &program{path: path, prg: prg, loops: hasComprehension(ast), fieldReads: fast, cost: est.Max}
 }
 
 func hasComprehension(ast *cel.Ast) bool {

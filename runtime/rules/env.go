@@ -32,6 +32,9 @@ const (
 	// interruptCheckFrequency is how many comprehension iterations run between checks of the
 	// context, so a deadline stops a long evaluation promptly.
 	interruptCheckFrequency = 100
+	// deadlineCheckCost is how much estimated cost of loop-free expressions may run between
+	// checks of the deadline (vars.checkDeadline).
+	deadlineCheckCost = 10_000
 )
 
 // envKind selects the variables in scope: calls cannot see calls (they run concurrently), rules

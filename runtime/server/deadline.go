@@ -26,8 +26,7 @@ type deadlineCtx struct {
 	cancel  context.CancelFunc // set with inner, under once
 }
 
-func withTimeout(parent context.Context, timeout time.Duration) *deadlineCtx {
-	start := time.Now()
+func withTimeout(parent context.Context, start time.Time, timeout time.Duration) *deadlineCtx {
 	return &deadlineCtx{parent: parent, start: start, timeout: timeout, at: start.Add(timeout)}
 }
 

@@ -14,7 +14,7 @@ type ctxKey struct{}
 func TestDeadlineCtx(t *testing.T) {
 	parent := context.WithValue(context.Background(), ctxKey{}, "v")
 
-	d := withTimeout(parent, 30*time.Millisecond)
+	d := withTimeout(parent, time.Now(), 30*time.Millisecond)
 	if at, ok := d.Deadline(); !ok || at != d.at {
 		t.Errorf("Deadline() = %v, %v", at, ok)
 	}
@@ -36,7 +36,7 @@ func TestDeadlineCtx(t *testing.T) {
 	d.stop()
 
 	// Waiting before the deadline: Done closes when it passes.
-	d = withTimeout(parent, 20*time.Millisecond)
+	d = withTimeout(parent, time.Now(), 20*time.Millisecond)
 	start := time.Now()
 	<-d.Done()
 	if waited := time.Since(start); waited < 15*time.Millisecond || !errors.Is(d.Err(), context.DeadlineExceeded) {
@@ -47,7 +47,7 @@ func TestDeadlineCtx(t *testing.T) {
 	// The parent's cancellation shows, before and after Done is created.
 	for _, wait := range []bool{false, true} {
 		p, cancel := context.WithCancel(parent)
-		d = withTimeout(p, time.Hour)
+		d = withTimeout(p, time.Now(), time.Hour)
 		if wait {
 			d.Done()
 		}
@@ -64,7 +64,7 @@ func TestDeadlineCtx(t *testing.T) {
 	}
 
 	// stop releases what Done created: the context ends (as canceled) long before its deadline.
-	d = withTimeout(parent, time.Hour)
+	d = withTimeout(parent, time.Now(), time.Hour)
 	done := d.Done()
 	d.stop()
 	select {
@@ -76,7 +76,7 @@ func TestDeadlineCtx(t *testing.T) {
 
 // Many goroutines may ask for Done at once (an outbound call's transport, the evaluator).
 func TestDeadlineCtxConcurrentDone(t *testing.T) {
-	d := withTimeout(context.Background(), 10*time.Millisecond)
+	d := withTimeout(context.Background(), time.Now(), 10*time.Millisecond)
 	defer d.stop()
 	chans := make(chan (<-chan struct{}), 8)
 	for range 8 {

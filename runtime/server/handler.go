@@ -69,7 +69,7 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	w.Header()["X-Request-Id"] = []string{id}
 	log := &requestLog{base: s.log, id: id, step: string(cfg.step)}
 
-	o, req := s.answer(w, r, cfg, log)
+	o, req := s.answer(w, r, cfg, log, start)
 
 	elapsed := time.Since(start)
 	cfg.requestCounter(o.action, o.code).Inc()
@@ -81,8 +81,8 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	if !s.log.Enabled(r.Context(), level) {
 		return
 	}
-	line := requestLine{level: level, id: id, step: string(cfg.step), action: o.action, code: o.code,
-		latency: elapsed, rule: o.rule, reason: o.reason}
+	line := requestLine{level: level, at: start.Add(elapsed), id: id, step: string(cfg.step), action: o.action,
+		code: o.code, latency: elapsed, rule: o.rule, reason: o.reason}
 	if s.opts.LogClaims {
 		if req != nil {
 			line.claims = string(req.CanonicalJSON())
@@ -109,9 +109,11 @@ func (rl *requestLog) get() *slog.Logger {
 }
 
 // answer writes the response and reports what happened. The decoded request is returned for logging.
-func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log *requestLog) (outcome, *entra.Request) {
+// start is when the request arrived: the deadline counts from it, and authentication checks
+// validity periods at it (one clock reading for all).
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log *requestLog, start time.Time) (outcome, *entra.Request) {
 	// The deadline covers everything from here, body reading included: Entra waits 20s in total.
-	ctx := withTimeout(r.Context(), cfg.timeout)
+	ctx := withTimeout(r.Context(), start, cfg.timeout)
 	defer ctx.stop()
 
 	if r.Method != http.MethodPost {
@@ -120,7 +122,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 	}
 	// Authentication comes before anything about the body, so unauthenticated callers learn
 	// nothing about what the endpoint accepts.
-	if reason := authenticate(r, cfg.auth, s.creds.Load(), time.Now()); reason != "" {
+	if reason := authenticate(r, cfg.auth, s.creds.Load(), start); reason != "" {
 		s.metrics.authFailures.WithLabelValues(reason).Inc()
 		switch cfg.auth.mode {
 		case authBasic:

@@ -13,6 +13,7 @@ import (
 // requestLine is the log line every request ends with.
 type requestLine struct {
 	level                  slog.Level
+	at                     time.Time // when the answer was written
 	id, step, action       string
 	code                   int
 	latency                time.Duration
@@ -32,7 +33,7 @@ func (l *requestLine) log(ctx context.Context, logger *slog.Logger, w io.Writer,
 		if bp == nil {
 			bp = new([]byte)
 		}
-		*bp = l.appendJSON((*bp)[:0], time.Now())
+		*bp = l.appendJSON((*bp)[:0], l.at)
 		w.Write(*bp)
 		if cap(*bp) <= 4<<10 { // a line with claims can be large; do not keep those
 			bufs.Put(bp)
