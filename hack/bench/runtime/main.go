@@ -92,12 +92,12 @@ func mainErr() error {
 	var levels, serveBaselineAddr string
 	var writeTestdata bool
 	flag.StringVar(&levels, "levels", "1,4,16,64", "concurrency levels (connections, one request in flight each)")
-	flag.IntVar(&o.n, "n", 20000, "requests per level")
-	flag.IntVar(&o.rounds, "rounds", 4, "rounds per phase: the servers take turns, each round a share of the phase's requests (closed loop) or time (half load)")
+	flag.IntVar(&o.n, "n", 60000, "requests per level")
+	flag.IntVar(&o.rounds, "rounds", 8, "rounds per phase: the servers take turns, each round a share of the phase's requests (closed loop) or time (half load)")
 	flag.IntVar(&o.warmup, "warmup", 3000, "unmeasured requests per server before the levels")
 	flag.IntVar(&o.callPerConn, "call-n-per-conn", 400, "call variant: at most this many requests per connection per level (each waits 5 ms for the stub)")
 	flag.DurationVar(&o.maxLevelTime, "max-level-time", 20*time.Second, "time bound of one level")
-	flag.DurationVar(&o.halfTime, "half-time", 6*time.Second, "duration of the half-load phase")
+	flag.DurationVar(&o.halfTime, "half-time", 16*time.Second, "duration of the half-load phase")
 	flag.IntVar(&o.halfConns, "half-conns", 64, "connections of the half-load phase")
 	flag.DurationVar(&o.stubDelay, "stub-delay", 5*time.Millisecond, "latency of the outbound-call stub")
 	flag.StringVar(&o.runtimeBin, "runtime-bin", "", "apiconnector-runtime binary (default: go build into a temporary directory)")

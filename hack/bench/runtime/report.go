@@ -118,6 +118,23 @@ func report(o *options, vs []*variant) reportOut {
 	if !o.inProcess {
 		row("RSS < 64 MiB", fmt.Sprintf("peak %.1f MiB (with the call: %.1f MiB)", mib(subj.hwm), mib(call.hwm)), subj.hwm < targetRSS && call.hwm < targetRSS)
 	}
+	// The p99 bound is near what this machine gives any Go HTTP server at half load; how the
+	// bare baseline and the runtime without rules fare against it in the same run says whether a
+	// miss is the runtime's or the machine's.
+	var bound []string
+	for _, v := range vs {
+		if v == call {
+			continue
+		}
+		under := 0
+		for _, p := range v.half.roundP99 {
+			if p < targetHalfLoadP99 {
+				under++
+			}
+		}
+		bound = append(bound, fmt.Sprintf("%s %s (%d of %d rounds)", v.name, fmtDur(v.half.p99), under, len(v.half.roundP99)))
+	}
+	fmt.Fprintf(&b, "\nThe p99 bound for every server of this run (in parentheses: rounds whose own p99 is under it): %s.\n", strings.Join(bound, ", "))
 	if bc, sc := cpuPerReqAt(base), cpuPerReqAt(subj); bc > 0 && sc > 0 {
 		fmt.Fprintf(&b, "\nCPU per request at the highest concurrency: baseline %.0f µs, runtime %.0f µs, so one CPU serves %.0f %% of the baseline's requests with the runtime (throughput ratio as if both were CPU-bound; it is steadier than the measured ratio on a shared machine).\n",
 			bc, sc, 100*bc/sc)
