@@ -179,8 +179,9 @@ type program struct {
 	// can run long, and interrupting them through ContextEval costs a context per evaluation,
 	// so loop-free expressions use Eval.
 	loops bool
-	// fieldReads counts the reads of request variables planned by fieldReads.
-	fieldReads int
+	// fieldReads counts the reads of request variables planned by fieldReads, fastCalls the
+	// calls planned by fastCalls.
+	fieldReads, fastCalls int
 	// cost is the estimated worst-case cost, which bounds a loop-free evaluation's time.
 	cost uint64
 }
@@ -520,20 +521,20 @@ func (cp *compiler) compile(env *cel.Env, path string, expr v1alpha1.Expression,
 	// where it can matter: an expression estimated below UntrackedCostCeiling has no nested
 	// loops over lists, and its actual cost grows at most linearly with the request size (which
 	// the server bounds). Loops are still interrupted by the request's deadline.
-	fast := 0
+	fast, calls := 0, 0
 	if cp.opts.AlwaysTrackCost || est.Max > UntrackedCostCeiling {
 		popts = append(popts, cel.CostLimit(cp.opts.CostLimit))
 	} else {
 		var dec cel.ProgramOption
 		dec, fast = fieldReads(ast)
-		popts = append(popts, dec)
+		popts = append(popts, dec, fastCalls(&calls))
 	}
 	prg, err := env.Program(ast, popts...)
 	if err != nil {
 		cp.errs.add(path, "plan: %v", err)
 		return nil
 	}
-	return &program{path: path, prg: prg, loops: hasComprehension(ast), fieldReads: fast, cost: est.Max}
+	return &program{path: path, prg: prg, loops: hasComprehension(ast), fieldReads: fast, fastCalls: calls, cost: est.Max}
 }
 
 func hasComprehension(ast *cel.Ast) bool {

@@ -31,49 +31,17 @@ func fastStrings() cel.EnvOption {
 		if !e.HasLibrary("cel.lib.ext.strings") {
 			return nil, errors.New("fastStrings must follow ext.Strings()")
 		}
-		str, i64 := cel.StringType, cel.IntType
-		opts := []cel.EnvOption{
-			cel.Function("lowerAscii", cel.MemberOverload("string_lower_ascii", []*cel.Type{str}, str,
-				cel.UnaryBinding(func(s ref.Val) ref.Val {
-					return stringVal(s, lowerASCII(string(s.(types.String))), nil)
-				}))),
-			cel.Function("upperAscii", cel.MemberOverload("string_upper_ascii", []*cel.Type{str}, str,
-				cel.UnaryBinding(func(s ref.Val) ref.Val {
-					return stringVal(s, upperASCII(string(s.(types.String))), nil)
-				}))),
-			cel.Function("trim", cel.MemberOverload("string_trim", []*cel.Type{str}, str,
-				cel.UnaryBinding(func(s ref.Val) ref.Val {
-					return stringVal(s, strings.TrimSpace(string(s.(types.String))), nil)
-				}))),
-			cel.Function("substring",
-				cel.MemberOverload("string_substring_int", []*cel.Type{str, i64}, str,
-					cel.BinaryBinding(func(s, start ref.Val) ref.Val {
-						out, err := substr(string(s.(types.String)), int64(start.(types.Int)))
-						return stringVal(s, out, err)
-					})),
-				cel.MemberOverload("string_substring_int_int", []*cel.Type{str, i64, i64}, str,
-					cel.FunctionBinding(func(args ...ref.Val) ref.Val {
-						out, err := substrRange(string(args[0].(types.String)), int64(args[1].(types.Int)), int64(args[2].(types.Int)))
-						return stringVal(args[0], out, err)
-					}))),
-			cel.Function("indexOf",
-				cel.MemberOverload("string_index_of_string", []*cel.Type{str, str}, i64,
-					cel.BinaryBinding(func(s, sub ref.Val) ref.Val {
-						return intVal(indexOfOffset(string(s.(types.String)), string(sub.(types.String)), 0))
-					})),
-				cel.MemberOverload("string_index_of_string_int", []*cel.Type{str, str, i64}, i64,
-					cel.FunctionBinding(func(args ...ref.Val) ref.Val {
-						return intVal(indexOfOffset(string(args[0].(types.String)), string(args[1].(types.String)), int64(args[2].(types.Int))))
-					}))),
-			cel.Function("lastIndexOf",
-				cel.MemberOverload("string_last_index_of_string", []*cel.Type{str, str}, i64,
-					cel.BinaryBinding(func(s, sub ref.Val) ref.Val {
-						return intVal(lastIndexOf(string(s.(types.String)), string(sub.(types.String))))
-					})),
-				cel.MemberOverload("string_last_index_of_string_int", []*cel.Type{str, str, i64}, i64,
-					cel.FunctionBinding(func(args ...ref.Val) ref.Val {
-						return intVal(lastIndexOfOffset(string(args[0].(types.String)), string(args[1].(types.String)), int64(args[2].(types.Int))))
-					}))),
+		var opts []cel.EnvOption
+		for _, f := range fastStringFunctions {
+			var overloads []cel.FunctionOpt
+			for _, o := range f.overloads {
+				argTypes := make([]*cel.Type, len(o.args))
+				for i, k := range o.args {
+					argTypes[i] = k.celType()
+				}
+				overloads = append(overloads, cel.MemberOverload(o.id, argTypes, o.result.celType(), o.binding()))
+			}
+			opts = append(opts, cel.Function(f.name, overloads...))
 		}
 		var err error
 		for _, opt := range opts {
@@ -83,6 +51,52 @@ func fastStrings() cel.EnvOption {
 		}
 		return e, nil
 	}
+}
+
+// fastStringFunctions are the overloads fastStrings re-binds. The fast call path
+// (fastcall.go) calls the same implementations without cel-go's type guard.
+var fastStringFunctions = []struct {
+	name      string
+	overloads []fastOverload
+}{
+	{"lowerAscii", []fastOverload{{id: "string_lower_ascii", args: []argKind{argString}, result: argString,
+		unary: func(s ref.Val) ref.Val { return stringVal(s, lowerASCII(string(s.(types.String))), nil) }}}},
+	{"upperAscii", []fastOverload{{id: "string_upper_ascii", args: []argKind{argString}, result: argString,
+		unary: func(s ref.Val) ref.Val { return stringVal(s, upperASCII(string(s.(types.String))), nil) }}}},
+	{"trim", []fastOverload{{id: "string_trim", args: []argKind{argString}, result: argString,
+		unary: func(s ref.Val) ref.Val { return stringVal(s, strings.TrimSpace(string(s.(types.String))), nil) }}}},
+	{"substring", []fastOverload{
+		{id: "string_substring_int", args: []argKind{argString, argInt}, result: argString,
+			binary: func(s, start ref.Val) ref.Val {
+				out, err := substr(string(s.(types.String)), int64(start.(types.Int)))
+				return stringVal(s, out, err)
+			}},
+		{id: "string_substring_int_int", args: []argKind{argString, argInt, argInt}, result: argString,
+			ternary: func(s, start, end ref.Val) ref.Val {
+				out, err := substrRange(string(s.(types.String)), int64(start.(types.Int)), int64(end.(types.Int)))
+				return stringVal(s, out, err)
+			}},
+	}},
+	{"indexOf", []fastOverload{
+		{id: "string_index_of_string", args: []argKind{argString, argString}, result: argInt,
+			binary: func(s, sub ref.Val) ref.Val {
+				return intVal(indexOfOffset(string(s.(types.String)), string(sub.(types.String)), 0))
+			}},
+		{id: "string_index_of_string_int", args: []argKind{argString, argString, argInt}, result: argInt,
+			ternary: func(s, sub, off ref.Val) ref.Val {
+				return intVal(indexOfOffset(string(s.(types.String)), string(sub.(types.String)), int64(off.(types.Int))))
+			}},
+	}},
+	{"lastIndexOf", []fastOverload{
+		{id: "string_last_index_of_string", args: []argKind{argString, argString}, result: argInt,
+			binary: func(s, sub ref.Val) ref.Val {
+				return intVal(lastIndexOf(string(s.(types.String)), string(sub.(types.String))))
+			}},
+		{id: "string_last_index_of_string_int", args: []argKind{argString, argString, argInt}, result: argInt,
+			ternary: func(s, sub, off ref.Val) ref.Val {
+				return intVal(lastIndexOfOffset(string(s.(types.String)), string(sub.(types.String)), int64(off.(types.Int))))
+			}},
+	}},
 }
 
 // stringVal is ext's stringOrError, except that it answers in itself when out is the same
