@@ -1,12 +1,10 @@
 package rules
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
 	"github.com/google/cel-go/cel"
-	"github.com/google/cel-go/common/types"
 
 	"github.com/apiconnector/operator/runtime/entra"
 )
@@ -71,52 +69,10 @@ func TestFastCallsMatchCEL(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range cases {
-		ast, iss := env.Compile(c.expr)
-		if iss.Err() != nil {
-			t.Fatalf("%s: %v", c.expr, iss.Err())
-		}
-		plain, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize))
-		if err != nil {
-			t.Fatal(err)
-		}
 		n := 0
-		fast, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize), fastCalls(&n))
-		if err != nil {
-			t.Fatalf("%s: plan: %v", c.expr, err)
-		}
+		comparePlans(t, env, c.expr, true, func() *vars { return eng.newVars(req) }, func(*cel.Ast) cel.ProgramOption { return fastCalls(&n) })
 		if n != c.calls {
 			t.Errorf("%s: %d calls replaced, want %d", c.expr, n, c.calls)
 		}
-		want := answerAt(plain, eng.newVars(req))
-		if got := answerAt(fast, eng.newVars(req)); got != want {
-			t.Errorf("%s = %s, want %s", c.expr, got, want)
-		}
-	}
-}
-
-// answerAt is answer, and for an error the expression it is reported at.
-func answerAt(prg cel.Program, v *vars) string {
-	out, _, _ := prg.Eval(v)
-	if err, ok := out.(*types.Err); ok {
-		return fmt.Sprintf("%s at node %d", answer(prg, v), err.NodeID())
-	}
-	return answer(prg, v)
-}
-
-// The compiled connector's expressions use the fast calls unless their cost is tracked.
-func TestCompileUsesFastCallsUnlessCostIsTracked(t *testing.T) {
-	spec := `  step: PostAttributeCollection
-  rules:
-  - {name: r, when: "claims.email.lowerAscii().substring(1) == 'x'", block: {message: m}}
-`
-	if n := compileForTest(t, spec).rules[0].when.fastCalls; n != 2 {
-		t.Errorf("%d calls planned, want 2", n)
-	}
-	tracked, err := Compile(parseForTest(t, spec), Options{AlwaysTrackCost: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := tracked.rules[0].when.fastCalls; n != 0 {
-		t.Errorf("with cost tracking %d calls planned, want 0", n)
 	}
 }
