@@ -100,7 +100,8 @@ var fastStringFunctions = []struct {
 }
 
 // stringVal is ext's stringOrError, except that it answers in itself when out is the same
-// string, saving the allocation of a new value.
+// string, and a shared value for one ASCII character (capitalising a name takes its first),
+// saving the allocation of a new value.
 func stringVal(in ref.Val, out string, err error) ref.Val {
 	if err != nil {
 		return types.NewErrFromString(err.Error())
@@ -108,8 +109,29 @@ func stringVal(in ref.Val, out string, err error) ref.Val {
 	if out == string(in.(types.String)) {
 		return in
 	}
+	if len(out) == 1 && out[0] < utf8.RuneSelf {
+		return asciiVals[out[0]]
+	}
 	return types.String(out)
 }
+
+// asciiChars holds every ASCII character, so a one-character string can be a slice of it, and
+// asciiVals their CEL values. Never written after init.
+var (
+	asciiChars = func() string {
+		b := make([]byte, utf8.RuneSelf)
+		for i := range b {
+			b[i] = byte(i)
+		}
+		return string(b)
+	}()
+	asciiVals = func() (vals [utf8.RuneSelf]ref.Val) {
+		for i := range vals {
+			vals[i] = types.String(asciiChars[i : i+1])
+		}
+		return vals
+	}()
+)
 
 // intVal is ext's intOrError, except that "not found" does not allocate.
 func intVal(i int64, err error) ref.Val {
@@ -285,6 +307,10 @@ func flipASCIICase(str string, lo, hi byte) string {
 	}
 	if i == len(str) {
 		return str
+	}
+	if len(str) == 1 {
+		c := str[0] ^ ('a' - 'A')
+		return asciiChars[c : c+1]
 	}
 	var b strings.Builder
 	b.Grow(len(str))

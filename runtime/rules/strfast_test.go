@@ -94,7 +94,7 @@ func compareStrings(t testing.TB, extPrgs, fastPrgs []cel.Program, s, sub string
 // fastStringCases are the strings and needles of the table test and the fuzz seed corpus.
 func fastStringCases() (strs, needles []string) {
 	strs = []string{
-		"", "a", "A", "tacocat", "TacoCat", "hello mellow", "John.Smith@Fabrikam.Example",
+		"", "a", "A", "z", "Z", "~", "tacocat", "TacoCat", "hello mellow", "John.Smith@Fabrikam.Example",
 		"@", "a@b@c", "  padded  ", "ÄÖü", "TacoCÆt Xii", "İstanbul", "ǅ", "ﬃ", "K", // Kelvin sign
 		"x😀y😀", "😀", "\xff", "a\xffB", "\xe2\x82", "Z\xed\xa0\x80z", "\u00c0\xc0", "\x00A\x7f",
 		" \t\r\n", "\u00a0nbsp\u00a0", "\u2003em space\u3000", "\x85next line\x85", "\vtab\f",
