@@ -14,8 +14,8 @@ import (
 // those call nodes with nodes that test each argument's Go type and call the implementation.
 //
 // A replaced node answers as cel-go's node does: like it, it evaluates the arguments in order
-// and answers the first error without evaluating the rest (the functions are strict); any other
-// argument of another type (the guard's "no such overload", unknowns) goes to cel-go's node,
+// and answers the first error without evaluating the rest (the functions are strict); an
+// argument of any other type (the guard's "no such overload", unknowns) goes to cel-go's node,
 // which evaluates the arguments again: at most twice the work, and only once per failing call,
 // since what it answers is an error that the calls around it pass on. TestFastCallsMatchCEL
 // compares both plans. Programs whose cost is tracked keep cel-go's plan.
