@@ -91,11 +91,12 @@ func fastCalls(n *int) cel.ProgramOption {
 			return i, nil
 		}
 		o := fastOverloads[call.OverloadID()]
-		if o == nil || len(call.Args()) != len(o.args) {
+		args := call.Args()
+		if o == nil || len(args) != len(o.args) {
 			return i, nil
 		}
 		*n++
-		return &fastCallNode{InterpretableCall: call, args: call.Args(), o: o}, nil
+		return &fastCallNode{InterpretableCall: call, args: args, o: o}, nil
 	})
 }
 

@@ -117,34 +117,25 @@ func comparePlans(t *testing.T, env *cel.Env, expr string, atNode bool, newVars 
 	if err != nil {
 		t.Fatalf("%s: plan: %v", expr, err)
 	}
-	answerOf := answer
-	if atNode {
-		answerOf = answerAt
-	}
-	want := answerOf(plain, newVars())
+	want := answer(plain, newVars(), atNode)
 	v := newVars()
 	for range 2 {
-		if got := answerOf(fast, v); got != want {
+		if got := answer(fast, v, atNode); got != want {
 			t.Errorf("%s = %s, want %s", expr, got, want)
 		}
 	}
 }
 
-// answerAt is answer, and for an error the expression it is reported at.
-func answerAt(prg cel.Program, v *vars) string {
-	out, _, _ := prg.Eval(v)
-	if err, ok := out.(*types.Err); ok {
-		return fmt.Sprintf("%s at node %d", answer(prg, v), err.NodeID())
-	}
-	return answer(prg, v)
-}
-
-func answer(prg cel.Program, v *vars) string {
+// answer is what prg evaluates to on v, and with atNode for an error the node it is reported at.
+func answer(prg cel.Program, v *vars, atNode bool) string {
 	out, _, err := prg.Eval(v)
-	if err != nil {
-		return "error: " + err.Error()
+	if err == nil {
+		return fmt.Sprintf("%v %v", out.Type(), valueString(out))
 	}
-	return fmt.Sprintf("%v %v", out.Type(), valueString(out))
+	if e, ok := out.(*types.Err); ok && atNode {
+		return fmt.Sprintf("error: %v at node %d", err, e.NodeID())
+	}
+	return "error: " + err.Error()
 }
 
 func valueString(v ref.Val) string {
