@@ -490,7 +490,9 @@ func (cp *compiler) compile(env *cel.Env, path string, expr v1alpha1.Expression,
 		cp.errs.add(path, "expression is longer than %d characters", maxExpressionLength)
 		return nil
 	}
+	parserTables.RLock()
 	ast, iss := env.Compile(string(expr))
+	parserTables.RUnlock()
 	if iss.Err() != nil {
 		for _, e := range iss.Errors() {
 			cp.errs.add(path, "%d:%d: %s", e.Location.Line(), e.Location.Column()+1, e.Message)

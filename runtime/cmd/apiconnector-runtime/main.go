@@ -249,6 +249,9 @@ func loader(opts rules.Options) server.LoadFunc {
 		conn := b.Connectors[0]
 		opts.ResolveList = b.ListResolver(conn.Namespace)
 		eng, err := rules.Compile(conn, opts)
+		// The runtime parses CEL only here, at start and on reload; kept, the parser's tables
+		// would be marked by every garbage collection in between.
+		rules.ReleaseParser()
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
