@@ -51,14 +51,11 @@ Run "apiconnector-runtime help COMMAND" for a command's flags.
 `
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == "serve" && os.Getenv("GOGC") == "" {
-		// Requests allocate briefly and the live heap is small (~3 MiB): collecting at 200 %
-		// growth instead of 100 % gave up to 11 % more throughput on one CPU, for a higher p99
-		// at half load and ~6 MiB more RSS; 300 and above gained no more throughput
-		// (hack/bench/results/runtime.md). The pod's GOMEMLIMIT (its memory limit, set by the
-		// controller) makes the collector stricter before memory runs out.
-		debug.SetGCPercent(200)
-	}
+	// The collector keeps Go's default (GOGC=100). 200 gave a few per cent more throughput on
+	// one CPU, but a p99 at half load higher in 13 of 16 paired runs (likely: the larger heap
+	// takes longer to sweep after each cycle, and on one CPU the sweeper keeps the scheduler
+	// from polling the network meanwhile; hack/bench/results/runtime.md). The pod's GOMEMLIMIT (its
+	// memory limit, set by the controller) makes the collector stricter before memory runs out.
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
