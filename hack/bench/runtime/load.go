@@ -156,6 +156,7 @@ type result struct {
 	// generator (which shares the machine) to send it
 	sendP50, sendP99 time.Duration
 	serverCPU        time.Duration     // CPU time of the server process during the phase (0 if unknown)
+	serverSwitches   int64             // context switches of the server's threads during the phase (-1 if unknown)
 	genCPU           time.Duration     // CPU time of this process during the phase
 	roundP99         []time.Duration   // p99 of each round, for a merged phase
 	latencies        [][]time.Duration // per connection, for merging rounds
@@ -175,6 +176,11 @@ func merge(rounds []*result) *result {
 		m.elapsed += r.elapsed
 		m.timedOut = m.timedOut || r.timedOut
 		m.serverCPU += r.serverCPU
+		if r.serverSwitches < 0 || m.serverSwitches < 0 {
+			m.serverSwitches = -1
+		} else {
+			m.serverSwitches += r.serverSwitches
+		}
 		m.genCPU += r.genCPU
 		m.latencies = append(m.latencies, r.latencies...)
 		m.sendLatencies = append(m.sendLatencies, r.sendLatencies...)

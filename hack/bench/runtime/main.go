@@ -434,7 +434,7 @@ func bench(o *options) (err error) {
 					i = len(variants) - 1 - k
 				}
 				v := variants[i]
-				cpu0 := procCPU(v.proc.pid())
+				cpu0, sw0 := procCPU(v.proc.pid()), procSwitches(v.proc.pid())
 				var r *result
 				if o.inProcess { // the server shares this process's collector
 					r = phase(v, round)
@@ -442,6 +442,10 @@ func bench(o *options) (err error) {
 					r = withoutGC(func() *result { return phase(v, round) })
 				}
 				r.serverCPU = procCPU(v.proc.pid()) - cpu0
+				r.serverSwitches = -1
+				if sw1 := procSwitches(v.proc.pid()); sw0 >= 0 && sw1 >= 0 {
+					r.serverSwitches = sw1 - sw0
+				}
 				rounds[i] = append(rounds[i], r)
 			}
 		}

@@ -120,11 +120,17 @@ func TestMergeRounds(t *testing.T) {
 		}
 		return out
 	}
-	a := &result{conc: 2, requests: 4, p99: 4 * time.Millisecond, elapsed: time.Second, serverCPU: 10 * time.Millisecond, latencies: [][]time.Duration{ms(1, 2), ms(3, 4)}}
-	b := &result{conc: 2, requests: 3, p99: 100 * time.Millisecond, errors: 1, firstError: "boom", elapsed: 2 * time.Second, serverCPU: 5 * time.Millisecond, latencies: [][]time.Duration{ms(100), ms(5, 6)}}
+	a := &result{conc: 2, requests: 4, p99: 4 * time.Millisecond, elapsed: time.Second, serverCPU: 10 * time.Millisecond, serverSwitches: 6, latencies: [][]time.Duration{ms(1, 2), ms(3, 4)}}
+	b := &result{conc: 2, requests: 3, p99: 100 * time.Millisecond, errors: 1, firstError: "boom", elapsed: 2 * time.Second, serverCPU: 5 * time.Millisecond, serverSwitches: 1, latencies: [][]time.Duration{ms(100), ms(5, 6)}}
 	m := merge([]*result{a, b})
-	if m.requests != 7 || m.errors != 1 || m.firstError != "boom" || m.elapsed != 3*time.Second || m.serverCPU != 15*time.Millisecond {
+	if m.requests != 7 || m.errors != 1 || m.firstError != "boom" || m.elapsed != 3*time.Second || m.serverCPU != 15*time.Millisecond || m.serverSwitches != 7 {
 		t.Errorf("merged counts: %+v", m)
+	}
+	if got := switchesPerReq(m); got != "1.00" {
+		t.Errorf("switches per request = %q, want 7 / 7", got)
+	}
+	if m := merge([]*result{a, {requests: 1, serverSwitches: -1}}); switchesPerReq(m) != "–" {
+		t.Errorf("a round without a count: switches per request = %q, want unknown", switchesPerReq(m))
 	}
 	if got := m.rps(); got < 2.33 || got > 2.34 {
 		t.Errorf("rps = %v, want 7 requests / 3 s", got)
@@ -134,6 +140,21 @@ func TestMergeRounds(t *testing.T) {
 	}
 	if got := fmtRounds(m.roundP99); got != "4.00ms 100.0ms" {
 		t.Errorf("rounds' p99 = %q, want both rounds' own", got)
+	}
+}
+
+// The context switches of a process's threads are counted: sleeping switches a thread out.
+func TestProcSwitches(t *testing.T) {
+	before := procSwitches(os.Getpid())
+	for range 5 {
+		time.Sleep(time.Millisecond)
+	}
+	after := procSwitches(os.Getpid())
+	if before < 0 || after < before+5 {
+		t.Errorf("switches before and after 5 sleeps: %d, %d; want at least 5 more", before, after)
+	}
+	if got := procSwitches(0); got != -1 {
+		t.Errorf("procSwitches(0) = %d, want -1 (unknown)", got)
 	}
 }
 

@@ -150,6 +150,33 @@ func procCPU(pid int) time.Duration {
 	return time.Duration(ut+st) * time.Second / clkTck
 }
 
+// procSwitches is how often the threads of pid have been switched out so far (voluntary and
+// involuntary, from /proc/<pid>/task/*/status), or -1 when unknown. Threads that exited are not
+// counted: Go keeps its threads, so between two readings in a phase nothing is lost.
+func procSwitches(pid int) int64 {
+	if pid == 0 {
+		return -1
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return -1
+	}
+	var n int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited meanwhile
+		}
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
+				c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				n += c
+			}
+		}
+	}
+	return n
+}
+
 // procStatus returns the fields of /proc/<pid>/status.
 func procStatus(pid int) (map[string]string, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))

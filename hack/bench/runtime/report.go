@@ -44,8 +44,8 @@ func report(o *options, vs []*variant) reportOut {
 
 	fmt.Fprintf(&b, "\n### Closed loop: fixed concurrency, %d requests per level (call variant: at most %d per connection)\n\n", o.n, o.callPerConn)
 	fmt.Fprintf(&b, "Each level runs in %d rounds in which the servers take turns (the order reversed every other round); a row is its server's rounds together.\n\n", o.rounds)
-	b.WriteString("| server | concurrency | requests | errors | req/s | p50 | p90 | p99 | max | req/s vs baseline | server CPU per request | server CPU use | generator CPU use |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| server | concurrency | requests | errors | req/s | p50 | p90 | p99 | max | req/s vs baseline | server CPU per request | server context switches per request | server CPU use | generator CPU use |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for i := range o.levels {
 		for _, v := range vs {
 			r := v.levels[i]
@@ -53,19 +53,19 @@ func report(o *options, vs []*variant) reportOut {
 			if v == base {
 				ratio = "100 %"
 			}
-			fmt.Fprintf(&b, "| %s | %d | %d%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, r.conc, r.requests, timedOut(r), r.errors,
-				r.rps(), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99), fmtDur(r.max), ratio, cpuPerReq(r), cpuUse(r), genUse(r))
+			fmt.Fprintf(&b, "| %s | %d | %d%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, r.conc, r.requests, timedOut(r), r.errors,
+				r.rps(), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99), fmtDur(r.max), ratio, cpuPerReq(r), switchesPerReq(r), cpuUse(r), genUse(r))
 		}
 	}
 
 	b.WriteString("\n### Half load: open loop at 50 % of the server's own maximum req/s\n\n")
 	fmt.Fprintf(&b, "%d connections, %s in %d rounds like the levels above; requests are released at their due times by a periodic timerfd, and latency counts from when a request was due (a server falling behind is charged the queueing).\n\n", o.halfConns, o.halfTime, o.rounds)
-	b.WriteString("| server | offered req/s | requests | errors | achieved req/s | p50 | p90 | p99 | max | p50 from send | p99 from send | server CPU per request | server CPU use | generator CPU use |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| server | offered req/s | requests | errors | achieved req/s | p50 | p90 | p99 | max | p50 from send | p99 from send | server CPU per request | server context switches per request | server CPU use | generator CPU use |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, v := range vs {
 		r := v.half
-		fmt.Fprintf(&b, "| %s | %.0f | %d%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, r.rate, r.requests, timedOut(r), r.errors,
-			r.rps(), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99), fmtDur(r.max), fmtDur(r.sendP50), fmtDur(r.sendP99), cpuPerReq(r), cpuUse(r), genUse(r))
+		fmt.Fprintf(&b, "| %s | %.0f | %d%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, r.rate, r.requests, timedOut(r), r.errors,
+			r.rps(), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99), fmtDur(r.max), fmtDur(r.sendP50), fmtDur(r.sendP99), cpuPerReq(r), switchesPerReq(r), cpuUse(r), genUse(r))
 	}
 	b.WriteString("\np99 of each round, lowest to highest (the spread is the machine's; the p99 above is that of all rounds' requests together):\n\n")
 	for _, v := range vs {
@@ -176,6 +176,16 @@ func cpuPerReq(r *result) string {
 		return "–"
 	}
 	return fmt.Sprintf("%.0f µs", float64(r.serverCPU.Microseconds())/float64(r.requests))
+}
+
+// switchesPerReq is how often the server's threads were switched out per request: at
+// saturation a request rarely puts the server to sleep; at half load most do, and waking it
+// costs CPU (hack/bench/results/runtime.md, "Where the half-load CPU goes").
+func switchesPerReq(r *result) string {
+	if r.serverSwitches < 0 || r.requests == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.2f", float64(r.serverSwitches)/float64(r.requests))
 }
 
 func cpuUse(r *result) string {
