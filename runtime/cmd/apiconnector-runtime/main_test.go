@@ -181,6 +181,79 @@ func TestServe(t *testing.T) {
 	}
 }
 
+// serve drops the CEL parser's tables after every load; a reload builds them again, and a
+// rule that does not parse is refused while the connector loaded before keeps serving.
+func TestServeReloadsAfterReleasingTheParser(t *testing.T) {
+	dir := t.TempDir()
+	sample, err := os.ReadFile(filepath.Join(samples, "input-validation.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	connector := filepath.Join(dir, "connector.yaml")
+	write := func(content string) {
+		t.Helper()
+		// Rename, as a ConfigMap volume swaps its files, so the watcher never reads half a file.
+		if err := os.WriteFile(connector+".new", []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(connector+".new", connector); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(string(sample))
+	secrets := t.TempDir()
+	os.WriteFile(filepath.Join(secrets, "username"), []byte("entra\n"), 0o600)
+	os.WriteFile(filepath.Join(secrets, "password"), []byte("pw"), 0o600)
+	addr, ops := freePort(t), freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errOut syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--connector", connector, "--secrets-dir", secrets, "--listen", addr,
+			"--ops-listen", ops, "--shutdown-delay", "0s", "--poll-interval", "20ms", "--log-batch", "0"}, &out, &errOut)
+	}()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	waitReadyz(t, ops, &out, &errOut)
+	action := func(email string) string {
+		t.Helper()
+		_, body := postAsEntra(t, "http://"+addr+"/validate", `{"email":"x@`+email+`"}`)
+		var answer struct{ Action string }
+		json.Unmarshal(body, &answer)
+		return answer.Action
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 10s\n%s%s", what, out.String(), errOut.String())
+			}
+		}
+	}
+	if got := action("newspam.example"); got != "Continue" {
+		t.Fatalf("before the reload: %s, want Continue", got)
+	}
+
+	write(strings.Replace(string(sample), "- mailinator.com", "- newspam.example", 1))
+	waitFor("the reloaded deny list", func() bool { return action("newspam.example") == "ShowBlockPage" })
+	if got := action("mailinator.com"); got != "Continue" {
+		t.Errorf("mailinator.com after the reload: %s, want Continue (no longer listed)", got)
+	}
+
+	broken := strings.Replace(string(sample), "- mailinator.com", "- other.example", 1)
+	broken = strings.Replace(broken, "in lists.disposableDomains", "in lists.disposableDomains &&", 1)
+	if broken == strings.Replace(string(sample), "- mailinator.com", "- other.example", 1) {
+		t.Fatal("the sample no longer has the rule this test breaks")
+	}
+	write(broken)
+	waitFor("the refused reload", func() bool { return strings.Contains(out.String(), "connector reload refused") })
+	if got := action("newspam.example"); got != "ShowBlockPage" {
+		t.Errorf("after a refused reload: %s, want ShowBlockPage from the connector loaded before", got)
+	}
+}
+
 // eval understands the custom authentication extension envelope at the On... steps.
 func TestEvalExtensionEnvelope(t *testing.T) {
 	golden := filepath.Join("..", "..", "entra", "testdata", "golden", "extensions")
