@@ -138,35 +138,17 @@ func postAsEntra(t *testing.T, url, body string) (int, []byte) {
 }
 
 func TestServe(t *testing.T) {
-	secrets := t.TempDir()
-	os.WriteFile(filepath.Join(secrets, "username"), []byte("entra\n"), 0o600)
-	os.WriteFile(filepath.Join(secrets, "password"), []byte("pw"), 0o600)
-	addr, ops := freePort(t), freePort(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--connector", filepath.Join(samples, "input-validation.yaml"),
-			"--secrets-dir", secrets, "--listen", addr, "--ops-listen", ops, "--shutdown-delay", "0s"}, &out, &errOut)
-	}()
-	defer cancel()
-	waitReadyz(t, ops, &out, &errOut)
-	code, body := postAsEntra(t, "http://"+addr+"/validate", `{"email":"x@mailinator.com"}`)
+	s := startServe(t, "--connector", filepath.Join(samples, "input-validation.yaml"), "--secrets-dir", basicSecrets(t))
+	code, body := postAsEntra(t, "http://"+s.addr+"/validate", `{"email":"x@mailinator.com"}`)
 	if code != 200 || !strings.Contains(string(body), `"action":"ShowBlockPage"`) {
 		t.Errorf("answer %d %s", code, body)
 	}
-	cancel()
-	select {
-	case code := <-done:
-		if code != 0 {
-			t.Errorf("serve exited %d\n%s%s", code, out.String(), errOut.String())
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("serve did not stop")
+	if code := s.stop(); code != 0 {
+		t.Errorf("serve exited %d\n%s%s", code, s.out.String(), s.errOut.String())
 	}
 	// The request line, written without slog when batched (the default), is a JSON log line.
 	var line map[string]any
-	for l := range strings.Lines(out.String()) {
+	for l := range strings.Lines(s.out.String()) {
 		if strings.Contains(l, `"msg":"request"`) {
 			if err := json.Unmarshal([]byte(l), &line); err != nil {
 				t.Fatalf("request line is not JSON: %v\n%s", err, l)
@@ -174,7 +156,7 @@ func TestServe(t *testing.T) {
 		}
 	}
 	if line == nil {
-		t.Fatalf("no JSON request log:\n%s", out.String())
+		t.Fatalf("no JSON request log:\n%s", s.out.String())
 	}
 	if _, ok := line["latency_ms"].(float64); !ok || line["level"] != "INFO" || line["action"] != "ShowBlockPage" || line["code"] != 200.0 || line["rule"] == nil || line["time"] == nil {
 		t.Errorf("request line: %v", line)
@@ -201,25 +183,10 @@ func TestServeReloadsAfterReleasingTheParser(t *testing.T) {
 		}
 	}
 	write(string(sample))
-	secrets := t.TempDir()
-	os.WriteFile(filepath.Join(secrets, "username"), []byte("entra\n"), 0o600)
-	os.WriteFile(filepath.Join(secrets, "password"), []byte("pw"), 0o600)
-	addr, ops := freePort(t), freePort(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--connector", connector, "--secrets-dir", secrets, "--listen", addr,
-			"--ops-listen", ops, "--shutdown-delay", "0s", "--poll-interval", "20ms", "--log-batch", "0"}, &out, &errOut)
-	}()
-	defer func() {
-		cancel()
-		<-done
-	}()
-	waitReadyz(t, ops, &out, &errOut)
+	s := startServe(t, "--connector", connector, "--secrets-dir", basicSecrets(t), "--poll-interval", "20ms", "--log-batch", "0")
 	action := func(email string) string {
 		t.Helper()
-		_, body := postAsEntra(t, "http://"+addr+"/validate", `{"email":"x@`+email+`"}`)
+		_, body := postAsEntra(t, "http://"+s.addr+"/validate", `{"email":"x@`+email+`"}`)
 		var answer struct{ Action string }
 		json.Unmarshal(body, &answer)
 		return answer.Action
@@ -228,7 +195,7 @@ func TestServeReloadsAfterReleasingTheParser(t *testing.T) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within 10s\n%s%s", what, out.String(), errOut.String())
+				t.Fatalf("%s: not within 10s\n%s%s", what, s.out.String(), s.errOut.String())
 			}
 		}
 	}
@@ -248,7 +215,7 @@ func TestServeReloadsAfterReleasingTheParser(t *testing.T) {
 		t.Fatal("the sample no longer has the rule this test breaks")
 	}
 	write(broken)
-	waitFor("the refused reload", func() bool { return strings.Contains(out.String(), "connector reload refused") })
+	waitFor("the refused reload", func() bool { return strings.Contains(s.out.String(), "connector reload refused") })
 	if got := action("newspam.example"); got != "ShowBlockPage" {
 		t.Errorf("after a refused reload: %s, want ShowBlockPage from the connector loaded before", got)
 	}

@@ -161,35 +161,15 @@ func serveCases(t *testing.T, bundle *connfile.Bundle, conn *v1alpha1.APIConnect
 	}
 	connector := filepath.Join(dir, "connector.yaml")
 	os.WriteFile(connector, []byte(strings.Join(docs, "---\n")), 0o600)
-	secrets := filepath.Join(dir, "secrets")
-	os.MkdirAll(secrets, 0o700)
-	os.WriteFile(filepath.Join(secrets, "username"), []byte("entra"), 0o600)
-	os.WriteFile(filepath.Join(secrets, "password"), []byte("pw"), 0o600)
-
-	addr, ops := freePort(t), freePort(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncBuffer
-	done := make(chan int, 1)
-	go func() {
-		done <- run(ctx, []string{"serve", "--connector", connector, "--secrets-dir", secrets,
-			"--outbound-secrets-dir", filepath.Join(dir, "outbound"),
-			"--listen", addr, "--ops-listen", ops, "--shutdown-delay", "0s"}, &out, &errOut)
-	}()
-	defer func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("serve did not stop")
-		}
-	}()
-	waitReadyz(t, ops, &out, &errOut)
+	s := startServe(t, "--connector", connector, "--secrets-dir", basicSecrets(t),
+		"--outbound-secrets-dir", filepath.Join(dir, "outbound"))
+	defer s.stop() // before the call and event sinks close: events still queued are delivered on stop
 
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
 			w.reset(c.Calls)
 			body, _ := json.Marshal(c.Claims)
-			code, raw := postAsEntra(t, "http://"+addr+"/", string(body))
+			code, raw := postAsEntra(t, "http://"+s.addr+"/", string(body))
 			var answer map[string]any
 			if err := json.Unmarshal(raw, &answer); err != nil {
 				t.Fatalf("answer is not JSON: %d %s", code, raw)
@@ -235,6 +215,54 @@ func checkAnswer(t *testing.T, want rulestest.Expect, code int, answer map[strin
 			t.Errorf("returned claims = %v, want %v", got, want.Claims)
 		}
 	}
+}
+
+// served is a serve command running in this process.
+type served struct {
+	addr, ops   string
+	out, errOut *syncBuffer
+	stop        func() int // cancels it and returns its exit code (-1: it did not stop)
+}
+
+// startServe runs serve with args, loopback endpoint and ops addresses and no shutdown delay,
+// and waits until it is ready. It is stopped at the end of the test if not before.
+func startServe(t *testing.T, args ...string) *served {
+	t.Helper()
+	s := &served{addr: freePort(t), ops: freePort(t), out: &syncBuffer{}, errOut: &syncBuffer{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, append([]string{"serve", "--listen", s.addr, "--ops-listen", s.ops, "--shutdown-delay", "0s"}, args...), s.out, s.errOut)
+	}()
+	code := -1
+	s.stop = sync.OnceValue(func() int {
+		cancel()
+		select {
+		case code = <-done:
+		case <-time.After(15 * time.Second):
+		}
+		return code
+	})
+	t.Cleanup(func() {
+		if s.stop() == -1 {
+			t.Error("serve did not stop")
+		}
+	})
+	waitReadyz(t, s.ops, s.out, s.errOut)
+	return s
+}
+
+// basicSecrets writes the Basic credentials postAsEntra sends into a new directory, the user
+// name with the trailing newline a file made by hand usually has (serve trims it).
+func basicSecrets(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for name, v := range map[string]string{"username": "entra\n", "password": "pw"} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 func waitReadyz(t *testing.T, ops string, out, errOut *syncBuffer) {
