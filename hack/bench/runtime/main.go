@@ -34,6 +34,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/apiconnector/operator/controllers/children"
 	"github.com/apiconnector/operator/hack/bench/benchtrace"
 )
 
@@ -361,9 +362,11 @@ func bench(o *options) (err error) {
 		if o.pin {
 			cpus = o.serverCPUs
 		}
-		var env []string
+		// Every server, the baseline too, runs with the runtime pod's GODEBUG: a fair ratio, and
+		// the runtime measured as the operator deploys it.
+		env := []string{"GODEBUG=" + children.RuntimeGODEBUG}
 		if o.trace && v.tracePath(tmp) != "" {
-			env = []string{benchtrace.EnvVar + "=" + v.tracePath(tmp)}
+			env = append(env, benchtrace.EnvVar+"="+v.tracePath(tmp))
 		}
 		readyURL := ""
 		if v.name == "baseline" {

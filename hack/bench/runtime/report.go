@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/apiconnector/operator/controllers/children"
 )
 
 // Targets of issue 6.
@@ -32,6 +34,9 @@ func report(o *options, vs []*variant) reportOut {
 		arrangement = "all servers in the generator's process (profiling mode; not comparable to the pinned figures)"
 	case o.pin:
 		arrangement = fmt.Sprintf("each server its own process pinned to CPU %s, the generator (and the call stub) pinned to CPU %s (taskset)", o.serverCPUs, o.genCPUs)
+	}
+	if !o.inProcess {
+		arrangement += fmt.Sprintf(", every server with the runtime pod's `GODEBUG=%s`", children.RuntimeGODEBUG)
 	}
 	fmt.Fprintf(&b, "Measured %s on %d CPUs (%s/%s, Linux %s), %s, commit %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), o.numCPU, runtime.GOOS, runtime.GOARCH, kernel(),
