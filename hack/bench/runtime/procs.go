@@ -163,15 +163,13 @@ func procSwitches(pid int) int64 {
 	}
 	var n int64
 	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		st, err := statusFields(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
 		if err != nil {
 			continue // the thread exited meanwhile
 		}
-		for line := range strings.Lines(string(b)) {
-			if k, v, ok := strings.Cut(line, ":"); ok && (k == "voluntary_ctxt_switches" || k == "nonvoluntary_ctxt_switches") {
-				c, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				n += c
-			}
+		for _, k := range []string{"voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"} {
+			c, _ := strconv.ParseInt(st[k], 10, 64)
+			n += c
 		}
 	}
 	return n
@@ -179,7 +177,12 @@ func procSwitches(pid int) int64 {
 
 // procStatus returns the fields of /proc/<pid>/status.
 func procStatus(pid int) (map[string]string, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	return statusFields(fmt.Sprintf("/proc/%d/status", pid))
+}
+
+// statusFields returns the fields of a /proc status file (a process's or a thread's).
+func statusFields(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
