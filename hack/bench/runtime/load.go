@@ -157,8 +157,10 @@ type result struct {
 	sendP50, sendP99 time.Duration
 	serverCPU        time.Duration     // CPU time of the server process during the phase (0 if unknown)
 	serverSwitches   int64             // context switches of the server's threads during the phase (-1 if unknown)
+	serverWait       time.Duration     // time the server's threads were ready but waited for a CPU (-1 if unknown)
 	genCPU           time.Duration     // CPU time of this process during the phase
-	roundP99         []time.Duration   // p99 of each round, for a merged phase
+	genWait          time.Duration     // time this process's threads were ready but waited for a CPU (-1 if unknown)
+	rounds           []*result         // the rounds of a merged phase
 	latencies        [][]time.Duration // per connection, for merging rounds
 	sendLatencies    [][]time.Duration // the same from the send (open loop)
 }
@@ -176,21 +178,35 @@ func merge(rounds []*result) *result {
 		m.elapsed += r.elapsed
 		m.timedOut = m.timedOut || r.timedOut
 		m.serverCPU += r.serverCPU
-		if r.serverSwitches < 0 || m.serverSwitches < 0 {
-			m.serverSwitches = -1
-		} else {
-			m.serverSwitches += r.serverSwitches
-		}
+		m.serverSwitches = addKnown(m.serverSwitches, r.serverSwitches)
+		m.serverWait = addKnown(m.serverWait, r.serverWait)
 		m.genCPU += r.genCPU
+		m.genWait = addKnown(m.genWait, r.genWait)
 		m.latencies = append(m.latencies, r.latencies...)
 		m.sendLatencies = append(m.sendLatencies, r.sendLatencies...)
-		m.roundP99 = append(m.roundP99, r.p99)
+		m.rounds = append(m.rounds, r)
 	}
 	summarize(m, m.latencies)
 	if m.rate > 0 {
 		m.sendP50, _, m.sendP99, _ = percentiles(m.sendLatencies)
 	}
 	return m
+}
+
+// addKnown adds two counts of which a negative one is unknown (and makes the sum unknown).
+func addKnown[T int64 | time.Duration](a, b T) T {
+	if a < 0 || b < 0 {
+		return -1
+	}
+	return a + b
+}
+
+// since is the change of a count from before to now, unknown (-1) when either is.
+func since[T int64 | time.Duration](before, now T) T {
+	if before < 0 || now < 0 {
+		return -1
+	}
+	return now - before
 }
 
 func (r *result) rps() float64 { return float64(r.requests) / r.elapsed.Seconds() }

@@ -211,7 +211,25 @@ func pin(o *options) error {
 	}
 	taskset, _ := exec.LookPath("taskset")
 	args := append([]string{"taskset", "-c", o.genCPUs, self}, os.Args[1:]...)
-	return syscall.Exec(taskset, args, append(os.Environ(), pinnedEnv+"="+strconv.Itoa(n)))
+	// The generator runs with the runtime pod's GODEBUG too: its sysmon otherwise took a fifth
+	// of its CPU at half load, woken by a system call whenever the generator had idled, and
+	// its threads' waits for the CPU were mostly sysmon's.
+	env := append(os.Environ(), pinnedEnv+"="+strconv.Itoa(n), "GODEBUG="+withGODEBUG(os.Getenv("GODEBUG")))
+	return syscall.Exec(taskset, args, env)
+}
+
+// withGODEBUG adds the runtime pod's GODEBUG setting to a GODEBUG value (the last setting of a
+// name wins).
+func withGODEBUG(godebug string) string {
+	if godebug == "" {
+		return children.RuntimeGODEBUG
+	}
+	return godebug + "," + children.RuntimeGODEBUG
+}
+
+// generatorGODEBUG says whether this process runs with the runtime pod's GODEBUG setting.
+func generatorGODEBUG() bool {
+	return slices.Contains(strings.Split(os.Getenv("GODEBUG"), ","), children.RuntimeGODEBUG)
 }
 
 func cpuRange(lo, hi int) string {
@@ -437,18 +455,18 @@ func bench(o *options) (err error) {
 					i = len(variants) - 1 - k
 				}
 				v := variants[i]
-				cpu0, sw0 := procCPU(v.proc.pid()), procSwitches(v.proc.pid())
+				pid, self := v.proc.pid(), os.Getpid()
+				cpu0, sw0, wait0, genWait0 := procCPU(pid), procSwitches(pid), procRunWait(pid), procRunWait(self)
 				var r *result
 				if o.inProcess { // the server shares this process's collector
 					r = phase(v, round)
 				} else {
 					r = withoutGC(func() *result { return phase(v, round) })
 				}
-				r.serverCPU = procCPU(v.proc.pid()) - cpu0
-				r.serverSwitches = -1
-				if sw1 := procSwitches(v.proc.pid()); sw0 >= 0 && sw1 >= 0 {
-					r.serverSwitches = sw1 - sw0
-				}
+				r.serverCPU = procCPU(pid) - cpu0
+				r.serverSwitches = since(sw0, procSwitches(pid))
+				r.serverWait = since(wait0, procRunWait(pid))
+				r.genWait = since(genWait0, procRunWait(self))
 				rounds[i] = append(rounds[i], r)
 			}
 		}
@@ -485,7 +503,7 @@ func bench(o *options) (err error) {
 		r := halves[i]
 		v.half = r
 		fmt.Fprintf(os.Stderr, "bench: %-15s half load %6.0f/s: %6d req %4d err  p50 %7s  p99 %7s  max %7s  rounds' p99 %s  %s\n",
-			v.name, r.rate, r.requests, r.errors, fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.max), fmtRounds(r.roundP99), r.firstError)
+			v.name, r.rate, r.requests, r.errors, fmtDur(r.p50), fmtDur(r.p99), fmtDur(r.max), fmtRounds(r.rounds), r.firstError)
 	}
 
 	for _, v := range variants {

@@ -1,16 +1,25 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/trace"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/apiconnector/operator/controllers/children"
 	"github.com/apiconnector/operator/runtime/connfile"
 	"github.com/apiconnector/operator/runtime/entra"
 	"github.com/apiconnector/operator/runtime/rules"
@@ -120,11 +129,19 @@ func TestMergeRounds(t *testing.T) {
 		}
 		return out
 	}
-	a := &result{conc: 2, requests: 4, p99: 4 * time.Millisecond, elapsed: time.Second, serverCPU: 10 * time.Millisecond, serverSwitches: 6, latencies: [][]time.Duration{ms(1, 2), ms(3, 4)}}
-	b := &result{conc: 2, requests: 3, p99: 100 * time.Millisecond, errors: 1, firstError: "boom", elapsed: 2 * time.Second, serverCPU: 5 * time.Millisecond, serverSwitches: 1, latencies: [][]time.Duration{ms(100), ms(5, 6)}}
-	m := merge([]*result{a, b})
+	a := &result{conc: 2, requests: 4, p99: 4 * time.Millisecond, elapsed: time.Second, serverCPU: 10 * time.Millisecond, serverSwitches: 6,
+		serverWait: 3 * time.Millisecond, genWait: 1500 * time.Microsecond, latencies: [][]time.Duration{ms(1, 2), ms(3, 4)}}
+	b := &result{conc: 2, requests: 3, p99: 100 * time.Millisecond, errors: 1, firstError: "boom", elapsed: 2 * time.Second, serverCPU: 5 * time.Millisecond, serverSwitches: 1,
+		serverWait: 40 * time.Millisecond, genWait: -1, latencies: [][]time.Duration{ms(100), ms(5, 6)}}
+	m := merge([]*result{b, a})
 	if m.requests != 7 || m.errors != 1 || m.firstError != "boom" || m.elapsed != 3*time.Second || m.serverCPU != 15*time.Millisecond || m.serverSwitches != 7 {
 		t.Errorf("merged counts: %+v", m)
+	}
+	if m.serverWait != 43*time.Millisecond || m.genWait != -1 {
+		t.Errorf("merged waits: server %v, generator %v; want 43ms and unknown", m.serverWait, m.genWait)
+	}
+	if got, want := fmtRoundWaits(m.rounds), "4.00ms (3.0 ms / 1.5 ms), 100.0ms (40.0 ms / –)"; got != want {
+		t.Errorf("rounds with their waits = %q, want %q", got, want)
 	}
 	if got := switchesPerReq(m); got != "1.00" {
 		t.Errorf("switches per request = %q, want 7 / 7", got)
@@ -138,7 +155,7 @@ func TestMergeRounds(t *testing.T) {
 	if m.max != 100*time.Millisecond || m.p50 != 4*time.Millisecond {
 		t.Errorf("percentiles over both rounds: p50 %v max %v, want 4ms and 100ms", m.p50, m.max)
 	}
-	if got := fmtRounds(m.roundP99); got != "4.00ms 100.0ms" {
+	if got := fmtRounds(m.rounds); got != "4.00ms 100.0ms" {
 		t.Errorf("rounds' p99 = %q, want both rounds' own", got)
 	}
 }
@@ -155,6 +172,88 @@ func TestProcSwitches(t *testing.T) {
 	}
 	if got := procSwitches(0); got != -1 {
 		t.Errorf("procSwitches(0) = %d, want -1 (unknown)", got)
+	}
+}
+
+// A process that shares its CPU with a busier one waits for it, and procRunWait counts that
+// wait (not its run time): a spinning child at nice 19 pinned to this thread's CPU while this
+// thread spins gets about 1.5 % of the CPU and waits the rest.
+func TestProcRunWait(t *testing.T) {
+	if got := procRunWait(0); got != -1 {
+		t.Errorf("procRunWait(0) = %v, want -1 (unknown)", got)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread() // after the affinity is restored: Go keeps the thread
+	var mine, one unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &mine); err != nil {
+		t.Fatal(err)
+	}
+	cpu := 0
+	for !mine.IsSet(cpu) {
+		cpu++
+	}
+	one.Set(cpu)
+	spinner := exec.Command("nice", "-n", "19", "sh", "-c", "while :; do :; done")
+	if err := spinner.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { spinner.Process.Kill(); spinner.Wait() }()
+	pid := spinner.Process.Pid
+	if err := unix.SchedSetaffinity(pid, &one); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.SchedSetaffinity(0, &one); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.SchedSetaffinity(0, &mine)
+	before := procRunWait(pid)
+	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
+	}
+	waited := procRunWait(pid) - before
+	if before < 0 || waited < 150*time.Millisecond {
+		t.Errorf("a nice 19 process sharing its CPU with a spinning thread for 300ms waited %v for it, want at least 150ms", waited)
+	}
+	if self := procRunWait(os.Getpid()); self < 0 || self >= waited {
+		t.Errorf("this process waited %v, the nice 19 one %v: want less than it", self, waited)
+	}
+}
+
+// A generator stopped by a signal runs no deferred stop; its servers must not outlive it. The
+// test binary plays the generator: it starts a server (sleep) and is killed.
+func TestServersDieWithTheGenerator(t *testing.T) {
+	if dir := os.Getenv("BENCH_TEST_GENERATOR"); dir != "" {
+		p, err := startProc("sleeper", "", filepath.Join(dir, "sleeper.log"), nil, "sleep", "60")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println(p.pid())
+		select {} // until killed
+	}
+	gen := exec.Command(os.Args[0], "-test.run=^TestServersDieWithTheGenerator$")
+	gen.Env = append(os.Environ(), "BENCH_TEST_GENERATOR="+t.TempDir())
+	out, err := gen.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gen.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	gen.Process.Kill()
+	gen.Wait()
+	pid, perr := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || perr != nil {
+		t.Fatalf("the generator's output %q: %v %v", line, err, perr)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		st, err := procStatus(pid)
+		if err != nil || strings.HasPrefix(st["State"], "Z") { // gone, or dead and not yet reaped
+			return
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("server %d still runs (%s) 5s after its generator was killed", pid, st["State"])
+		}
 	}
 }
 
@@ -209,5 +308,24 @@ func TestAnalyzeTrace(t *testing.T) {
 	}
 	if s.long < 1 || s.long == s.longInGC || s.worst < 3*time.Millisecond {
 		t.Errorf("analysis %+v: want the 3ms wait outside any GC window", s)
+	}
+}
+
+// The re-executed generator runs with the runtime pod's GODEBUG, keeping what the caller set.
+func TestGeneratorGODEBUG(t *testing.T) {
+	if got := withGODEBUG(""); got != children.RuntimeGODEBUG {
+		t.Errorf("withGODEBUG(\"\") = %q", got)
+	}
+	got := withGODEBUG("gctrace=1")
+	if got != "gctrace=1,"+children.RuntimeGODEBUG {
+		t.Errorf("withGODEBUG(gctrace=1) = %q, want the caller's setting kept", got)
+	}
+	t.Setenv("GODEBUG", got)
+	if !generatorGODEBUG() {
+		t.Errorf("GODEBUG=%s: generatorGODEBUG() = false", got)
+	}
+	t.Setenv("GODEBUG", "gctrace=1")
+	if generatorGODEBUG() {
+		t.Error("GODEBUG=gctrace=1: generatorGODEBUG() = true")
 	}
 }

@@ -67,6 +67,10 @@ func startProc(name, cpus, logPath string, env []string, bin string, args ...str
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), env...)
+	// A generator stopped by a signal runs no deferred stop: the kernel kills its servers then
+	// (it sends the signal when the thread that started them exits; the generator locks no
+	// goroutine to a thread, so Go keeps that thread as long as the process lives).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -151,9 +155,48 @@ func procCPU(pid int) time.Duration {
 }
 
 // procSwitches is how often the threads of pid have been switched out so far (voluntary and
-// involuntary, from /proc/<pid>/task/*/status), or -1 when unknown. Threads that exited are not
-// counted: Go keeps its threads, so between two readings in a phase nothing is lost.
+// involuntary, from /proc/<pid>/task/*/status), or -1 when unknown.
 func procSwitches(pid int) int64 {
+	return sumThreads(pid, func(dir string) (int64, error) {
+		st, err := statusFields(dir + "/status")
+		if err != nil {
+			return 0, err
+		}
+		var n int64
+		for _, k := range []string{"voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"} {
+			c, _ := strconv.ParseInt(st[k], 10, 64)
+			n += c
+		}
+		return n, nil
+	})
+}
+
+// procRunWait is how long the threads of pid have so far been ready to run but waited for a
+// CPU (the second field of /proc/<pid>/task/*/schedstat), or -1 when unknown. A pinned server
+// waits when another task holds its CPU (other processes, kernel threads, its own threads), so
+// this tells a round slowed by the machine from one slowed by the server.
+func procRunWait(pid int) time.Duration {
+	ns := sumThreads(pid, func(dir string) (int64, error) {
+		b, err := os.ReadFile(dir + "/schedstat")
+		if err != nil {
+			return 0, err
+		}
+		f := strings.Fields(string(b))
+		if len(f) < 2 {
+			return 0, fmt.Errorf("%s/schedstat: %q", dir, b)
+		}
+		return strconv.ParseInt(f[1], 10, 64)
+	})
+	if ns < 0 {
+		return -1
+	}
+	return time.Duration(ns)
+}
+
+// sumThreads adds up read over the threads of pid (/proc/<pid>/task/<tid>), or -1 when pid is
+// unknown. Threads that exit meanwhile are left out: Go keeps its threads, so between two
+// readings in a phase nothing is lost.
+func sumThreads(pid int, read func(dir string) (int64, error)) int64 {
 	if pid == 0 {
 		return -1
 	}
@@ -163,14 +206,11 @@ func procSwitches(pid int) int64 {
 	}
 	var n int64
 	for _, t := range tasks {
-		st, err := statusFields(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		v, err := read(fmt.Sprintf("/proc/%d/task/%s", pid, t.Name()))
 		if err != nil {
 			continue // the thread exited meanwhile
 		}
-		for _, k := range []string{"voluntary_ctxt_switches", "nonvoluntary_ctxt_switches"} {
-			c, _ := strconv.ParseInt(st[k], 10, 64)
-			n += c
-		}
+		n += v
 	}
 	return n
 }

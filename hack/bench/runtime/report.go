@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -36,7 +37,11 @@ func report(o *options, vs []*variant) reportOut {
 		arrangement = fmt.Sprintf("each server its own process pinned to CPU %s, the generator (and the call stub) pinned to CPU %s (taskset)", o.serverCPUs, o.genCPUs)
 	}
 	if !o.inProcess {
-		arrangement += fmt.Sprintf(", every server with the runtime pod's `GODEBUG=%s`", children.RuntimeGODEBUG)
+		who := "every server"
+		if generatorGODEBUG() {
+			who = "the generator and every server"
+		}
+		arrangement += fmt.Sprintf(", %s with the runtime pod's `GODEBUG=%s`", who, children.RuntimeGODEBUG)
 	}
 	fmt.Fprintf(&b, "Measured %s on %d CPUs (%s/%s, Linux %s), %s, commit %s.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), o.numCPU, runtime.GOOS, runtime.GOARCH, kernel(),
@@ -65,16 +70,17 @@ func report(o *options, vs []*variant) reportOut {
 
 	b.WriteString("\n### Half load: open loop at 50 % of the server's own maximum req/s\n\n")
 	fmt.Fprintf(&b, "%d connections, %s in %d rounds like the levels above; requests are released at their due times by a periodic timerfd, and latency counts from when a request was due (a server falling behind is charged the queueing).\n\n", o.halfConns, o.halfTime, o.rounds)
-	b.WriteString("| server | offered req/s | requests | errors | achieved req/s | p50 | p90 | p99 | max | p50 from send | p99 from send | server CPU per request | server context switches per request | server CPU use | generator CPU use |\n")
-	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	b.WriteString("| server | offered req/s | requests | errors | achieved req/s | p50 | p90 | p99 | max | p50 from send | p99 from send | server CPU per request | server context switches per request | server CPU use | generator CPU use | server waited for its CPU | generator waited for its CPU |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
 	for _, v := range vs {
 		r := v.half
-		fmt.Fprintf(&b, "| %s | %.0f | %d%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, r.rate, r.requests, timedOut(r), r.errors,
-			r.rps(), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99), fmtDur(r.max), fmtDur(r.sendP50), fmtDur(r.sendP99), cpuPerReq(r), switchesPerReq(r), cpuUse(r), genUse(r))
+		fmt.Fprintf(&b, "| %s | %.0f | %d%s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", v.name, r.rate, r.requests, timedOut(r), r.errors,
+			r.rps(), fmtDur(r.p50), fmtDur(r.p90), fmtDur(r.p99), fmtDur(r.max), fmtDur(r.sendP50), fmtDur(r.sendP99), cpuPerReq(r), switchesPerReq(r), cpuUse(r), genUse(r),
+			fmtWait(r.serverWait), fmtWait(r.genWait))
 	}
-	b.WriteString("\np99 of each round, lowest to highest (the spread is the machine's; the p99 above is that of all rounds' requests together):\n\n")
+	b.WriteString("\np99 of each round, lowest to highest (the p99 above is that of all rounds' requests together), and in parentheses how long the server's threads and the generator's were ready to run but waited for their CPU in that round (`/proc/<pid>/task/*/schedstat`: other tasks held it, or their own other threads):\n\n")
 	for _, v := range vs {
-		fmt.Fprintf(&b, "- %s: %s\n", v.name, fmtRounds(v.half.roundP99))
+		fmt.Fprintf(&b, "- %s: %s\n", v.name, fmtRoundWaits(v.half.rounds))
 	}
 
 	if o.trace {
@@ -132,12 +138,12 @@ func report(o *options, vs []*variant) reportOut {
 			continue
 		}
 		under := 0
-		for _, p := range v.half.roundP99 {
-			if p < targetHalfLoadP99 {
+		for _, r := range v.half.rounds {
+			if r.p99 < targetHalfLoadP99 {
 				under++
 			}
 		}
-		bound = append(bound, fmt.Sprintf("%s %s (%d of %d rounds)", v.name, fmtDur(v.half.p99), under, len(v.half.roundP99)))
+		bound = append(bound, fmt.Sprintf("%s %s (%d of %d rounds)", v.name, fmtDur(v.half.p99), under, len(v.half.rounds)))
 	}
 	fmt.Fprintf(&b, "\nThe p99 bound for every server of this run (in parentheses: rounds whose own p99 is under it): %s.\n", strings.Join(bound, ", "))
 	if bc, sc := cpuPerReqAt(base), cpuPerReqAt(subj); bc > 0 && sc > 0 {
@@ -222,13 +228,33 @@ func startInProcessBaseline() (*serverProc, error) {
 	}}, nil
 }
 
-// fmtRounds lists the rounds' figures sorted, so the spread between rounds shows at a glance.
-func fmtRounds(ds []time.Duration) string {
-	s := slices.Clone(ds)
-	slices.Sort(s)
+// fmtRounds lists the rounds' p99 sorted, so the spread between rounds shows at a glance.
+func fmtRounds(rounds []*result) string {
+	return strings.Join(byP99(rounds, func(r *result) string { return fmtDur(r.p99) }), " ")
+}
+
+// fmtRoundWaits lists the rounds' p99 sorted, each with how long the server's and the
+// generator's threads waited for a CPU in that round.
+func fmtRoundWaits(rounds []*result) string {
+	return strings.Join(byP99(rounds, func(r *result) string {
+		return fmt.Sprintf("%s (%s / %s)", fmtDur(r.p99), fmtWait(r.serverWait), fmtWait(r.genWait))
+	}), ", ")
+}
+
+func byP99(rounds []*result, format func(*result) string) []string {
+	s := slices.Clone(rounds)
+	slices.SortStableFunc(s, func(a, b *result) int { return cmp.Compare(a.p99, b.p99) })
 	parts := make([]string, len(s))
-	for i, d := range s {
-		parts[i] = fmtDur(d)
+	for i, r := range s {
+		parts[i] = format(r)
 	}
-	return strings.Join(parts, " ")
+	return parts
+}
+
+// fmtWait writes a run-queue wait in milliseconds, or "–" when unknown.
+func fmtWait(d time.Duration) string {
+	if d < 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
 }
