@@ -241,6 +241,7 @@ func fmtRoundWaits(rounds []*result) string {
 	}), ", ")
 }
 
+// byP99 formats the rounds in the order of their p99, lowest first.
 func byP99(rounds []*result, format func(*result) string) []string {
 	s := slices.Clone(rounds)
 	slices.SortStableFunc(s, func(a, b *result) int { return cmp.Compare(a.p99, b.p99) })
