@@ -176,8 +176,9 @@ func TestProcSwitches(t *testing.T) {
 }
 
 // A process that shares its CPU with a busier one waits for it, and procRunWait counts that
-// wait (not its run time): a spinning child at nice 19 pinned to this thread's CPU while this
-// thread spins gets about 1.5 % of the CPU and waits the rest.
+// wait (not its run time): a child at nice 19 with ~20 ms of work, pinned to the CPU of this
+// thread while it spins for 300 ms, gets about 1.5 % of it and waits the rest. The kernel adds
+// a wait when it ends, so the child's is read once it has done its work and blocks.
 func TestProcRunWait(t *testing.T) {
 	if got := procRunWait(0); got != -1 {
 		t.Errorf("procRunWait(0) = %v, want -1 (unknown)", got)
@@ -193,23 +194,44 @@ func TestProcRunWait(t *testing.T) {
 		cpu++
 	}
 	one.Set(cpu)
-	spinner := exec.Command("nice", "-n", "19", "sh", "-c", "while :; do :; done")
-	if err := spinner.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { spinner.Process.Kill(); spinner.Wait() }()
-	pid := spinner.Process.Pid
-	if err := unix.SchedSetaffinity(pid, &one); err != nil {
-		t.Fatal(err)
-	}
 	if err := unix.SchedSetaffinity(0, &one); err != nil {
 		t.Fatal(err)
 	}
-	defer unix.SchedSetaffinity(0, &mine)
+	restored := false
+	restore := func() {
+		if !restored {
+			unix.SchedSetaffinity(0, &mine)
+			restored = true
+		}
+	}
+	defer restore()
+	child := exec.Command("nice", "-n", "19", "sh", "-c", "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; read x")
+	stdin, err := child.StdinPipe() // open until the end: the child blocks in read
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); child.Process.Kill(); child.Wait() }()
+	pid := child.Process.Pid
+	if err := unix.SchedSetaffinity(pid, &one); err != nil {
+		t.Fatal(err)
+	}
 	before, selfBefore := procRunWait(pid), procRunWait(os.Getpid())
 	for end := time.Now().Add(300 * time.Millisecond); time.Now().Before(end); {
 	}
-	waited, selfWaited := procRunWait(pid)-before, procRunWait(os.Getpid())-selfBefore
+	selfWaited := procRunWait(os.Getpid()) - selfBefore
+	restore()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if st, err := procStatus(pid); err != nil || strings.HasPrefix(st["State"], "S") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the child did not finish its work within 10s")
+		}
+	}
+	waited := procRunWait(pid) - before
 	if before < 0 || waited < 150*time.Millisecond {
 		t.Errorf("a nice 19 process sharing its CPU with a spinning thread for 300ms waited %v for it, want at least 150ms", waited)
 	}

@@ -174,7 +174,8 @@ func procSwitches(pid int) int64 {
 // procRunWait is how long the threads of pid have so far been ready to run but waited for a
 // CPU (the second field of /proc/<pid>/task/*/schedstat), or -1 when unknown. A pinned server
 // waits when another task holds its CPU (other processes, kernel threads, its own threads), so
-// this tells a round slowed by the machine from one slowed by the server.
+// this tells a round slowed by the machine from one slowed by the server. A wait is added when
+// it ends: one still going on is not in the figure yet (between rounds the servers are idle).
 func procRunWait(pid int) time.Duration {
 	ns := sumThreads(pid, func(dir string) (int64, error) {
 		b, err := os.ReadFile(dir + "/schedstat")
