@@ -73,20 +73,7 @@ func (e *ClaimTypeError) Error() string {
 //   - Known claims must have their documented types; null is a wrong type, since Entra omits claims
 //     without a value.
 func DecodeRequest(body []byte) (*Request, error) {
-	// One copy of the body backs the strings of Claims and CanonicalJSON's later parse, so the
-	// caller may reuse body.
-	return DecodeRequestString(string(body))
-}
-
-// DecodeRequestString is DecodeRequest for a body already held in a string, which the claims'
-// strings then share (the server reads each body into a buffer of its own and hands it over
-// without a copy).
-func DecodeRequestString(src string) (*Request, error) {
-	if claims, ok := decodeClaims(src); ok {
-		return &Request{Claims: claims, src: src}, nil
-	}
-	// What the fast path is not sure of goes the exact way, which names what is wrong.
-	raw, err := parseBody([]byte(src))
+	raw, err := parseBody(body)
 	if err != nil {
 		return nil, err
 	}
@@ -97,26 +84,22 @@ func DecodeRequestString(src string) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Request{Claims: claims.(map[string]any), raw: raw}, nil
+	canonical, err := canonicalJSON(raw)
+	if err != nil {
+		return nil, &DecodeError{Reason: "malformed_json", Err: err}
+	}
+	return &Request{Claims: claims.(map[string]any), Canonical: canonical}, nil
 }
 
-// parseBody checks and parses a body into one JSON object whose numbers are json.Number: valid
-// UTF-8, nothing after the object, no duplicate keys, bounded nesting.
+// parseBody checks and parses a body into one JSON object whose numbers are json.Number, token
+// by token, so it refuses what it must as it meets it and names what is wrong: invalid UTF-8,
+// anything after the object, duplicate keys, nesting deeper than maxDepth.
 func parseBody(body []byte) (map[string]any, error) {
 	if !utf8.Valid(body) {
 		// encoding/json would silently replace bad bytes with U+FFFD; two different bodies would then
 		// have the same claims, so refuse instead.
 		return nil, &DecodeError{Reason: "invalid_utf8", Err: errors.New("body is not valid UTF-8")}
 	}
-	if raw, ok := parseFast(body); ok {
-		return raw, nil
-	}
-	return parseExact(body)
-}
-
-// parseExact is parseBody token by token: it refuses duplicate keys and deep nesting as it meets
-// them and names what is wrong. parseFast handles well-formed bodies first.
-func parseExact(body []byte) (map[string]any, error) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
 	p := parser{dec: dec}
@@ -255,7 +238,7 @@ func toClaims(v any) (any, error) {
 	case json.Number:
 		f, err := strconv.ParseFloat(string(t), 64)
 		if err != nil || math.IsInf(f, 0) {
-			return nil, &DecodeError{Reason: "bad_number", Err: fmt.Errorf("number %s is out of range", truncate(string(t), 32))}
+			return nil, &DecodeError{Reason: "bad_number", Err: errors.New("a number is outside the range of a 64-bit float")}
 		}
 		return f, nil
 	case map[string]any:

@@ -1,10 +1,8 @@
 package entra
 
 import (
-	"bytes"
+	"encoding/json"
 	"net/http"
-	"sort"
-	"unicode/utf8"
 )
 
 // DefaultFailureMessage is the userMessage when a connector fails closed and sets no failureMessage.
@@ -28,100 +26,37 @@ func EncodeDecision(d *Decision) (status int, body []byte) {
 	if d == nil {
 		d = &Decision{Action: ActionShowBlockPage, UserMessage: DefaultFailureMessage}
 	}
-	var b bytes.Buffer
-	b.Grow(96 + 64*len(d.Claims) + len(d.UserMessage)) // one allocation for a typical answer
-	b.WriteString(`{"version":`)
-	writeString(&b, Version)
+	// Field order is the struct's; encoding/json escapes <, > and & (harmless if a userMessage is
+	// pasted into HTML), replaces invalid UTF-8 with U+FFFD and escapes U+2028 and U+2029.
+	answer := struct {
+		Version     string `json:"version"`
+		Status      int    `json:"status,omitempty"`
+		Action      Action `json:"action"`
+		UserMessage string `json:"userMessage,omitempty"`
+	}{Version: Version, Action: d.Action, UserMessage: d.UserMessage}
+	status = http.StatusOK
+	var claims map[string]string
 	switch d.Action {
 	case ActionContinue:
-		b.WriteString(`,"action":"Continue"`)
-		keys := make([]string, 0, len(d.Claims))
-		for k := range d.Claims {
+		answer.UserMessage = ""
+		claims = make(map[string]string, len(d.Claims))
+		for k, v := range d.Claims {
 			if !reservedKeys[k] {
-				keys = append(keys, k)
+				claims[k] = v
 			}
 		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			b.WriteByte(',')
-			writeString(&b, k)
-			b.WriteByte(':')
-			writeString(&b, d.Claims[k])
-		}
-		status = http.StatusOK
 	case ActionValidationError:
-		b.WriteString(`,"status":400,"action":"ValidationError","userMessage":`)
-		writeString(&b, d.UserMessage)
-		status = http.StatusBadRequest
+		answer.Status, status = http.StatusBadRequest, http.StatusBadRequest
 	case ActionShowBlockPage:
-		b.WriteString(`,"action":"ShowBlockPage","userMessage":`)
-		writeString(&b, d.UserMessage)
-		status = http.StatusOK
 	default:
-		b.WriteString(`,"action":"ShowBlockPage","userMessage":`)
-		writeString(&b, DefaultFailureMessage)
-		status = http.StatusOK
+		answer.Action, answer.UserMessage = ActionShowBlockPage, DefaultFailureMessage
 	}
-	b.WriteByte('}')
-	return status, b.Bytes()
-}
-
-// writeString writes s as a JSON string exactly as encoding/json does (FuzzWriteString compares
-// them), without its allocation per string: <, > and & become \u003c etc., which keeps a
-// userMessage harmless even if someone pastes it into HTML unescaped; invalid UTF-8 becomes
-// U+FFFD; U+2028 and U+2029 are escaped for JavaScript.
-func writeString(b *bytes.Buffer, s string) {
-	const hex = "0123456789abcdef"
-	b.WriteByte('"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
-				i++
-				continue
-			}
-			b.WriteString(s[start:i])
-			switch c {
-			case '"', '\\':
-				b.WriteByte('\\')
-				b.WriteByte(c)
-			case '\b':
-				b.WriteString(`\b`)
-			case '\f':
-				b.WriteString(`\f`)
-			case '\n':
-				b.WriteString(`\n`)
-			case '\r':
-				b.WriteString(`\r`)
-			case '\t':
-				b.WriteString(`\t`)
-			default:
-				b.WriteString(`\u00`)
-				b.WriteByte(hex[c>>4])
-				b.WriteByte(hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b.WriteString(s[start:i])
-			b.WriteString(`\ufffd`)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b.WriteString(s[start:i])
-			b.WriteString(`\u202`)
-			b.WriteByte(hex[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
+	// Strings and maps of strings cannot fail to encode.
+	body, _ = json.Marshal(answer)
+	if len(claims) > 0 {
+		// The claims follow the fixed fields as top-level keys, sorted (encoding/json sorts map keys).
+		more, _ := json.Marshal(claims)
+		body = append(append(body[:len(body)-1], ','), more[1:]...)
 	}
-	b.WriteString(s[start:])
-	b.WriteByte('"')
+	return status, body
 }

@@ -3,10 +3,7 @@
 // server decodes with it and the rules engine decides with the decoded Request.
 package entra
 
-import (
-	"context"
-	"sync"
-)
+import "context"
 
 // Version is the "version" field of every answer.
 const Version = "1.0.0"
@@ -31,41 +28,12 @@ type Request struct {
 	// maps. Missing claims are absent, never empty strings.
 	Claims map[string]any
 	// Canonical is the body re-encoded with sorted keys and no insignificant whitespace, so two
-	// deliveries of the same sign-up (Entra retries once) have the same bytes. DecodeRequest
-	// leaves it empty and CanonicalJSON computes it on first use; read it through CanonicalJSON.
+	// deliveries of the same sign-up (Entra retries once) have the same bytes.
 	Canonical []byte
 	// Extension is set for custom authentication extension requests (DecodeExtensionRequest):
 	// the envelope's identifiers, authenticationContext and the collected attributes' types.
 	// Nil for legacy API connector requests.
 	Extension *Extension
-
-	// For CanonicalJSON, which needs numbers as sent: the body parsed with json.Number, or, when
-	// DecodeRequest took its fast path (which keeps only float64), the accepted body to parse.
-	// src is DecodeRequest's own copy, so a caller reusing its buffer cannot change it.
-	raw       map[string]any
-	src       string
-	canonOnce sync.Once
-}
-
-// CanonicalJSON returns Canonical, computing it from the decoded body the first time. Most
-// requests never need it (only event ids and the claims log do) and parsing the body with exact
-// numbers and encoding it costs more than decoding, so decoding does not.
-func (r *Request) CanonicalJSON() []byte {
-	r.canonOnce.Do(func() {
-		if r.Canonical != nil {
-			return
-		}
-		raw := r.raw
-		if raw == nil && r.src != "" {
-			raw, _ = parseBody([]byte(r.src)) // DecodeRequest accepted it, so it parses
-		}
-		if raw != nil {
-			if b, err := canonicalJSON(raw); err == nil {
-				r.Canonical = b
-			}
-		}
-	})
-	return r.Canonical
 }
 
 // Decision is the answer to one request.

@@ -33,8 +33,8 @@ func TestGoldenRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := bytes.TrimSpace(readGolden(t, "request-postattributecollection.canonical.json"))
-	if !bytes.Equal(req.CanonicalJSON(), want) {
-		t.Errorf("Canonical =\n%s\nwant\n%s", req.CanonicalJSON(), want)
+	if !bytes.Equal(req.Canonical, want) {
+		t.Errorf("Canonical =\n%s\nwant\n%s", req.Canonical, want)
 	}
 	if got := req.Claims["step"]; got != "PostAttributeCollection" {
 		t.Errorf("step = %v", got)
@@ -162,8 +162,8 @@ func TestDecodeRequest(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if string(req.CanonicalJSON()) != tc.canonical {
-					t.Errorf("Canonical = %s, want %s", req.CanonicalJSON(), tc.canonical)
+				if string(req.Canonical) != tc.canonical {
+					t.Errorf("Canonical = %s, want %s", req.Canonical, tc.canonical)
 				}
 			case tc.claim != "":
 				var cte *ClaimTypeError
@@ -203,8 +203,8 @@ func TestCanonicalStableAcrossKeyOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(a.CanonicalJSON(), b.CanonicalJSON()) {
-		t.Errorf("%s != %s", a.CanonicalJSON(), b.CanonicalJSON())
+	if !bytes.Equal(a.Canonical, b.Canonical) {
+		t.Errorf("%s != %s", a.Canonical, b.Canonical)
 	}
 }
 

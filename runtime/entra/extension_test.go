@@ -53,8 +53,8 @@ func TestExtensionGoldenRequests(t *testing.T) {
 			if !reflect.DeepEqual(x.AttributeTypes, wantTypes) {
 				t.Errorf("attribute types %v", x.AttributeTypes)
 			}
-			if len(req.CanonicalJSON()) == 0 || strings.Contains(string(req.CanonicalJSON()), "\n") {
-				t.Errorf("canonical %q", req.CanonicalJSON())
+			if len(req.Canonical) == 0 || strings.Contains(string(req.Canonical), "\n") {
+				t.Errorf("canonical %q", req.Canonical)
 			}
 		})
 	}

@@ -97,9 +97,6 @@ type Options struct {
 	MaxEstimatedCost uint64
 	// CostLimit overrides CostLimit.
 	CostLimit uint64
-	// AlwaysTrackCost applies the runtime cost limit to every expression, not only to those
-	// estimated above UntrackedCostCeiling (slower; for the paranoid and for tests).
-	AlwaysTrackCost bool
 	// Now is the clock for CloudEvent times. Default: time.Now.
 	Now func() time.Time
 }
@@ -175,15 +172,6 @@ type Engine struct {
 type program struct {
 	path string
 	prg  cel.Program
-	// loops says the expression has a comprehension (all, exists, map, filter...). Only those
-	// can run long, and interrupting them through ContextEval costs a context per evaluation,
-	// so loop-free expressions use Eval.
-	loops bool
-	// fieldReads counts the reads of request variables planned by fieldReads, fastCalls the
-	// calls planned by fastCalls.
-	fieldReads, fastCalls int
-	// cost is the estimated worst-case cost, which bounds a loop-free evaluation's time.
-	cost uint64
 }
 
 type compiledCall struct {
@@ -414,17 +402,11 @@ type compiler struct {
 }
 
 func newCompiler(opts Options, s *v1alpha1.APIConnectorSpec) (*compiler, error) {
-	cp := &compiler{opts: opts, callNames: map[string]bool{}}
-	var err error
-	if cp.callEnv, err = newEnv(envCall); err != nil {
+	envs, err := environments()
+	if err != nil {
 		return nil, err
 	}
-	if cp.ruleEnv, err = newEnv(envRule); err != nil {
-		return nil, err
-	}
-	if cp.eventEnv, err = newEnv(envEvent); err != nil {
-		return nil, err
-	}
+	cp := &compiler{opts: opts, callEnv: envs[envCall], ruleEnv: envs[envRule], eventEnv: envs[envEvent], callNames: map[string]bool{}}
 	for _, c := range s.Calls {
 		cp.callNames[c.Name] = true
 	}
@@ -490,9 +472,7 @@ func (cp *compiler) compile(env *cel.Env, path string, expr v1alpha1.Expression,
 		cp.errs.add(path, "expression is longer than %d characters", maxExpressionLength)
 		return nil
 	}
-	parserTables.RLock()
 	ast, iss := env.Compile(string(expr))
-	parserTables.RUnlock()
 	if iss.Err() != nil {
 		for _, e := range iss.Errors() {
 			cp.errs.add(path, "%d:%d: %s", e.Location.Line(), e.Location.Column()+1, e.Message)
@@ -506,7 +486,7 @@ func (cp *compiler) compile(env *cel.Env, path string, expr v1alpha1.Expression,
 	if !cp.checkReferences(path, ast) {
 		return nil
 	}
-	est, err := env.EstimateCost(ast, sizeEstimator{})
+	est, err := env.EstimateCost(ast, newSizeEstimator(ast))
 	if err != nil {
 		cp.errs.add(path, "estimate cost: %v", err)
 		return nil
@@ -515,36 +495,19 @@ func (cp *compiler) compile(env *cel.Env, path string, expr v1alpha1.Expression,
 		cp.errs.add(path, "estimated cost %d exceeds the limit %d; avoid nested loops over lists and large strings", est.Max, cp.opts.MaxEstimatedCost)
 		return nil
 	}
-	popts := []cel.ProgramOption{
-		cel.EvalOptions(cel.OptOptimize),
+	// Every program tracks its actual cost and stops at the limit, and checks the request's
+	// context between comprehension iterations (evaluated with ContextEval).
+	prg, err := env.Program(ast,
+		cel.EvalOptions(cel.OptOptimize, cel.OptTrackCost),
+		cel.CostTracking(actualCost{}),
+		cel.CostLimit(cp.opts.CostLimit),
 		cel.InterruptCheckFrequency(interruptCheckFrequency),
-	}
-	// Tracking actual cost triples the evaluation time of a typical rule, so it is only paid
-	// where it can matter: an expression estimated below UntrackedCostCeiling has no nested
-	// loops over lists, and its actual cost grows at most linearly with the request size (which
-	// the server bounds). Loops are still interrupted by the request's deadline.
-	fast, calls := 0, 0
-	if cp.opts.AlwaysTrackCost || est.Max > UntrackedCostCeiling {
-		popts = append(popts, cel.CostLimit(cp.opts.CostLimit))
-	} else {
-		var dec cel.ProgramOption
-		dec, fast = fieldReads(ast)
-		popts = append(popts, dec, fastCalls(&calls))
-	}
-	prg, err := env.Program(ast, popts...)
+	)
 	if err != nil {
 		cp.errs.add(path, "plan: %v", err)
 		return nil
 	}
-	return &program{path: path, prg: prg, loops: hasComprehension(ast), fieldReads: fast, fastCalls: calls, cost: est.Max}
-}
-
-func hasComprehension(ast *cel.Ast) bool {
-	found := false
-	celast.PostOrderVisit(ast.NativeRep().Expr(), celast.NewExprVisitor(func(x celast.Expr) {
-		found = found || x.Kind() == celast.ComprehensionKind
-	}))
-	return found
+	return &program{path: path, prg: prg}
 }
 
 // checkReferences rejects calls.<name> and lists.<name> naming nothing: both are maps to the

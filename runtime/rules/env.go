@@ -2,25 +2,29 @@ package rules
 
 import (
 	"fmt"
+	"math"
+	"sync"
 
 	"github.com/google/cel-go/cel"
 	"github.com/google/cel-go/checker"
+	"github.com/google/cel-go/common"
+	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
+	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/common/types/traits"
 	"github.com/google/cel-go/ext"
 )
 
-// Limits on what expressions may cost. The estimate is a static upper bound computed at compile
-// time from the size bounds below; the runtime limit stops an expression that is more expensive
-// than estimated (for example because a claim is larger than assumed). The pair matches what the
-// Kubernetes API server uses for CRD validation rules (static 1e7 per rule, 1e6 per call).
+// Limits on what expressions may cost, the pair the Kubernetes API server uses for CRD
+// validation rules. The estimate is a static upper bound computed at compile time from the size
+// bounds below; the runtime limit is tracked during every evaluation of every expression and stops
+// one that costs more than that, whatever its estimate (claims larger than assumed, or a shape the
+// estimator underrates), and the connector's failure policy answers.
 const (
 	// MaxEstimatedCost is the ceiling on an expression's estimated worst-case cost.
 	MaxEstimatedCost uint64 = 10_000_000
-	// CostLimit is the actual cost at which one evaluation of an expression is aborted.
+	// CostLimit is the actual cost at which one evaluation of an expression is stopped.
 	CostLimit uint64 = 1_000_000
-	// UntrackedCostCeiling is the estimated cost up to which an expression is evaluated without
-	// tracking its actual cost (see compile); above it, CostLimit applies.
-	UntrackedCostCeiling uint64 = 100_000
 	// MaxListEntries bounds a list's size (inline values or resolved from a ConfigMap).
 	MaxListEntries = 10_000
 	// MaxStringSize is the size assumed for strings of unknown size (claims, call bodies) when
@@ -30,11 +34,8 @@ const (
 	// maxCollectionSize is the size assumed for maps and lists of unknown size other than lists.*.
 	maxCollectionSize = 256
 	// interruptCheckFrequency is how many comprehension iterations run between checks of the
-	// context, so a deadline stops a long evaluation promptly.
+	// context, so the request's deadline stops a long evaluation promptly.
 	interruptCheckFrequency = 100
-	// deadlineCheckCost is how much estimated cost of loop-free expressions may run between
-	// checks of the deadline (vars.checkDeadline).
-	deadlineCheckCost = 10_000
 )
 
 // envKind selects the variables in scope: calls cannot see calls (they run concurrently), rules
@@ -46,6 +47,20 @@ const (
 	envRule
 	envEvent
 )
+
+// environments are built once per process, as the Kubernetes API server does: they depend on
+// nothing a connector sets.
+var environments = sync.OnceValues(func() ([3]*cel.Env, error) {
+	var envs [3]*cel.Env
+	for _, kind := range []envKind{envCall, envRule, envEvent} {
+		env, err := newEnv(kind)
+		if err != nil {
+			return envs, err
+		}
+		envs[kind] = env
+	}
+	return envs, nil
+})
 
 func newEnv(kind envKind) (*cel.Env, error) {
 	dyn := cel.DynType
@@ -61,8 +76,6 @@ func newEnv(kind envKind) (*cel.Env, error) {
 		cel.DefaultUTCTimeZone(true),
 		cel.CrossTypeNumericComparisons(true),
 		ext.Strings(),
-		// Same functions without converting ASCII strings to []rune on every call (hot path).
-		fastStrings(),
 		ext.Lists(),
 		ext.Sets(),
 		ext.Encoders(),
@@ -81,11 +94,32 @@ func newEnv(kind envKind) (*cel.Env, error) {
 	return env, nil
 }
 
-// sizeEstimator bounds the sizes CEL cannot know, so EstimateCost gives a finite worst case.
-type sizeEstimator struct{}
+// sizeEstimator bounds the sizes CEL cannot know, so EstimateCost gives a finite worst case:
+// values read from the request's variables (claims.x, calls.x.body.y, lists.x), comprehension
+// variables and results of calls CEL has no size for. It leaves the variables of cel.bind to
+// cel-go, which sizes them from what they were bound to, so a chain that doubles a string is
+// estimated as doing so.
+type sizeEstimator struct {
+	bound map[string]bool // names cel.bind introduces in the expression
+}
 
-func (sizeEstimator) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
-	if p := n.Path(); len(p) == 2 && p[0] == "lists" {
+func newSizeEstimator(ast *cel.Ast) sizeEstimator {
+	bound := map[string]bool{}
+	celast.PostOrderVisit(ast.NativeRep().Expr(), celast.NewExprVisitor(func(x celast.Expr) {
+		// cel.bind(v, init, body) is a comprehension over no elements whose accumulator is v.
+		if x.Kind() == celast.ComprehensionKind && x.AsComprehension().IterVar() == "#unused" {
+			bound[x.AsComprehension().AccuVar()] = true
+		}
+	}))
+	return sizeEstimator{bound: bound}
+}
+
+func (e sizeEstimator) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
+	if n.Expr().Kind() == celast.IdentKind && e.bound[n.Expr().AsIdent()] {
+		return nil
+	}
+	p := n.Path()
+	if len(p) == 2 && p[0] == "lists" {
 		return &checker.SizeEstimate{Min: 0, Max: MaxListEntries}
 	}
 	switch n.Type().Kind() {
@@ -96,6 +130,29 @@ func (sizeEstimator) EstimateSize(n checker.AstNode) *checker.SizeEstimate {
 	return &checker.SizeEstimate{Min: 0, Max: MaxStringSize}
 }
 
-func (sizeEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
+func (e sizeEstimator) EstimateCallCost(function, overloadID string, target *checker.AstNode, args []checker.AstNode) *checker.CallEstimate {
 	return nil
+}
+
+// actualCost prices, at run time, calls that build a string, bytes, list or map by the size of
+// what they built (a tenth of a unit per element, cel-go's factor for strings), where cel-go's
+// tracker has no price: an overload chosen at run time because an operand is dyn (claims are),
+// such as claims.x + claims.x, would otherwise cost one unit whatever it allocated. Calls with a
+// price of their own (typed overloads, the string extension's) keep it.
+type actualCost struct{}
+
+func (actualCost) CallCost(function, overloadID string, args []ref.Val, result ref.Val) *uint64 {
+	if overloadID != "" {
+		return nil
+	}
+	sized, ok := result.(traits.Sizer)
+	if !ok {
+		return nil
+	}
+	n, ok := sized.Size().(types.Int)
+	if !ok || n < 0 {
+		return nil
+	}
+	cost := 1 + uint64(math.Ceil(float64(n)*common.StringTraversalCostFactor))
+	return &cost
 }

@@ -19,55 +19,15 @@ import (
 
 var _ entra.Evaluator = (*Engine)(nil)
 
-// vars is the CEL activation of one request. Every value is converted to a CEL value once per
-// request, not once per expression, and the claims map is wrapped, not copied.
+// vars is the CEL activation of one request: every value is converted to a CEL value once per
+// request, not once per expression.
 type vars struct {
 	claims, request, identity, lists, calls, decision, context ref.Val
+	// step is the request variable's step.
+	step string
 	// rawClaims are the request's claims as sent (without extension aliases), the default body
 	// of a call.
 	rawClaims map[string]any
-	// The claims and request variables live here: one allocation for the three.
-	claimsVar  claimsMap
-	requestVar fieldsMap
-	// frame is what every loop-free expression of the request is evaluated in; given none,
-	// cel-go takes a frame from its pool and returns it for each expression.
-	frame *interpreter.ExecutionFrame
-	// sinceCheck is the estimated cost of the loop-free expressions evaluated since the
-	// deadline was last checked.
-	sinceCheck uint64
-}
-
-// checkDeadline answers ctx.Err() before the request's first loop-free expression and then
-// whenever those evaluated since the last check may have cost deadlineCheckCost: at most that
-// much runs past the deadline, and reading the clock before each expression was 1 % of a
-// request's CPU (hack/bench/results/runtime.md).
-func (v *vars) checkDeadline(ctx context.Context, cost uint64) error {
-	if v.sinceCheck < deadlineCheckCost {
-		v.sinceCheck += cost
-		return nil
-	}
-	v.sinceCheck = cost
-	return ctx.Err()
-}
-
-// evalFrame returns the request's frame, made on first use. Release it when the request's
-// expressions are done.
-func (v *vars) evalFrame() (*interpreter.ExecutionFrame, error) {
-	if v.frame == nil {
-		f, err := interpreter.NewExecutionFrame(v)
-		if err != nil {
-			return nil, err
-		}
-		v.frame = f
-	}
-	return v.frame, nil
-}
-
-func (v *vars) release() {
-	if v.frame != nil {
-		v.frame.Close()
-		v.frame = nil
-	}
 }
 
 func (v *vars) ResolveName(name string) (any, bool) {
@@ -93,7 +53,11 @@ func (v *vars) ResolveName(name string) (any, bool) {
 
 func (v *vars) Parent() interpreter.Activation { return nil }
 
-var emptyMap = types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{})
+var emptyMap ref.Val = types.NewStringInterfaceMap(types.DefaultTypeAdapter, map[string]any{})
+
+func newMap(m map[string]any) ref.Val {
+	return types.NewStringInterfaceMap(types.DefaultTypeAdapter, m)
+}
 
 func (e *Engine) newVars(req *entra.Request) *vars {
 	claims := req.Claims
@@ -107,7 +71,7 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 		step = string(e.step)
 		clientID = nested(x.Context, "clientServicePrincipal", "appId")
 		uiLocales = nested(x.Context, "client", "locale")
-		context = types.NewStringInterfaceMap(types.DefaultTypeAdapter, x.Context)
+		context = newMap(x.Context)
 	}
 	if step == "" {
 		step = string(e.step)
@@ -115,20 +79,47 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 	identity := emptyMap
 	if ids, ok := claims["identities"].([]any); ok && len(ids) > 0 {
 		if first, ok := ids[0].(map[string]any); ok {
-			identity = types.NewStringInterfaceMap(types.DefaultTypeAdapter, first)
+			identity = newMap(first)
 		}
 	}
-	v := &vars{
-		context:    context,
-		identity:   identity,
-		lists:      e.lists,
-		calls:      emptyMap,
-		rawClaims:  req.Claims,
-		sinceCheck: deadlineCheckCost, // check before the first
+	return &vars{
+		claims:    newMap(withExtensionAliases(claims)),
+		request:   newMap(map[string]any{"step": step, "clientId": clientID, "uiLocales": uiLocales}),
+		context:   context,
+		identity:  identity,
+		lists:     e.lists,
+		calls:     emptyMap,
+		step:      step,
+		rawClaims: req.Claims,
 	}
-	v.claims = v.claimsVar.init(claims)
-	v.request = v.requestVar.init(field{"step", step}, field{"clientId", clientID}, field{"uiLocales", uiLocales})
-	return v
+}
+
+// withExtensionAliases returns the claims as rules see them: as sent plus, for each extension
+// attribute extension_<appid>_<Name>, the alias extension_<Name>, so rules need not hard-code the
+// tenant's extensions-app ID. A claim the request sends under the short name wins; of two apps'
+// attributes of the same name (Entra sends one extensions app's, so this is for determinism only)
+// the smaller full name.
+func withExtensionAliases(claims map[string]any) map[string]any {
+	out := make(map[string]any, len(claims))
+	aliases := map[string]string{} // short name → full name
+	for k, v := range claims {
+		out[k] = v
+		rest, ok := extensionRest(k)
+		if !ok {
+			continue
+		}
+		short := extensionPrefix + rest
+		if _, sent := claims[short]; sent {
+			continue
+		}
+		if full, seen := aliases[short]; !seen || k < full {
+			aliases[short] = k
+		}
+	}
+	for short, full := range aliases {
+		out[short] = claims[full]
+	}
+	return out
 }
 
 // nested returns m[a][b] when it is a string, else "".
@@ -174,17 +165,13 @@ func (e *Engine) expressionFailed(ctx context.Context, kind, name string, err er
 	return nil
 }
 
-// eval runs one program; errors name the expression's field path.
+// eval runs one program within ctx and the cost limit; errors name the expression's field path.
 func (e *Engine) eval(ctx context.Context, p *program, v *vars) (ref.Val, error) {
+	// ContextEval checks ctx only between comprehension iterations.
+	err := ctx.Err()
 	var out ref.Val
-	var err error
-	if p.loops {
+	if err == nil {
 		out, _, err = p.prg.ContextEval(ctx, v)
-	} else if err = v.checkDeadline(ctx, p.cost); err == nil {
-		var f *interpreter.ExecutionFrame
-		if f, err = v.evalFrame(); err == nil {
-			out, _, err = p.prg.Eval(f)
-		}
 	}
 	if err != nil {
 		err = fmt.Errorf("%s: %w", p.path, err)
@@ -231,7 +218,6 @@ func (e *Engine) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decis
 		defer cancel()
 	}
 	v := e.newVars(req)
-	defer v.release()
 	d := e.decide(ctx, v, req.Extension)
 	if len(e.events) > 0 {
 		d = e.emitEvents(ctx, v, req, d)

@@ -64,7 +64,7 @@ func (e *Engine) emitEvents(ctx context.Context, v *vars, req *entra.Request, d 
 	}
 	decision := map[string]any{"action": string(d.Action), "rule": d.Rule, "userMessage": d.UserMessage, "claims": claims}
 	v.decision = types.NewStringInterfaceMap(types.DefaultTypeAdapter, decision)
-	step, _ := v.request.Value().(map[string]any)["step"].(string)
+	step := v.step
 
 	for _, ev := range e.events {
 		ce, err := e.buildEvent(ctx, ev, v, req, step, decision)
@@ -119,7 +119,7 @@ func (e *Engine) buildEvent(ctx context.Context, ev *compiledEvent, v *vars, req
 	}
 	return &CloudEvent{
 		SpecVersion:     "1.0",
-		ID:              EventID(e.namespace, e.name, step, ev.spec.Name, req.CanonicalJSON()),
+		ID:              EventID(e.namespace, e.name, step, ev.spec.Name, req.Canonical),
 		Source:          "apiconnector.dev/" + e.namespace + "/" + e.name,
 		Type:            "dev.apiconnector." + ev.spec.Name,
 		Time:            e.opts.Now().UTC(),

@@ -2,12 +2,12 @@ package rules
 
 import (
 	"fmt"
-	"runtime"
 	"slices"
 	"testing"
 
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/google/cel-go/interpreter"
 )
 
 // listsVar is the lists variable holding one list, l.
@@ -71,40 +71,39 @@ func TestStringSetMembership(t *testing.T) {
 	}
 }
 
-// BenchmarkCollectWithList is what one collection costs with a compiled list of n entries held,
-// against the same list as a Go map and slice of strings (how lists were held before). The
-// runtime holds its lists for as long as it serves the connector, so every cycle pays this;
-// on one CPU requests wait for it (hack/bench/results/runtime.md, "p99 at half load").
-func BenchmarkCollectWithList(b *testing.B) {
-	values := make([]string, MaxListEntries)
-	for i := range values {
-		values[i] = fmt.Sprintf("disposable-%05d.example", i)
+// checkSameAnswers evaluates each expression with the variable name bound to subject and to
+// reference and wants the same answer (value, type and JSON form, or the same error).
+func checkSameAnswers(t *testing.T, name string, subject, reference ref.Val, exprs []string) {
+	t.Helper()
+	env, err := newEnv(envRule)
+	if err != nil {
+		t.Fatal(err)
 	}
-	held := map[string]func() any{
-		"none":   func() any { return nil },
-		"set":    func() any { return newStringSet(values) },
-		"goMaps": func() any { return goMapList(values) },
-	}
-	for _, name := range []string{"none", "set", "goMaps"} {
-		b.Run(name, func(b *testing.B) {
-			v := held[name]()
-			runtime.GC()
-			for b.Loop() { // ns/op is the time of one collection
-				runtime.GC()
+	for _, src := range exprs {
+		ast, iss := env.Compile(src)
+		if iss.Err() != nil {
+			t.Fatalf("%s: %v", src, iss.Err())
+		}
+		prg, err := env.Program(ast)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		eval := func(v ref.Val) string {
+			vars := map[string]any{
+				"claims": emptyMap, "request": emptyMap, "identity": emptyMap, "lists": emptyMap,
+				"context": emptyMap, "calls": emptyMap,
 			}
-			runtime.KeepAlive(v)
-		})
+			vars[name] = v
+			act, _ := interpreter.NewActivation(vars)
+			out, _, err := prg.Eval(act)
+			if err != nil {
+				return "error: " + err.Error()
+			}
+			js, err := toJSON(out)
+			return fmt.Sprintf("%v %v JSON %v %v", out.Type(), out.Value(), js, err)
+		}
+		if got, want := eval(subject), eval(reference); got != want {
+			t.Errorf("%s = %s, want %s", src, got, want)
+		}
 	}
-}
-
-// goMapList holds values as lists were held before stringSet: a Go map for membership and
-// CEL's list over a []string, with strings of their own (as a ConfigMap's lines were).
-func goMapList(values []string) any {
-	set := make(map[string]struct{}, len(values))
-	own := make([]string, len(values))
-	for i, v := range values {
-		own[i] = string([]byte(v))
-		set[own[i]] = struct{}{}
-	}
-	return []any{set, types.NewStringList(types.DefaultTypeAdapter, own)}
 }

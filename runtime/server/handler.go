@@ -1,20 +1,17 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
-	"encoding/hex"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -54,10 +51,19 @@ func (s *Server) OpsHandler() http.Handler {
 type outcome struct {
 	action string // entra action, or a refusal class such as Unauthorized
 	code   int
+	source string // who decided: one of the source* values
 	rule   string
 	reason string // why a request was refused or failed over to the policy
 	claims []byte // returned claims (Continue), logged only with LogClaims
 }
+
+// Who decided an answer: the source label of apiconnector_requests_total.
+const (
+	sourceRule    = "rule"    // a rule matched
+	sourceDefault = "default" // no rule matched: Continue, with the claims
+	sourcePolicy  = "policy"  // the failure policy answered: an expression, call or the evaluator failed
+	sourceRefused = "refused" // refused before evaluation (authentication, method, body)
+)
 
 func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
@@ -66,55 +72,43 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	defer s.metrics.inflight.Dec()
 
 	id := requestID(r.Header.Get("X-Request-Id"))
-	w.Header()["X-Request-Id"] = []string{id}
-	log := &requestLog{base: s.log, id: id, step: string(cfg.step)}
+	w.Header().Set("X-Request-Id", id)
+	log := s.log.With("request_id", id, "step", string(cfg.step))
 
 	o, req := s.answer(w, r, cfg, log, start)
 
 	elapsed := time.Since(start)
-	cfg.requestCounter(o.action, o.code).Inc()
-	cfg.duration.Observe(elapsed.Seconds())
+	s.metrics.requests.WithLabelValues(string(cfg.step), o.action, strconv.Itoa(o.code), o.source).Inc()
+	s.metrics.duration.WithLabelValues(string(cfg.step)).Observe(elapsed.Seconds())
 	level := slog.LevelInfo
 	if o.code >= 400 && o.action != string(entra.ActionValidationError) {
 		level = slog.LevelWarn
 	}
-	if !s.log.Enabled(r.Context(), level) {
-		return
+	attrs := []slog.Attr{slog.String("action", o.action), slog.Int("code", o.code),
+		slog.Float64("latency_ms", float64(elapsed.Microseconds())/1000)}
+	for _, kv := range [][2]string{{"rule", o.rule}, {"reason", o.reason}} {
+		if kv[1] != "" {
+			attrs = append(attrs, slog.String(kv[0], kv[1]))
+		}
 	}
-	line := requestLine{level: level, at: start.Add(elapsed), id: id, step: string(cfg.step), action: o.action,
-		code: o.code, latency: elapsed, rule: o.rule, reason: o.reason}
 	if s.opts.LogClaims {
 		if req != nil {
-			line.claims = string(req.CanonicalJSON())
+			attrs = append(attrs, slog.String("claims", string(req.Canonical)))
 		}
-		line.returnedClaims = string(o.claims)
+		if len(o.claims) > 0 {
+			attrs = append(attrs, slog.String("returned_claims", string(o.claims)))
+		}
 	}
-	line.log(r.Context(), s.log, s.opts.RequestLog, &s.lineBufs)
-}
-
-// requestLog attaches the request id and step to what a request logs besides its request line.
-// The logger carrying them is built on first use: most requests log nothing else, and building it
-// for every request cost more than the request line itself.
-type requestLog struct {
-	base     *slog.Logger
-	id, step string
-	l        *slog.Logger
-}
-
-func (rl *requestLog) get() *slog.Logger {
-	if rl.l == nil {
-		rl.l = rl.base.With("request_id", rl.id, "step", rl.step)
-	}
-	return rl.l
+	log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
 // answer writes the response and reports what happened. The decoded request is returned for logging.
 // start is when the request arrived: the deadline counts from it, and authentication checks
 // validity periods at it (one clock reading for all).
-func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log *requestLog, start time.Time) (outcome, *entra.Request) {
-	// The deadline covers everything from here, body reading included: Entra waits 20s in total.
-	ctx := withTimeout(r.Context(), start, cfg.timeout)
-	defer ctx.stop()
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log *slog.Logger, start time.Time) (outcome, *entra.Request) {
+	// The deadline covers everything from arrival, body reading included.
+	ctx, cancel := context.WithDeadline(r.Context(), start.Add(cfg.timeout))
+	defer cancel()
 
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
@@ -131,7 +125,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 			w.Header().Set("WWW-Authenticate", `Bearer realm="apiconnector"`)
 		}
 		w.WriteHeader(http.StatusUnauthorized)
-		return outcome{action: "Unauthorized", code: http.StatusUnauthorized, reason: reason}, nil
+		return outcome{action: "Unauthorized", code: http.StatusUnauthorized, source: sourceRefused, reason: reason}, nil
 	}
 	if !isJSON(r.Header.Get("Content-Type")) {
 		return s.refuse(w, cfg, http.StatusUnsupportedMediaType, "UnsupportedMediaType", "content_type"), nil
@@ -139,7 +133,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 	if r.ContentLength > s.opts.MaxBody {
 		return s.refuse(w, cfg, http.StatusRequestEntityTooLarge, "TooLarge", "body_too_large"), nil
 	}
-	body, err := readBody(http.MaxBytesReader(w, r.Body, s.opts.MaxBody), r.ContentLength)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.opts.MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -149,37 +143,42 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 	}
 	req, err := decode(cfg.step, body)
 	if err != nil {
-		log.get().Warn("request refused", "error", err.Error())
+		log.Warn("request refused", "error", err.Error())
 		return s.refuse(w, cfg, http.StatusBadRequest, "BadRequest", decodeReason(err)), nil
 	}
 
 	d, failure := s.evaluate(ctx, cfg, req, log)
-	o := outcome{reason: failure}
+	o := outcome{reason: failure, source: sourceDefault}
 	if failure != "" {
 		s.metrics.policyFailures.WithLabelValues(string(cfg.policy), failure).Inc()
 		d = policyDecision(cfg)
+		o.source = sourcePolicy
 	} else {
 		o.rule = d.Rule
 		if d.Rule != "" {
 			s.metrics.ruleHits.WithLabelValues(d.Rule).Inc()
+			o.source = sourceRule
 		}
 		if d.Failure != "" {
 			// The evaluator applied a policy itself (a call or expression failed); count it too.
 			s.metrics.policyFailures.WithLabelValues(string(cfg.policy), "evaluator").Inc()
 			o.reason = d.Failure
+			if d.Rule == "" {
+				o.source = sourcePolicy
+			}
 		}
 		if d.Action == entra.ActionValidationError && !allowsValidationError(cfg.step) {
 			// Entra only accepts a validation error at PostAttributeCollection and
 			// OnAttributeCollectionSubmit; the CRD forbids such rules elsewhere, but an evaluator
 			// must not be able to send one anyway.
-			log.get().Warn("ValidationError is not allowed at this step; answering ShowBlockPage", "rule", d.Rule)
+			log.Warn("ValidationError is not allowed at this step; answering ShowBlockPage", "rule", d.Rule)
 			s.metrics.downgradedTotal.Inc()
 			d = forStep(cfg.step, d)
 		}
 	}
 	status, out := Encode(cfg.step, d)
 	if status != http.StatusOK && status != http.StatusBadRequest {
-		log.get().Error("failing closed with an error status: this step has no block page", "status", status)
+		log.Error("failing closed with an error status: this step has no block page", "status", status)
 	}
 	s.writeJSON(w, status, out)
 	o.action, o.code = string(d.Action), status
@@ -190,36 +189,13 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 	return o, req
 }
 
-// readBody is io.ReadAll with the buffer allocated once when the size is announced (Entra always
-// sends Content-Length; the caller has checked it against the limit), instead of grown from 512
-// bytes with a copy per step. One byte more than announced lets the read that sees EOF fit.
-func readBody(body io.Reader, announced int64) ([]byte, error) {
-	buf := make([]byte, 0, max(announced, 511)+1)
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := body.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err == io.EOF {
-			return buf, nil
-		}
-		if err != nil {
-			return buf, err
-		}
-	}
-}
-
 // decode parses a request body in the wire format of step: the custom authentication extension
-// envelope at the On... steps, the flat claims object at the legacy steps. The body becomes the
-// request's: nothing may write to it afterwards.
+// envelope at the On... steps, the flat claims object at the legacy steps.
 func decode(step v1alpha1.Step, body []byte) (*entra.Request, error) {
 	if step.IsExtension() {
 		return entra.DecodeExtensionRequest(body, string(step))
 	}
-	// The claims' strings share the body instead of a copy of it (a tenth of the bytes a
-	// request allocated).
-	return entra.DecodeRequestString(unsafe.String(unsafe.SliceData(body), len(body)))
+	return entra.DecodeRequest(body)
 }
 
 // Encode renders a final decision in the wire format of step.
@@ -231,9 +207,7 @@ func Encode(step v1alpha1.Step, d *entra.Decision) (int, []byte) {
 }
 
 // Decode parses a request body as the server does for step (the eval command uses it).
-func Decode(step v1alpha1.Step, body []byte) (*entra.Request, error) {
-	return decode(step, bytes.Clone(body)) // the caller keeps its body
-}
+func Decode(step v1alpha1.Step, body []byte) (*entra.Request, error) { return decode(step, body) }
 
 // allowsValidationError: ValidationError at PostAttributeCollection, showValidationError at
 // OnAttributeCollectionSubmit.
@@ -247,7 +221,7 @@ func allowsValidationError(step v1alpha1.Step) bool {
 // An entra.PromptEvaluator (the rules engine) runs on the request's goroutine. Any other
 // evaluator runs in a goroutine of its own, so one that ignores ctx cannot hold the answer past
 // the deadline. Either way a panic is recovered.
-func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, log *requestLog) (*entra.Decision, string) {
+func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, log *slog.Logger) (*entra.Decision, string) {
 	start := time.Now()
 	var res evalResult
 	if _, prompt := cfg.ev.(entra.PromptEvaluator); prompt {
@@ -257,8 +231,7 @@ func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, 
 		}
 	} else {
 		done := make(chan evalResult, 1) // buffered: a late evaluator must not block forever
-		// A pooled goroutine (evalpool.go): it keeps the stack the CEL interpreter grew.
-		s.evalPool.run(func() { done <- evalRecovered(ctx, cfg.ev, req) })
+		go func() { done <- evalRecovered(ctx, cfg.ev, req) }()
 		select {
 		case res = <-done:
 		case <-ctx.Done():
@@ -270,19 +243,19 @@ func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, 
 	var pe *panicError
 	switch {
 	case errors.As(res.err, &pe):
-		log.get().Error("evaluator panicked; failure policy applies", "policy", string(cfg.policy), "panic", pe.Error())
+		log.Error("evaluator panicked; failure policy applies", "policy", string(cfg.policy), "panic", pe.Error())
 		return nil, "panic"
 	case errors.Is(res.err, context.DeadlineExceeded):
-		log.get().Error("deadline exceeded; failure policy applies", "policy", string(cfg.policy), "timeout", cfg.timeout.String())
+		log.Error("deadline exceeded; failure policy applies", "policy", string(cfg.policy), "timeout", cfg.timeout.String())
 		return nil, "deadline"
 	case errors.Is(res.err, context.Canceled):
-		log.get().Warn("request canceled by the client; failure policy applies", "policy", string(cfg.policy))
+		log.Warn("request canceled by the client; failure policy applies", "policy", string(cfg.policy))
 		return nil, "canceled"
 	case res.err != nil:
-		log.get().Error("evaluation failed; failure policy applies", "policy", string(cfg.policy), "error", res.err.Error())
+		log.Error("evaluation failed; failure policy applies", "policy", string(cfg.policy), "error", res.err.Error())
 		return nil, "error"
 	case res.d == nil || !validAction(res.d.Action):
-		log.get().Error("evaluator returned no valid decision; failure policy applies", "policy", string(cfg.policy))
+		log.Error("evaluator returned no valid decision; failure policy applies", "policy", string(cfg.policy))
 		return nil, "invalid_decision"
 	}
 	return res.d, ""
@@ -327,7 +300,7 @@ func policyDecision(cfg *config) *entra.Decision {
 func (s *Server) refuse(w http.ResponseWriter, cfg *config, code int, action, reason string) outcome {
 	s.metrics.badRequests.WithLabelValues(reason).Inc()
 	s.writeJSON(w, code, BadRequestBody(cfg.step, code))
-	return outcome{action: action, code: code, reason: reason}
+	return outcome{action: action, code: code, source: sourceRefused, reason: reason}
 }
 
 // BadRequestBody is the body of a refusal (400, 405, 413, 415). Entra only understands its three
@@ -353,23 +326,11 @@ func BadRequestBody(step v1alpha1.Step, code int) []byte {
 	return fmt.Appendf(nil, `{"version":%q,"status":%d,"userMessage":%q}`, entra.Version, code, BadRequestMessage)
 }
 
-// answerHeaders are the header values of every answer. They are shared by all responses (net/http
-// only reads them), which saves three allocations per request over Header.Set.
-type answerHeaders struct{ contentType, cacheControl, noSniff []string }
-
-func newAnswerHeaders() answerHeaders {
-	return answerHeaders{
-		contentType:  []string{"application/json; charset=utf-8"},
-		cacheControl: []string{"no-store"},
-		noSniff:      []string{"nosniff"},
-	}
-}
-
 func (s *Server) writeJSON(w http.ResponseWriter, code int, body []byte) {
 	h := w.Header()
-	h["Content-Type"] = s.headers.contentType
-	h["Cache-Control"] = s.headers.cacheControl
-	h["X-Content-Type-Options"] = s.headers.noSniff
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
 	w.Write(body)
 }
@@ -380,10 +341,6 @@ func validAction(a entra.Action) bool {
 
 // isJSON accepts application/json with an optional UTF-8 charset (JSON is UTF-8 by RFC 8259).
 func isJSON(contentType string) bool {
-	// What Entra sends, without the parameter map ParseMediaType allocates.
-	if strings.EqualFold(contentType, "application/json") || strings.EqualFold(contentType, "application/json; charset=utf-8") {
-		return true
-	}
 	mt, params, err := mime.ParseMediaType(contentType)
 	if err != nil || mt != "application/json" {
 		return false
@@ -423,11 +380,7 @@ func requestID(given string) string {
 			return given
 		}
 	}
-	// Unique, not secret: the runtime's per-thread ChaCha8 generator, without a system call.
-	var b [16]byte
-	binary.LittleEndian.PutUint64(b[:8], rand.Uint64())
-	binary.LittleEndian.PutUint64(b[8:], rand.Uint64())
-	return hex.EncodeToString(b[:])
+	return rand.Text() // unique, not secret (26 base32 characters)
 }
 
 type panicError struct{ value any }

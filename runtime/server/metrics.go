@@ -26,16 +26,17 @@ type Metrics struct {
 	exprErrors      *prometheus.CounterVec
 }
 
-// latencyBuckets span a fast rule-only answer (ms) to the 15s connector maximum.
-var latencyBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 8, 10, 15}
+// latencyBuckets span a rule-only answer (a fraction of a millisecond) to the 20 s Entra waits
+// for a legacy connector, with Entra's 1 and 2 s budgets of custom authentication extensions.
+var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2, 5, 10, 20}
 
 // NewMetrics creates the metrics and registers them on reg.
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "apiconnector_requests_total",
-			Help: "Connector requests answered, by step, action (Continue, ShowBlockPage, ValidationError, or BadRequest/Unauthorized/MethodNotAllowed/UnsupportedMediaType/TooLarge) and HTTP code.",
-		}, []string{"step", "action", "code"}),
+			Help: "Connector requests answered, by step, action (Continue, ShowBlockPage, ValidationError, or BadRequest/Unauthorized/MethodNotAllowed/UnsupportedMediaType/TooLarge), HTTP code and source: rule (a rule decided), default (no rule matched), policy (the failure policy answered because an expression, a call or the evaluator failed), refused (not evaluated).",
+		}, []string{"step", "action", "code", "source"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "apiconnector_request_duration_seconds",
 			Help:    "Time from request arrival to the answer being written, by step.",

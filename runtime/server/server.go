@@ -10,10 +10,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,11 +68,6 @@ type Options struct {
 	Logger *slog.Logger
 	// LogClaims logs request and returned claims. Off by default: claims are personal data.
 	LogClaims bool
-	// RequestLog, when set, receives each request's log line directly, byte for byte what
-	// slog.JSONHandler would write (through slog a line costs ~1 µs, written directly 0.2 µs).
-	// Logger must then be a JSON handler on the same writer; its level still decides what is
-	// logged. It must take each Write whole, even when called concurrently (logbuf.Writer does).
-	RequestLog io.Writer
 
 	// Registry receives the metrics and is served on /metrics (default: a new registry).
 	Registry *prometheus.Registry
@@ -92,28 +85,6 @@ type config struct {
 	timeout        time.Duration
 	policy         v1alpha1.FailurePolicy
 	failureMessage string
-
-	// The step's request metrics, resolved once per connector version instead of hashing the
-	// label values on every request.
-	duration prometheus.Observer
-	requests sync.Map // requestKey → prometheus.Counter
-	metrics  *Metrics
-}
-
-type requestKey struct {
-	action string
-	code   int
-}
-
-// requestCounter is apiconnector_requests_total for this step, action and code.
-func (c *config) requestCounter(action string, code int) prometheus.Counter {
-	k := requestKey{action, code}
-	if v, ok := c.requests.Load(k); ok {
-		return v.(prometheus.Counter)
-	}
-	ctr := c.metrics.requests.WithLabelValues(string(c.step), action, strconv.Itoa(code))
-	c.requests.Store(k, ctr)
-	return ctr
 }
 
 // Server serves one connector. Create it with New.
@@ -127,9 +98,6 @@ type Server struct {
 	creds    atomic.Pointer[credentials]
 	cert     atomic.Pointer[tls.Certificate]
 	draining atomic.Bool
-	evalPool *evalPool
-	headers  answerHeaders
-	lineBufs sync.Pool // request line buffers (requestline.go)
 
 	reloadMu sync.Mutex // serialises reloads of the same kind triggered by watchers and tests
 	// fingerprints of what was loaded at New, so the watchers start from there
@@ -161,7 +129,7 @@ func New(conn *v1alpha1.APIConnector, ev entra.Evaluator, opts Options) (*Server
 	if (opts.TLSCertFile == "") != (opts.TLSKeyFile == "") {
 		return nil, errors.New("server: TLS needs both a certificate and a key file")
 	}
-	s := &Server{opts: opts, log: opts.Logger, registry: opts.Registry, metrics: opts.Metrics, evalPool: newEvalPool(), headers: newAnswerHeaders()}
+	s := &Server{opts: opts, log: opts.Logger, registry: opts.Registry, metrics: opts.Metrics}
 	if s.metrics == nil {
 		m, err := NewMetrics(opts.Registry)
 		if err != nil {
@@ -223,7 +191,6 @@ func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev
 	cfg := &config{
 		conn: conn, ev: ev, step: spec.Step, auth: auth, timeout: defTimeout,
 		policy: spec.FailurePolicy, failureMessage: spec.FailureMessage,
-		metrics: s.metrics, duration: s.metrics.duration.WithLabelValues(string(spec.Step)),
 	}
 	if spec.Timeout != nil && spec.Timeout.Duration > 0 {
 		cfg.timeout = spec.Timeout.Duration

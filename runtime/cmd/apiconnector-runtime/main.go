@@ -22,7 +22,6 @@ import (
 	"github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/connfile"
 	"github.com/apiconnector/operator/runtime/entra"
-	"github.com/apiconnector/operator/runtime/logbuf"
 	"github.com/apiconnector/operator/runtime/rules"
 	"github.com/apiconnector/operator/runtime/rulestest"
 	"github.com/apiconnector/operator/runtime/server"
@@ -129,7 +128,6 @@ type serveConfig struct {
 	tlsCert, tlsKey                           string
 	logClaims                                 bool
 	logLevel                                  string
-	logBatch                                  time.Duration
 	maxBody                                   int64
 	drainTimeout, shutdownDelay, pollInterval time.Duration
 }
@@ -147,7 +145,6 @@ func serveFlags(w io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.tlsKey, "tls-key", "", "TLS private key file")
 	fs.BoolVar(&c.logClaims, "log-claims", false, "log request and returned claims (personal data; for debugging only)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.DurationVar(&c.logBatch, "log-batch", 100*time.Millisecond, "write log records in batches at most this long after the first (0: each record at once)")
 	fs.Int64Var(&c.maxBody, "max-body", server.DefaultMaxBody, "largest accepted request body in bytes")
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 2*time.Second, "how long to keep serving after readiness turns false on SIGTERM")
@@ -174,22 +171,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "serve: --log-level: %v\n", err)
 		return exitUsage
 	}
-	var requestLog io.Writer // request lines without slog; only a Writer that takes whole lines
-	if c.logBatch > 0 {
-		// One system call per request line measurably slowed serving under load; see logbuf.
-		batched := logbuf.New(stdout, 64<<10, c.logBatch)
-		defer batched.Flush()
-		stdout, requestLog = batched, batched
-	}
 	log := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
-	if err := serveMain(ctx, c, log, requestLog); err != nil {
+	if err := serveMain(ctx, c, log); err != nil {
 		log.Error("exiting", "error", err.Error())
 		return exitFailure
 	}
 	return exitOK
 }
 
-func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger, requestLog io.Writer) error {
+func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics, err := server.NewMetrics(reg)
@@ -209,7 +199,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger, requestLog
 		ConnectorPath: c.connector, Load: load, SecretsDir: c.secretsDir,
 		TLSCertFile: c.tlsCert, TLSKeyFile: c.tlsKey, MaxBody: c.maxBody,
 		PollInterval: c.pollInterval, DrainTimeout: c.drainTimeout, ShutdownDelay: c.shutdownDelay,
-		Logger: log, RequestLog: requestLog, LogClaims: c.logClaims, Registry: reg, Metrics: metrics,
+		Logger: log, LogClaims: c.logClaims, Registry: reg, Metrics: metrics,
 	})
 	if err != nil {
 		return err
@@ -246,9 +236,6 @@ func loader(opts rules.Options) server.LoadFunc {
 		conn := b.Connectors[0]
 		opts.ResolveList = b.ListResolver(conn.Namespace)
 		eng, err := rules.Compile(conn, opts)
-		// The runtime parses CEL only here, at start and on reload; kept, the parser's tables
-		// would be marked by every garbage collection in between.
-		rules.ReleaseParser()
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}

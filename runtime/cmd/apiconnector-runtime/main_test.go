@@ -183,7 +183,7 @@ func TestServeReloadsAfterReleasingTheParser(t *testing.T) {
 		}
 	}
 	write(string(sample))
-	s := startServe(t, "--connector", connector, "--secrets-dir", basicSecrets(t), "--poll-interval", "20ms", "--log-batch", "0")
+	s := startServe(t, "--connector", connector, "--secrets-dir", basicSecrets(t), "--poll-interval", "20ms")
 	action := func(email string) string {
 		t.Helper()
 		_, body := postAsEntra(t, "http://"+s.addr+"/validate", `{"email":"x@`+email+`"}`)

@@ -1,0 +1,99 @@
+package entra
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"testing"
+)
+
+// FuzzDecodeRequest: whatever the body, DecodeRequest returns a request or a *DecodeError /
+// *ClaimTypeError without panicking, and an accepted body's canonical form decodes again to the
+// same canonical form and claims.
+func FuzzDecodeRequest(f *testing.F) {
+	for _, seed := range []string{
+		`{}`, `[]`, `null`, `{"email":"a@b.c","city":"Oslo"}`, `{"a":1,"a":2}`, `{"a":1e400}`, "{\"a\":\"\xff\"}",
+		`{"identities":[{"signInType":"federated","issuer":"facebook.com","issuerAssignedId":"1"}]}`,
+		`{"identities":[1]}`, `{"email":null}`, `{"a":{"a":{"a":[[[[]]]]}}}`, `{"x":"<&>\u2028"}`, `{} {}`,
+		`{"extension_0123456789abcdef0123456789abcdef_n":12345678901234567890}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := DecodeRequest(body)
+		if err != nil {
+			var de *DecodeError
+			var ce *ClaimTypeError
+			if !errors.As(err, &de) && !errors.As(err, &ce) {
+				t.Fatalf("error of type %T: %v", err, err)
+			}
+			return
+		}
+		again, err := DecodeRequest(req.Canonical)
+		if err != nil {
+			t.Fatalf("canonical form %s refused: %v", req.Canonical, err)
+		}
+		if !bytes.Equal(again.Canonical, req.Canonical) {
+			t.Fatalf("canonical form not stable: %s then %s", req.Canonical, again.Canonical)
+		}
+		a, _ := json.Marshal(req.Claims)
+		b, _ := json.Marshal(again.Claims)
+		if !bytes.Equal(a, b) {
+			t.Fatalf("claims differ after re-decoding: %s vs %s", a, b)
+		}
+	})
+}
+
+// FuzzEncodeDecision: every decision encodes to valid JSON with a status Entra understands, the
+// user message and claims survive as encoding/json reads them, and email is never returned.
+func FuzzEncodeDecision(f *testing.F) {
+	f.Add("Continue", "", "givenName", "John")
+	f.Add("ShowBlockPage", "<b>no</b>", "", "")
+	f.Add("ValidationError", "bad \xff \u2028", "", "")
+	f.Add("Continue", "", "email", "x@y")
+	f.Add("Continue", "", "action", "Continue")
+	f.Add("Allow", "m", "k", "v")
+	f.Fuzz(func(t *testing.T, action, message, key, value string) {
+		d := &Decision{Action: Action(action), UserMessage: message, Claims: map[string]string{key: value}}
+		status, body := EncodeDecision(d)
+		var got map[string]any
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatalf("invalid JSON %q: %v", body, err)
+		}
+		if got["version"] != Version {
+			t.Fatalf("version missing: %s", body)
+		}
+		if _, ok := got["email"]; ok {
+			t.Fatalf("email returned: %s", body)
+		}
+		switch Action(action) {
+		case ActionValidationError:
+			if status != 400 || got["status"] != float64(400) || got["userMessage"] != asJSON(message) {
+				t.Fatalf("%d %s", status, body)
+			}
+		case ActionShowBlockPage:
+			if status != 200 || got["userMessage"] != asJSON(message) {
+				t.Fatalf("%d %s", status, body)
+			}
+		case ActionContinue:
+			if status != 200 || got["action"] != "Continue" {
+				t.Fatalf("%d %s", status, body)
+			}
+			if !reservedKeys[key] && got[asJSON(key)] != asJSON(value) {
+				t.Fatalf("claim %q lost: %s", key, body)
+			}
+		default:
+			if status != 200 || got["action"] != "ShowBlockPage" || got["userMessage"] != DefaultFailureMessage {
+				t.Fatalf("unknown action not failed closed: %d %s", status, body)
+			}
+		}
+	})
+}
+
+// asJSON is s as a JSON reader sees it after encoding/json wrote it (invalid UTF-8 replaced).
+func asJSON(s string) string {
+	b, _ := json.Marshal(s)
+	var out string
+	_ = json.Unmarshal(b, &out)
+	return out
+}
