@@ -5,8 +5,11 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"sort"
 	"strings"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"sigs.k8s.io/yaml"
@@ -39,6 +42,9 @@ func run(in, out string) error {
 		fmt.Fprintf(&sb, "Group `%s`, version `%s`, kind `%s` (short name `%s`), namespaced.\n\n",
 			crd.Spec.Group, v.Name, crd.Spec.Names.Kind, strings.Join(crd.Spec.Names.ShortNames, "`, `"))
 		root := v.Schema.OpenAPIV3Schema
+		if err := writeSteps(&sb, root.Properties["spec"].Properties["step"]); err != nil {
+			return err
+		}
 		for _, top := range []string{"spec", "status"} {
 			s := root.Properties[top]
 			fmt.Fprintf(&sb, "## %s\n\n%s\n\n", top, oneLine(s.Description))
@@ -55,6 +61,34 @@ func run(in, out string) error {
 		}
 	}
 	return os.WriteFile(out, []byte(sb.String()), 0o644)
+}
+
+// writeSteps writes the contract's facts about each step (api/v1alpha1/step.go), after checking
+// that the CRD offers exactly those steps.
+func writeSteps(sb *strings.Builder, step apiextensionsv1.JSONSchemaProps) error {
+	var enum []string
+	for _, e := range step.Enum {
+		enum = append(enum, strings.Trim(string(e.Raw), `"`))
+	}
+	var steps []string
+	for _, s := range v1alpha1.Steps {
+		steps = append(steps, string(s))
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(enum)), slices.Sorted(slices.Values(steps))) {
+		return fmt.Errorf("the CRD's spec.step enum %v differs from v1alpha1.Steps %v", enum, steps)
+	}
+	yes := map[bool]string{true: "yes", false: "no"}
+	sb.WriteString("## Steps\n\n")
+	sb.WriteString("| step | protocol | Entra waits at most | default `spec.timeout` | block page | validation error |\n|---|---|---|---|---|---|\n")
+	for _, s := range v1alpha1.Steps {
+		protocol := "legacy API connector (basic or client certificate)"
+		if s.IsExtension() {
+			protocol = "custom authentication extension (bearer)"
+		}
+		fmt.Fprintf(sb, "| `%s` | %s | %s | %s | %s | %s |\n", s, protocol, s.EntraWait(), s.DefaultTimeout(), yes[s.AllowsBlockPage()], yes[s.AllowsValidationError()])
+	}
+	fmt.Fprintf(sb, "\nA connector that cannot decide answers with the failure policy; `failureMessage` defaults to %q. No step may return the claims email, version, action, status or userMessage.\n\n", v1alpha1.DefaultFailureMessage)
+	return nil
 }
 
 func requiredSet(s *apiextensionsv1.JSONSchemaProps) map[string]bool {

@@ -3,14 +3,12 @@ package entra
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
 )
 
 // DefaultFailureMessage is the userMessage when a connector fails closed and sets no failureMessage.
-const DefaultFailureMessage = "We can't complete your sign-up right now. Please try again later."
-
-// reservedKeys are response fields a returned claim must never overwrite. email is here because
-// Entra refuses to have it returned.
-var reservedKeys = map[string]bool{"version": true, "action": true, "status": true, "userMessage": true, "email": true}
+const DefaultFailureMessage = v1alpha1.DefaultFailureMessage
 
 // EncodeDecision renders a decision as the HTTP status and body Entra expects:
 //
@@ -41,7 +39,7 @@ func EncodeDecision(d *Decision) (status int, body []byte) {
 		answer.UserMessage = ""
 		claims = make(map[string]string, len(d.Claims))
 		for k, v := range d.Claims {
-			if !reservedKeys[k] {
+			if !v1alpha1.IsReservedClaim(k) {
 				claims[k] = v
 			}
 		}

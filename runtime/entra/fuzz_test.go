@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"testing"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
 )
 
 // FuzzDecodeRequest: whatever the body, DecodeRequest returns a request or a *DecodeError /
@@ -79,7 +81,7 @@ func FuzzEncodeDecision(f *testing.F) {
 			if status != 200 || got["action"] != "Continue" {
 				t.Fatalf("%d %s", status, body)
 			}
-			if !reservedKeys[key] && got[asJSON(key)] != asJSON(value) {
+			if !v1alpha1.IsReservedClaim(key) && got[asJSON(key)] != asJSON(value) {
 				t.Fatalf("claim %q lost: %s", key, body)
 			}
 		default:

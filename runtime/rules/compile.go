@@ -21,13 +21,6 @@ import (
 // Defaults applied where the spec leaves a field empty (the CRD defaults them too, but a file
 // loaded on a laptop may not have been through the API server).
 const (
-	DefaultFailureMessage = "We can't complete your sign-up right now. Please try again later."
-	DefaultTimeout        = 8 * time.Second
-	// DefaultExtensionTimeout is the deadline of custom authentication extension steps (On...):
-	// Entra waits 200-2000 ms for them (1000 ms unless configured) and may retry once.
-	DefaultExtensionTimeout = 1500 * time.Millisecond
-	// MaxExtensionWait is the longest Entra waits for a custom authentication extension.
-	MaxExtensionWait   = 2 * time.Second
 	DefaultCallTimeout = 2 * time.Second
 	// MaxResponseBytes bounds how much of a call's response body is read.
 	MaxResponseBytes = 1 << 20
@@ -206,7 +199,7 @@ type compiledEvent struct {
 // Name is the connector's namespace/name.
 func (e *Engine) Name() string { return e.namespace + "/" + e.name }
 
-// Timeout is the connector's request deadline (spec.timeout or DefaultTimeout).
+// Timeout is the connector's request deadline (spec.timeout or the step's DefaultTimeout).
 func (e *Engine) Timeout() time.Duration { return e.timeout }
 
 // Step is the connector's configured step.
@@ -230,14 +223,11 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 		step:           s.Step,
 		failurePolicy:  orPolicy(s.FailurePolicy, v1alpha1.FailurePolicyFail),
 		failureMessage: s.FailureMessage,
-		timeout:        DefaultTimeout,
+		timeout:        s.Step.DefaultTimeout(),
 		opts:           opts,
 	}
 	if e.failureMessage == "" {
-		e.failureMessage = DefaultFailureMessage
-	}
-	if s.Step.IsExtension() {
-		e.timeout = DefaultExtensionTimeout
+		e.failureMessage = v1alpha1.DefaultFailureMessage
 	}
 	if s.Timeout != nil && s.Timeout.Duration > 0 {
 		e.timeout = s.Timeout.Duration
@@ -355,8 +345,8 @@ func budgetWarnings(step v1alpha1.Step, deadline time.Duration, calls []*compile
 		return nil
 	}
 	var w []string
-	if deadline > MaxExtensionWait {
-		w = append(w, fmt.Sprintf("spec.timeout: %s is longer than the %s Entra waits for a custom authentication extension", deadline, MaxExtensionWait))
+	if deadline > step.EntraWait() {
+		w = append(w, fmt.Sprintf("spec.timeout: %s is longer than the %s Entra waits for a custom authentication extension", deadline, step.EntraWait()))
 	}
 	var longest time.Duration
 	var slowest string

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/connfile"
@@ -68,7 +69,7 @@ func TestExtensionSubmit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer e.Close(context.Background())
-	if e.Timeout() != rules.DefaultExtensionTimeout {
+	if e.Timeout() != 1500*time.Millisecond {
 		t.Errorf("timeout %s", e.Timeout())
 	}
 	data := func(year int, ip string) map[string]any {

@@ -19,15 +19,6 @@ var (
 	guidRE           = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 )
 
-// AllowsValidationError reports whether Entra accepts a validation error at step: ValidationError
-// (HTTP 400) at PostAttributeCollection, showValidationError at OnAttributeCollectionSubmit.
-func AllowsValidationError(step v1alpha1.Step) bool {
-	return step == v1alpha1.StepPostAttributeCollection || step == v1alpha1.StepOnAttributeCollectionSubmit
-}
-
-// reservedClaims cannot be returned: Entra refuses email, and the others are response fields.
-var reservedClaims = map[string]bool{"email": true, "version": true, "action": true, "status": true, "userMessage": true}
-
 const (
 	maxConnectorTimeout = 15 * time.Second
 	maxCallTimeout      = 10 * time.Second
@@ -46,10 +37,7 @@ func Validate(conn *v1alpha1.APIConnector) error {
 
 func validate(c *errs, conn *v1alpha1.APIConnector) {
 	s := &conn.Spec
-	switch s.Step {
-	case v1alpha1.StepPostFederationSignup, v1alpha1.StepPostAttributeCollection,
-		v1alpha1.StepOnAttributeCollectionStart, v1alpha1.StepOnAttributeCollectionSubmit, v1alpha1.StepOnTokenIssuanceStart:
-	default:
+	if !s.Step.Valid() {
 		c.add("spec.step", "must be PostFederationSignup, PostAttributeCollection, OnAttributeCollectionStart, OnAttributeCollectionSubmit or OnTokenIssuanceStart, got %q", s.Step)
 	}
 	a := s.Authentication
@@ -149,10 +137,10 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		if (r.Block != nil) == (r.ValidationError != nil) {
 			c.add(p, "exactly one of block or validationError must be set")
 		}
-		if r.ValidationError != nil && !AllowsValidationError(s.Step) {
+		if r.ValidationError != nil && !s.Step.AllowsValidationError() {
 			c.add(p+".validationError", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit; use block elsewhere")
 		}
-		if r.Block != nil && s.Step == v1alpha1.StepOnTokenIssuanceStart {
+		if r.Block != nil && !s.Step.AllowsBlockPage() {
 			c.add(p+".block", "block outcomes are not allowed at step OnTokenIssuanceStart: token issuance has no block page")
 		}
 		if r.Block != nil && r.Block.Attribute != "" {
@@ -180,7 +168,7 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		if len(name) > 128 || !claimNameRE.MatchString(name) {
 			c.add(p, "claim names must be identifiers of at most 128 characters (letters, digits, underscore)")
 		}
-		if reservedClaims[name] {
+		if v1alpha1.IsReservedClaim(name) {
 			c.add(p, "claims must not return email or the response fields version, action, status, userMessage")
 		}
 	}

@@ -306,7 +306,7 @@ func TestExtensionFailClosedAtTokenIssuance(t *testing.T) {
 	}
 	// The extension deadline defaults to 1500ms.
 	s := newServer(t, bearerConnector(v1alpha1.StepOnTokenIssuanceStart, p.issuer()), continueEval, Options{SecretsDir: t.TempDir()})
-	if s.cfg.Load().timeout != DefaultExtensionTimeout {
+	if s.cfg.Load().timeout != 1500*time.Millisecond {
 		t.Errorf("timeout %s", s.cfg.Load().timeout)
 	}
 	// Bearer is refused at legacy steps and basic at extension steps.

@@ -167,7 +167,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 				o.source = sourcePolicy
 			}
 		}
-		if d.Action == entra.ActionValidationError && !allowsValidationError(cfg.step) {
+		if d.Action == entra.ActionValidationError && !cfg.step.AllowsValidationError() {
 			// Entra only accepts a validation error at PostAttributeCollection and
 			// OnAttributeCollectionSubmit; the CRD forbids such rules elsewhere, but an evaluator
 			// must not be able to send one anyway.
@@ -208,12 +208,6 @@ func Encode(step v1alpha1.Step, d *entra.Decision) (int, []byte) {
 
 // Decode parses a request body as the server does for step (the eval command uses it).
 func Decode(step v1alpha1.Step, body []byte) (*entra.Request, error) { return decode(step, body) }
-
-// allowsValidationError: ValidationError at PostAttributeCollection, showValidationError at
-// OnAttributeCollectionSubmit.
-func allowsValidationError(step v1alpha1.Step) bool {
-	return step == v1alpha1.StepPostAttributeCollection || step == v1alpha1.StepOnAttributeCollectionSubmit
-}
 
 // evaluate runs the evaluator within ctx. It returns a non-empty failure reason (error, deadline,
 // canceled, panic, invalid_decision) when the failure policy must answer instead.
@@ -271,7 +265,7 @@ func Finalize(conn *v1alpha1.APIConnector, d *entra.Decision, err error) *entra.
 		cfg.policy = v1alpha1.FailurePolicyFail
 	}
 	if cfg.failureMessage == "" {
-		cfg.failureMessage = entra.DefaultFailureMessage
+		cfg.failureMessage = v1alpha1.DefaultFailureMessage
 	}
 	if err != nil || d == nil || !validAction(d.Action) {
 		return policyDecision(cfg)
@@ -281,7 +275,7 @@ func Finalize(conn *v1alpha1.APIConnector, d *entra.Decision, err error) *entra.
 
 // forStep downgrades a ValidationError at a step that has none to ShowBlockPage.
 func forStep(step v1alpha1.Step, d *entra.Decision) *entra.Decision {
-	if d.Action == entra.ActionValidationError && !allowsValidationError(step) {
+	if d.Action == entra.ActionValidationError && !step.AllowsValidationError() {
 		return &entra.Decision{Action: entra.ActionShowBlockPage, UserMessage: d.UserMessage, Rule: d.Rule, Failure: d.Failure}
 	}
 	return d

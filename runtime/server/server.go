@@ -25,12 +25,8 @@ import (
 // Defaults of Options.
 const (
 	DefaultMaxBody      = 64 << 10
-	DefaultTimeout      = 8 * time.Second
 	DefaultPollInterval = 2 * time.Second
 	DefaultDrainTimeout = 25 * time.Second
-	// DefaultExtensionTimeout is the request deadline of custom authentication extension steps
-	// without spec.timeout: Entra waits 200-2000 ms (1000 by default) for them.
-	DefaultExtensionTimeout = 1500 * time.Millisecond
 )
 
 // LoadFunc loads and compiles a connector file. The command wires the connector loader and the
@@ -53,8 +49,6 @@ type Options struct {
 
 	// MaxBody is the largest accepted request body in bytes (default 64 KiB).
 	MaxBody int64
-	// Timeout bounds one request when the connector sets no spec.timeout (default 8s).
-	Timeout time.Duration
 	// PollInterval is how often the connector, credential and certificate files are checked
 	// (default 2s).
 	PollInterval time.Duration
@@ -111,9 +105,6 @@ func New(conn *v1alpha1.APIConnector, ev entra.Evaluator, opts Options) (*Server
 	if opts.MaxBody <= 0 {
 		opts.MaxBody = DefaultMaxBody
 	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultTimeout
-	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = DefaultPollInterval
 	}
@@ -163,10 +154,7 @@ func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev
 		return nil, errors.New("server: connector and evaluator are required")
 	}
 	spec := conn.Spec
-	switch spec.Step {
-	case v1alpha1.StepPostFederationSignup, v1alpha1.StepPostAttributeCollection,
-		v1alpha1.StepOnAttributeCollectionStart, v1alpha1.StepOnAttributeCollectionSubmit, v1alpha1.StepOnTokenIssuanceStart:
-	default:
+	if !spec.Step.Valid() {
 		return nil, fmt.Errorf("server: unsupported step %q", spec.Step)
 	}
 	auth, err := parseAuth(spec.Authentication)
@@ -184,12 +172,8 @@ func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev
 			auth.keys.prefetch()
 		}
 	}
-	defTimeout := s.opts.Timeout
-	if spec.Step.IsExtension() {
-		defTimeout = DefaultExtensionTimeout
-	}
 	cfg := &config{
-		conn: conn, ev: ev, step: spec.Step, auth: auth, timeout: defTimeout,
+		conn: conn, ev: ev, step: spec.Step, auth: auth, timeout: spec.Step.DefaultTimeout(),
 		policy: spec.FailurePolicy, failureMessage: spec.FailureMessage,
 	}
 	if spec.Timeout != nil && spec.Timeout.Duration > 0 {
@@ -199,7 +183,7 @@ func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev
 		cfg.policy = v1alpha1.FailurePolicyFail // the CRD default; fail closed when absent
 	}
 	if cfg.failureMessage == "" {
-		cfg.failureMessage = entra.DefaultFailureMessage
+		cfg.failureMessage = v1alpha1.DefaultFailureMessage
 	}
 	return cfg, nil
 }

@@ -351,10 +351,7 @@ func evaluate(ctx context.Context, conn *v1alpha1.APIConnector, ev entra.Evaluat
 		fmt.Fprintf(stderr, "eval: the server would refuse this body: %v\n", err)
 		return 400, server.BadRequestBody(conn.Spec.Step, 400), nil
 	}
-	timeout := server.DefaultTimeout
-	if conn.Spec.Step.IsExtension() {
-		timeout = server.DefaultExtensionTimeout
-	}
+	timeout := conn.Spec.Step.DefaultTimeout()
 	if conn.Spec.Timeout != nil && conn.Spec.Timeout.Duration > 0 {
 		timeout = conn.Spec.Timeout.Duration
 	}
