@@ -50,11 +50,6 @@ Run "apiconnector-runtime help COMMAND" for a command's flags.
 `
 
 func main() {
-	// The collector keeps Go's default (GOGC=100). 200 gave a few per cent more throughput on
-	// one CPU, but a p99 at half load higher in 13 of 16 paired runs (likely: the larger heap
-	// takes longer to sweep after each cycle, and on one CPU the sweeper keeps the scheduler
-	// from polling the network meanwhile; hack/bench/results/runtime.md). The pod's GOMEMLIMIT (its
-	// memory limit, set by the controller) makes the collector stricter before memory runs out.
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
