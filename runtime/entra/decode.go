@@ -164,7 +164,7 @@ func (p parser) object(depth int) (map[string]any, error) {
 			return nil, &DecodeError{Reason: "malformed_json", Err: errors.New("object key is not a string")}
 		}
 		if _, dup := m[key]; dup {
-			return nil, &DecodeError{Reason: "duplicate_key", Err: fmt.Errorf("duplicate key %q", truncate(key, 64))}
+			return nil, &DecodeError{Reason: "duplicate_key", Err: errors.New("an object has a key twice")}
 		}
 		if tok, err = p.token(); err != nil {
 			return nil, err

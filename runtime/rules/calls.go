@@ -135,9 +135,13 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 	return types.NewStringInterfaceMap(types.DefaultTypeAdapter, out), nil, ignored
 }
 
-// callPayload is the body expression's value as plain Go data, or the request's claims.
+// callPayload is the body expression's value as plain Go data. Without one, a POST, PUT or PATCH
+// sends the request's claims and a GET nothing: query strings end up in access logs.
 func (e *Engine) callPayload(ctx context.Context, c *compiledCall, v *vars) (any, error) {
 	if c.body == nil {
+		if c.method == http.MethodGet {
+			return nil, nil
+		}
 		if v.rawClaims == nil {
 			return map[string]any{}, nil
 		}
@@ -202,7 +206,7 @@ func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any) (int,
 
 	resp, err := e.opts.HTTPClient.Do(req)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, e.transportError(err)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
@@ -215,16 +219,15 @@ func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any) (int,
 	var parsed any = map[string]any{}
 	var parseErr error
 	if len(bytes.TrimSpace(raw)) > 0 {
-		parseErr = json.Unmarshal(raw, &parsed)
-		if parseErr != nil {
-			parsed = nil
+		if json.Unmarshal(raw, &parsed) != nil {
+			parsed, parseErr = nil, errors.New("response is not JSON")
 		}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return resp.StatusCode, parsed, fmt.Errorf("status %d", resp.StatusCode)
 	}
 	if parseErr != nil {
-		return resp.StatusCode, nil, fmt.Errorf("response is not JSON: %w", parseErr)
+		return resp.StatusCode, nil, parseErr
 	}
 	return resp.StatusCode, parsed, nil
 }

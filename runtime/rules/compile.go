@@ -90,6 +90,11 @@ type Options struct {
 	MaxEstimatedCost uint64
 	// CostLimit overrides CostLimit.
 	CostLimit uint64
+	// ErrorDetail reports evaluation and transport errors in full. They may then quote claim
+	// values (a regular expression taken from a claim, a failed conversion's input, a GET call's
+	// URL): for local testing and debugging only. Off, they name the field, call or event and the
+	// kind of failure.
+	ErrorDetail bool
 	// Now is the clock for CloudEvent times. Default: time.Now.
 	Now func() time.Time
 }

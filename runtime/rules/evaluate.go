@@ -174,7 +174,7 @@ func (e *Engine) eval(ctx context.Context, p *program, v *vars) (ref.Val, error)
 		out, _, err = p.prg.ContextEval(ctx, v)
 	}
 	if err != nil {
-		err = fmt.Errorf("%s: %w", p.path, err)
+		err = e.expressionError(p.path, err)
 		e.opts.Observer.ExpressionError(p.path, err)
 		return nil, err
 	}

@@ -145,7 +145,7 @@ func (e *Engine) send(ctx context.Context, ev *compiledEvent, ce *CloudEvent) er
 	}
 	resp, err := e.opts.HTTPClient.Do(req)
 	if err != nil {
-		return err
+		return e.transportError(err)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxResponseBytes)) // lets the connection be reused

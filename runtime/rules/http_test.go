@@ -406,3 +406,27 @@ func TestCallGetQueryAndIgnoredStatus(t *testing.T) {
 		t.Errorf("query %q", gotQuery)
 	}
 }
+
+// A GET call without a body sends no query parameters: claims are not put into URLs unless the
+// connector selects them.
+func TestGetCallWithoutBodySendsNoClaims(t *testing.T) {
+	var gotQuery string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotQuery = r.URL.RawQuery
+		io.WriteString(w, `{}`)
+	}))
+	defer srv.Close()
+	e := compile(t, `  step: PostAttributeCollection
+  calls:
+  - name: lookup
+    url: '`+srv.URL+`/x?fixed=1'
+    method: GET
+`, rules.Options{})
+	d := eval(t, e, map[string]any{"email": "jane@contoso.example", "givenName": "Jane"})
+	if d.Action != entra.ActionContinue || d.Failure != "" {
+		t.Fatalf("got %+v", d)
+	}
+	if gotQuery != "fixed=1" {
+		t.Errorf("query %q, want only the URL's own", gotQuery)
+	}
+}

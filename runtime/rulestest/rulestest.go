@@ -246,6 +246,8 @@ func EvalRequest(conn *v1alpha1.APIConnector, resolve rules.ListResolver, req *e
 		},
 		ResolveList:   resolve,
 		EventAttempts: 1,
+		// Test cases are written by the connector's author: show errors in full.
+		ErrorDetail: true,
 	})
 	if err != nil {
 		return nil, err

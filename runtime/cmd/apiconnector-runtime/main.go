@@ -181,7 +181,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	opts := rules.Options{Observer: server.EngineObserver{Metrics: metrics}, Logger: log}
+	opts := rules.Options{Observer: server.EngineObserver{Metrics: metrics}, Logger: log, ErrorDetail: c.logClaims}
 	if c.outboundSecretsDir != "" {
 		opts.Secrets = rules.DirSecrets(c.outboundSecretsDir)
 	}
@@ -315,7 +315,7 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "eval: %v\n", err)
 		return exitFailure
 	}
-	opts := rules.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil))}
+	opts := rules.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil)), ErrorDetail: true}
 	if c.outboundSecretsDir != "" {
 		opts.Secrets = rules.DirSecrets(c.outboundSecretsDir)
 	}
