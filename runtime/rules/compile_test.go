@@ -50,6 +50,10 @@ func TestCompileErrors(t *testing.T) {
 			"spec.rules[0]", "exactly one of block or validationError"},
 		{"duplicate rule", "  step: PostAttributeCollection\n  rules:\n  - {name: r, when: 'true', block: {message: m}}\n  - {name: r, when: 'true', block: {message: m}}\n",
 			"spec.rules[1].name", "duplicate name"},
+		{"call credentials over http", "  step: PostAttributeCollection\n  calls:\n  - {name: c, url: 'http://approvals.example/x', auth: {type: Bearer, secretRef: {name: s}}}\n",
+			"spec.calls[0].url", "sends credentials (auth) over plain http to approvals.example; use https"},
+		{"sink credentials over http", "  step: PostAttributeCollection\n  events:\n  - {name: e, sink: {url: 'http://10.0.0.1/e', auth: {type: Basic, secretRef: {name: s}}}}\n",
+			"spec.events[0].sink.url", "over plain http to 10.0.0.1"},
 		{"unresolved configMapRef", "  step: PostAttributeCollection\n  lists:\n  - {name: l, configMapRef: {name: cm, key: k}}\n",
 			"spec.lists[0].configMapRef", "not resolved"},
 	}
@@ -76,6 +80,16 @@ func TestCompileErrorsListsEveryProblem(t *testing.T) {
 	for _, p := range []string{"spec.rules[0].when", "spec.rules[1].when", "spec.claims.givenName"} {
 		if !strings.Contains(err.Error(), p+": ") {
 			t.Errorf("error does not name %s:\n%v", p, err)
+		}
+	}
+}
+
+// Credentials may go over plain http only to in-cluster Services and loopback.
+func TestCredentialsOverHTTPToClusterServices(t *testing.T) {
+	for _, host := range []string{"approvals.identity.svc", "approvals.identity.svc.cluster.local", "127.0.0.1:8080", "localhost", "[::1]:80"} {
+		spec := "  step: PostAttributeCollection\n  calls:\n  - {name: c, url: 'http://" + host + "/x', auth: {type: Bearer, secretRef: {name: s}}}\n"
+		if err := rules.Validate(parse(t, spec)); err != nil {
+			t.Errorf("%s: %v", host, err)
 		}
 	}
 }

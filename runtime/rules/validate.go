@@ -2,6 +2,7 @@ package rules
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -125,6 +126,7 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		}
 		checkPolicy(c, p+".failurePolicy", call.FailurePolicy)
 		checkAuth(c, p+".auth", call.Auth)
+		checkCredentialsOverTLS(c, p+".url", call.URL, call.Auth)
 	}
 
 	names = map[string]bool{}
@@ -179,6 +181,7 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		checkName(c, p+".name", ev.Name, ruleOrEventRE, names)
 		checkURL(c, p+".sink.url", ev.Sink.URL)
 		checkAuth(c, p+".sink.auth", ev.Sink.Auth)
+		checkCredentialsOverTLS(c, p+".sink.url", ev.Sink.URL, ev.Sink.Auth)
 		switch ev.Delivery {
 		case "", v1alpha1.DeliverySync, v1alpha1.DeliveryAsync:
 		default:
@@ -207,6 +210,25 @@ func checkURL(c *errs, path, raw string) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		c.add(path, "must be an absolute http or https URL, got %q", raw)
 	}
+}
+
+// checkCredentialsOverTLS refuses to send credentials in clear text over a network: a call or
+// sink with auth must use https, unless its host is a Service of this cluster (*.svc,
+// *.svc.cluster.local; the traffic stays on the cluster network) or loopback (a sidecar in the
+// same pod).
+func checkCredentialsOverTLS(c *errs, path, raw string, a *v1alpha1.OutboundAuth) {
+	u, err := url.Parse(raw)
+	if a == nil || err != nil || u.Scheme != "http" {
+		return
+	}
+	host := strings.TrimSuffix(u.Hostname(), ".")
+	if strings.HasSuffix(host, ".svc") || strings.HasSuffix(host, ".svc.cluster.local") || host == "localhost" {
+		return
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return
+	}
+	c.add(path, "sends credentials (auth) over plain http to %s; use https (http is allowed only for in-cluster Service hosts *.svc and *.svc.cluster.local, and loopback)", host)
 }
 
 func checkPolicy(c *errs, path string, p v1alpha1.FailurePolicy) {
