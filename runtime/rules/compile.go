@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"sort"
 	"time"
 
@@ -69,8 +70,11 @@ func (NopObserver) ExpressionError(string, error)          {}
 // Options are the runtime dependencies of an Engine. The zero value works for validation only
 // (no secrets, no ConfigMap lists); the runtime sets HTTPClient, Secrets and Observer.
 type Options struct {
-	// HTTPClient sends calls and events. Default: DefaultHTTPClient().
+	// HTTPClient sends calls and events. Default: NewHTTPClient(EgressAllow).
 	HTTPClient *http.Client
+	// EgressAllow are address ranges the default client may connect to although the egress
+	// guard refuses them (loopback, link-local, the API server...; see NewHTTPClient).
+	EgressAllow []netip.Prefix
 	// Secrets provides outbound credentials. A call or event with auth fails when it is nil.
 	Secrets SecretSource
 	// ResolveList provides the entries of lists with a configMapRef. When nil, such a list is a
@@ -101,7 +105,7 @@ type Options struct {
 
 func (o Options) withDefaults() Options {
 	if o.HTTPClient == nil {
-		o.HTTPClient = DefaultHTTPClient()
+		o.HTTPClient = NewHTTPClient(o.EgressAllow)
 	}
 	if o.Observer == nil {
 		o.Observer = NopObserver{}
@@ -128,23 +132,6 @@ func (o Options) withDefaults() Options {
 		o.Now = time.Now
 	}
 	return o
-}
-
-// DefaultHTTPClient is the client used for calls and events when Options.HTTPClient is nil. It
-// ignores proxy environment variables (an outbound call going through a proxy nobody configured
-// for this connector is a surprise) and bounds every phase; per-call timeouts come from ctx.
-func DefaultHTTPClient() *http.Client {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.Proxy = nil
-	t.ResponseHeaderTimeout = 10 * time.Second
-	t.MaxIdleConnsPerHost = 32
-	return &http.Client{
-		Transport: t,
-		Timeout:   15 * time.Second,
-		// Redirects of a POST to an approval system are more likely a misconfiguration than
-		// intended; answer with the redirect status instead of following it.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
 }
 
 // Engine answers requests for one compiled connector. It is safe for concurrent use. Close it

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -86,7 +87,7 @@ func TestApprovalSampleWithRealServer(t *testing.T) {
 	check.Spec.Calls[0].URL = srv.URL + "/api/v1/access-requests/status"
 	submit := loadSample(t, "approval-workflow.yaml", "approval-submit")
 	submit.Spec.Calls[0].URL = srv.URL + "/api/v1/access-requests"
-	opts := rules.Options{Secrets: secrets}
+	opts := rules.Options{EgressAllow: loopback, Secrets: secrets}
 	ce, err := rules.Compile(check, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -157,7 +158,7 @@ func TestVerificationSampleWithRealServer(t *testing.T) {
 	conn := loadSample(t, "identity-verification.yaml", "identity-verification")
 	conn.Spec.Calls[0].URL = srv.URL
 	conn.Spec.Calls[0].Timeout.Duration = 200 * time.Millisecond
-	e, err := rules.Compile(conn, rules.Options{Secrets: secrets})
+	e, err := rules.Compile(conn, rules.Options{EgressAllow: loopback, Secrets: secrets})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +181,7 @@ func TestVerificationSampleWithRealServer(t *testing.T) {
 		t.Errorf("call timeout not applied: %v", el)
 	}
 	conn.Spec.Calls[0].FailurePolicy = v1alpha1.FailurePolicyIgnore
-	e, err = rules.Compile(conn, rules.Options{Secrets: secrets})
+	e, err = rules.Compile(conn, rules.Options{EgressAllow: loopback, Secrets: secrets})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -228,7 +229,7 @@ func TestEventsToLoopbackSink(t *testing.T) {
 		conn.Spec.Events[i].Sink.URL = srv.URL + "/" + conn.Spec.Events[i].Name
 	}
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	e, err := rules.Compile(conn, rules.Options{Secrets: secrets, Now: func() time.Time { return now }})
+	e, err := rules.Compile(conn, rules.Options{EgressAllow: loopback, Secrets: secrets, Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,10 +298,10 @@ func TestSyncEventFailurePolicy(t *testing.T) {
     sink: {url: '` + srv.URL + `'}
 `
 	}
-	if d := eval(t, compile(t, spec("Fail"), rules.Options{}), map[string]any{}); d.Action != entra.ActionShowBlockPage || !strings.Contains(d.Failure, "status 503") {
+	if d := eval(t, compile(t, spec("Fail"), rules.Options{EgressAllow: loopback}), map[string]any{}); d.Action != entra.ActionShowBlockPage || !strings.Contains(d.Failure, "status 503") {
 		t.Errorf("Fail: %+v", d)
 	}
-	if d := eval(t, compile(t, spec("Ignore"), rules.Options{}), map[string]any{}); d.Action != entra.ActionContinue {
+	if d := eval(t, compile(t, spec("Ignore"), rules.Options{EgressAllow: loopback}), map[string]any{}); d.Action != entra.ActionContinue {
 		t.Errorf("Ignore: %+v", d)
 	}
 }
@@ -322,7 +323,7 @@ func TestAsyncQueueDropsWhenFull(t *testing.T) {
   events:
   - name: note
     sink: {url: '`+srv.URL+`'}
-`, rules.Options{Observer: obs, EventQueueSize: 2})
+`, rules.Options{EgressAllow: loopback, Observer: obs, EventQueueSize: 2})
 	// 4 workers take one event each and block in the sink; 2 wait in the queue; the rest drop.
 	const n = 20
 	for i := range n {
@@ -365,7 +366,7 @@ func TestAsyncRetriesThenDelivers(t *testing.T) {
   events:
   - name: note
     sink: {url: '`+srv.URL+`'}
-`, rules.Options{Observer: obs, EventBackoff: time.Millisecond})
+`, rules.Options{EgressAllow: loopback, Observer: obs, EventBackoff: time.Millisecond})
 	eval(t, e, map[string]any{})
 	if err := e.Close(context.Background()); err != nil {
 		t.Fatal(err)
@@ -397,7 +398,7 @@ func TestCallGetQueryAndIgnoredStatus(t *testing.T) {
   - name: not-found
     when: "calls.lookup.status == 404 && calls.lookup.body.error == 'unknown' && calls.skipped.status == 0 && size(calls.skipped.body) == 0"
     block: {message: not found}
-`, rules.Options{})
+`, rules.Options{EgressAllow: loopback})
 	d := eval(t, e, map[string]any{"email": "a+b@c.example"})
 	if d.Rule != "not-found" || !strings.Contains(d.Failure, "status 404") {
 		t.Errorf("got %+v", d)
@@ -421,7 +422,7 @@ func TestGetCallWithoutBodySendsNoClaims(t *testing.T) {
   - name: lookup
     url: '`+srv.URL+`/x?fixed=1'
     method: GET
-`, rules.Options{})
+`, rules.Options{EgressAllow: loopback})
 	d := eval(t, e, map[string]any{"email": "jane@contoso.example", "givenName": "Jane"})
 	if d.Action != entra.ActionContinue || d.Failure != "" {
 		t.Fatalf("got %+v", d)
@@ -430,3 +431,7 @@ func TestGetCallWithoutBodySendsNoClaims(t *testing.T) {
 		t.Errorf("query %q, want only the URL's own", gotQuery)
 	}
 }
+
+// loopback lets these tests' calls reach their servers on 127.0.0.1, which the egress guard
+// refuses by default.
+var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}

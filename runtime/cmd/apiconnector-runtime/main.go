@@ -10,9 +10,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 	"time"
 
@@ -124,6 +126,7 @@ type serveConfig struct {
 	logClaims                                 bool
 	logLevel                                  string
 	maxBody                                   int64
+	egressAllow                               []netip.Prefix
 	drainTimeout, shutdownDelay, pollInterval time.Duration
 }
 
@@ -141,6 +144,16 @@ func serveFlags(w io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.BoolVar(&c.logClaims, "log-claims", false, "log request and returned claims (personal data; for debugging only)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.Int64Var(&c.maxBody, "max-body", server.DefaultMaxBody, "largest accepted request body in bytes")
+	fs.Func("egress-allow-cidr", "address range calls and events may reach although the egress guard refuses it (loopback, link-local, the API server); repeat or separate with commas", func(v string) error {
+		for _, s := range strings.Split(v, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				return err
+			}
+			c.egressAllow = append(c.egressAllow, p)
+		}
+		return nil
+	})
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 2*time.Second, "how long to keep serving after readiness turns false on SIGTERM")
 	fs.DurationVar(&c.pollInterval, "poll-interval", server.DefaultPollInterval, "how often watched files are checked for changes")
@@ -181,7 +194,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	opts := rules.Options{Observer: server.EngineObserver{Metrics: metrics}, Logger: log, ErrorDetail: c.logClaims}
+	opts := rules.Options{Observer: server.EngineObserver{Metrics: metrics}, Logger: log, ErrorDetail: c.logClaims, EgressAllow: c.egressAllow}
 	if c.outboundSecretsDir != "" {
 		opts.Secrets = rules.DirSecrets(c.outboundSecretsDir)
 	}

@@ -162,7 +162,7 @@ func serveCases(t *testing.T, bundle *connfile.Bundle, conn *v1alpha1.APIConnect
 	connector := filepath.Join(dir, "connector.yaml")
 	os.WriteFile(connector, []byte(strings.Join(docs, "---\n")), 0o600)
 	s := startServe(t, "--connector", connector, "--secrets-dir", basicSecrets(t),
-		"--outbound-secrets-dir", filepath.Join(dir, "outbound"))
+		"--outbound-secrets-dir", filepath.Join(dir, "outbound"), "--egress-allow-cidr", "127.0.0.0/8,::1/128")
 	defer s.stop() // before the call and event sinks close: events still queued are delivered on stop
 
 	for _, c := range cases {

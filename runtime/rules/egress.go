@@ -1,0 +1,79 @@
+package rules
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+)
+
+// NewHTTPClient is the client calls and events use unless Options.HTTPClient is set. It ignores
+// proxy environment variables (an outbound call going through a proxy nobody configured for this
+// connector is a surprise), bounds every phase (per-call timeouts come from the context), does
+// not follow redirects (a redirected POST to an approval system is more likely a
+// misconfiguration than intended: the redirect status is the answer), and guards egress.
+//
+// The egress guard refuses connections to addresses a connector author has no business reaching
+// from the runtime: loopback (the pod itself), link-local (cloud metadata services at
+// 169.254.169.254), unspecified and multicast addresses, and the Kubernetes API server's Service
+// address (KUBERNETES_SERVICE_HOST). It checks the address actually dialled, after DNS, so a name
+// that resolves to one of them is refused too. allow lists ranges to let through anyway.
+func NewHTTPClient(allow []netip.Prefix) *http.Client {
+	guard := egressGuard{allow: allow}
+	if ip, err := netip.ParseAddr(os.Getenv("KUBERNETES_SERVICE_HOST")); err == nil {
+		guard.apiServer = ip.Unmap()
+	}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second, Control: guard.control}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.Proxy = nil
+	t.DialContext = dialer.DialContext
+	t.ResponseHeaderTimeout = 10 * time.Second
+	t.MaxIdleConnsPerHost = 32
+	return &http.Client{
+		Transport:     t,
+		Timeout:       15 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+}
+
+type egressGuard struct {
+	allow     []netip.Prefix
+	apiServer netip.Addr
+}
+
+// control runs before each connection is made, with the resolved address.
+func (g egressGuard) control(network, address string, _ syscall.RawConn) error {
+	ap, err := netip.ParseAddrPort(address)
+	if err != nil {
+		return fmt.Errorf("egress guard: cannot read address %q", address)
+	}
+	if why := g.refuses(ap.Addr().Unmap()); why != "" {
+		return fmt.Errorf("egress to %s refused: %s", ap.Addr(), why)
+	}
+	return nil
+}
+
+// refuses says why ip may not be reached, "" when it may.
+func (g egressGuard) refuses(ip netip.Addr) string {
+	for _, p := range g.allow {
+		if p.Contains(ip) {
+			return ""
+		}
+	}
+	switch {
+	case ip.IsLoopback():
+		return "loopback address"
+	case ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast():
+		return "link-local address (cloud metadata services live there)"
+	case ip.IsUnspecified():
+		return "unspecified address"
+	case ip.IsMulticast():
+		return "multicast address"
+	case g.apiServer.IsValid() && ip == g.apiServer:
+		return "the Kubernetes API server"
+	}
+	return ""
+}
