@@ -117,12 +117,14 @@ type loadResult struct {
 	elapsed    time.Duration
 	latencies  []time.Duration // open loop only, of the successful requests
 	firstErr   error
+	serverCPU  time.Duration // the server's CPU time meanwhile (closed loop only)
 }
 
 func (r *loadResult) add(o *loadResult) {
 	r.ok += o.ok
 	r.errors += o.errors
 	r.elapsed += o.elapsed
+	r.serverCPU += o.serverCPU
 	r.latencies = append(r.latencies, o.latencies...)
 	if r.firstErr == nil {
 		r.firstErr = o.firstErr
@@ -135,6 +137,15 @@ func (r *loadResult) rps() float64 {
 		return 0
 	}
 	return float64(r.ok) / r.elapsed.Seconds()
+}
+
+// cpuPerRequest is the server's CPU time per successful request: what it would take to serve
+// throughput on a CPU of its own, whatever else ran on the CPU meanwhile.
+func (r *loadResult) cpuPerRequest() time.Duration {
+	if r.ok == 0 {
+		return 0
+	}
+	return r.serverCPU / time.Duration(r.ok)
 }
 
 type counter struct {

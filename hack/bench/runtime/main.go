@@ -138,8 +138,12 @@ func mainErr() error {
 	if cfg.serverCPU >= 0 && genCPU >= 0 {
 		pinning = fmt.Sprintf("each server pinned to CPU %d (one under load at a time, in turns), the load generator to CPU %d", cfg.serverCPU, genCPU)
 	}
+	command := "make bench-runtime"
+	if len(os.Args) > 1 {
+		command = "go run ./hack/bench/runtime " + strings.Join(os.Args[1:], " ")
+	}
 	info := runInfo{
-		command: "make bench-runtime",
+		command: command,
 		date:    start,
 		commit:  gitCommit(root),
 		machine: machine(node) + ", load average " + load + " at the start",
@@ -256,11 +260,18 @@ func measure(c *config, srvs []*server) ([]measurement, error) {
 			s := srvs[i]
 			c.progress("round %d/%d: %s", r+1, c.rounds, s.name)
 			var cr, or *loadResult
+			var cpuErr error
 			peak, err := underLoad(s.pid(), func() {
+				var before, after time.Duration
+				before, cpuErr = procCPU(s.pid())
 				cr = closedLoop(targets[i], c.conns, c.closed)
+				if cpuErr == nil {
+					after, cpuErr = procCPU(s.pid())
+				}
+				cr.serverCPU = after - before
 				or = openLoop(targets[i], c.rate, c.open, c.workers)
 			})
-			if err != nil {
+			if err = cmpOr(err, cpuErr); err != nil {
 				return nil, fmt.Errorf("%s: %w", s.name, err)
 			}
 			closed[i].add(cr)
@@ -273,6 +284,7 @@ func measure(c *config, srvs []*server) ([]measurement, error) {
 		ms[i] = measurement{
 			name:       s.name,
 			throughput: closed[i].rps(),
+			cpuPerReq:  closed[i].cpuPerRequest(),
 			samples:    len(open[i].latencies),
 			p99:        percentile(open[i].latencies, 99),
 			rss:        rss[i],

@@ -122,27 +122,27 @@ func equal(a, b []bool) bool {
 func TestRender(t *testing.T) {
 	info := runInfo{command: "make bench-runtime", date: time.Date(2026, 11, 27, 9, 5, 0, 0, time.UTC), commit: "abc1234",
 		machine: "2 CPUs (X), Linux 6.1, go1.26.8", method: "Loopback.", rate: 1000}
-	rt := measurement{name: nameRuntime, throughput: 30000, p99: 330 * time.Microsecond, samples: 9000, rss: 27 << 20}
-	bare := measurement{name: nameBare, throughput: 40000, p99: 200 * time.Microsecond, samples: 9000, rss: 9 << 20}
-	node := measurement{name: nameNode, throughput: 12000, p99: 660 * time.Microsecond, samples: 9000, rss: 50 << 20, errors: 2}
+	rt := measurement{name: nameRuntime, throughput: 30000, cpuPerReq: 31 * time.Microsecond, p99: 330 * time.Microsecond, samples: 9000, rss: 27 << 20}
+	bare := measurement{name: nameBare, throughput: 40000, cpuPerReq: 24 * time.Microsecond, p99: 200 * time.Microsecond, samples: 9000, rss: 9 << 20}
+	node := measurement{name: nameNode, throughput: 12000, cpuPerReq: 80 * time.Microsecond, p99: 660 * time.Microsecond, samples: 9000, rss: 50 << 20, errors: 2}
 	got := render(info, []measurement{rt, bare, node}, judge(rt, bare))
 	want := "# Runtime benchmark\n\n" +
 		"`make bench-runtime` on 2026-11-27 09:05 UTC, commit abc1234; 2 CPUs (X), Linux 6.1, go1.26.8.\n\n" +
 		"Loopback.\n\n" +
-		"| server | throughput | p99 at 1 000 req/s | RSS under load | errors |\n" +
-		"|---|---|---|---|---|\n" +
-		"| apiconnector-runtime | 30 000 req/s (0.75× bare, 2.50× Node.js) | 0.33 ms (1.65× bare, 0.50× Node.js) | 27.0 MiB | 0 |\n" +
-		"| bare net/http | 40 000 req/s | 0.20 ms | 9.0 MiB | 0 |\n" +
-		"| Node.js http | 12 000 req/s | 0.66 ms | 50.0 MiB | 2 |\n" +
-		"| target (runtime) | ≥ 20 000 req/s and ≥ 0.6× bare: **met** | ≤ 1.5× bare: **missed** | < 40 MiB: **met** | 0: **met** |\n"
+		"| server | throughput | CPU per request | p99 at 1 000 req/s | RSS under load | errors |\n" +
+		"|---|---|---|---|---|---|\n" +
+		"| apiconnector-runtime | 30 000 req/s (0.75× bare, 2.50× Node.js) | 31 µs | 0.33 ms (1.65× bare, 0.50× Node.js) | 27.0 MiB | 0 |\n" +
+		"| bare net/http | 40 000 req/s | 24 µs | 0.20 ms | 9.0 MiB | 0 |\n" +
+		"| Node.js http | 12 000 req/s | 80 µs | 0.66 ms | 50.0 MiB | 2 |\n" +
+		"| target (runtime) | ≥ 20 000 req/s and ≥ 0.6× bare: **met** | | ≤ 1.5× bare: **missed** | < 40 MiB: **met** | 0: **met** |\n"
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 
 	skipped := render(info, []measurement{rt, bare, {name: nameNode, skipped: "node is not on PATH"}}, judge(rt, bare))
 	for _, s := range []string{
-		"| apiconnector-runtime | 30 000 req/s (0.75× bare) | 0.33 ms (1.65× bare) |",
-		"| Node.js http | skipped: node is not on PATH | | | |\n",
+		"| apiconnector-runtime | 30 000 req/s (0.75× bare) | 31 µs | 0.33 ms (1.65× bare) |",
+		"| Node.js http | skipped: node is not on PATH | | | | |\n",
 	} {
 		if !strings.Contains(skipped, s) {
 			t.Errorf("without node: no %q in\n%s", s, skipped)
@@ -355,7 +355,8 @@ func TestSmokeBare(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := ms[0]
-	if m.name != nameBare || m.errors != 0 || m.throughput < 1000 || m.samples != 500 || m.p99 <= 0 || m.p99 > time.Second || m.rss < 1<<20 {
+	if m.name != nameBare || m.errors != 0 || m.throughput < 1000 || m.samples != 500 || m.p99 <= 0 || m.p99 > time.Second || m.rss < 1<<20 ||
+		m.cpuPerReq <= 0 || m.cpuPerReq > time.Millisecond {
 		t.Errorf("%+v", m)
 	}
 	if srvs[0].cmd != nil {

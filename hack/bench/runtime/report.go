@@ -27,6 +27,7 @@ type measurement struct {
 	name       string
 	skipped    string // why it was not measured; the rest is zero then
 	throughput float64
+	cpuPerReq  time.Duration // server CPU time per request in the throughput phase
 	p99        time.Duration
 	samples    int   // latencies behind p99
 	rss        int64 // highest resident set size sampled under load, bytes
@@ -34,7 +35,7 @@ type measurement struct {
 	firstErr   error
 }
 
-// verdict is one target of the runtime, in the table's column order.
+// verdict is one target of the runtime: throughput, p99, RSS, errors.
 type verdict struct {
 	target string
 	met    bool
@@ -70,7 +71,7 @@ func render(info runInfo, ms []measurement, vs []verdict) string {
 	if info.method != "" {
 		fmt.Fprintf(&b, "%s\n\n", info.method)
 	}
-	fmt.Fprintf(&b, "| server | throughput | p99 at %s req/s | RSS under load | errors |\n|---|---|---|---|---|\n", fmtInt(info.rate))
+	fmt.Fprintf(&b, "| server | throughput | CPU per request | p99 at %s req/s | RSS under load | errors |\n|---|---|---|---|---|---|\n", fmtInt(info.rate))
 	var rt, bare, node *measurement
 	for i := range ms {
 		switch ms[i].name {
@@ -84,7 +85,7 @@ func render(info runInfo, ms []measurement, vs []verdict) string {
 	}
 	for _, m := range ms {
 		if m.skipped != "" {
-			fmt.Fprintf(&b, "| %s | skipped: %s | | | |\n", m.name, m.skipped)
+			fmt.Fprintf(&b, "| %s | skipped: %s | | | | |\n", m.name, m.skipped)
 			continue
 		}
 		tp := fmtInt(m.throughput) + " req/s"
@@ -93,14 +94,17 @@ func render(info runInfo, ms []measurement, vs []verdict) string {
 			tp += ratios(m.throughput, bare, node, func(o *measurement) float64 { return o.throughput })
 			p99 += ratios(float64(m.p99), bare, node, func(o *measurement) float64 { return float64(o.p99) })
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.1f MiB | %d |\n", m.name, tp, p99, float64(m.rss)/(1<<20), m.errors)
+		fmt.Fprintf(&b, "| %s | %s | %d µs | %s | %.1f MiB | %d |\n", m.name, tp, m.cpuPerReq.Microseconds(), p99, float64(m.rss)/(1<<20), m.errors)
 	}
 	if rt != nil && rt.skipped == "" && len(vs) > 0 {
-		cells := make([]string, len(vs))
+		b.WriteString("| target (runtime) |")
 		for i, v := range vs {
-			cells[i] = v.target + ": " + metWord(v.met)
+			fmt.Fprintf(&b, " %s: %s |", v.target, metWord(v.met))
+			if i == 0 {
+				b.WriteString(" |") // CPU per request has no target
+			}
 		}
-		fmt.Fprintf(&b, "| target (runtime) | %s |\n", strings.Join(cells, " | "))
+		b.WriteString("\n")
 	}
 	return b.String()
 }

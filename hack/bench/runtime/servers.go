@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -278,6 +279,30 @@ func runtimeServer(bin, connector, dir string) (*server, error) {
 		answer: []byte(`"action":"Continue"`),
 		probe:  [][]byte{[]byte(`"displayName":"jOHN sMITH"`), []byte(`"givenName":"John"`), []byte(`"surname":"Smith"`)},
 	}, nil
+}
+
+// procCPU is the CPU time (user and system, all threads) of a process so far, in the kernel's
+// clock ticks of 10 ms.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The fields after the command, which is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	f := strings.Fields(string(b[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	var ticks int64
+	for _, s := range f[11:13] { // utime, stime
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
 }
 
 // cpusAllowed is the Cpus_allowed_list of a process.
