@@ -129,8 +129,7 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 		// The Go runtime collects harder as the heap nears the container's memory limit instead of
 		// being OOM-killed at it.
 		WithEnv(corev1ac.EnvVar().WithName("GOMEMLIMIT").WithValueFrom(corev1ac.EnvVarSource().
-			WithResourceFieldRef(corev1ac.ResourceFieldSelector().WithContainerName("runtime").WithResource("limits.memory"))),
-			corev1ac.EnvVar().WithName("GODEBUG").WithValue(RuntimeGODEBUG)).
+			WithResourceFieldRef(corev1ac.ResourceFieldSelector().WithContainerName("runtime").WithResource("limits.memory")))).
 		WithVolumeMounts(mounts...).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithRunAsNonRoot(true).

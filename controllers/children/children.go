@@ -29,14 +29,6 @@ const (
 
 	// FieldOwner is the server-side apply field manager of every child.
 	FieldOwner = "apiconnector-operator"
-
-	// RuntimeGODEBUG is the runtime container's GODEBUG. Go's sysmon thread sleeps deeply
-	// whenever every P is idle, and the next system call wakes it to poll every 20 µs for a
-	// millisecond: a runtime idle between requests paid that for most requests (~20 % of its
-	// CPU at half load on one CPU; hack/bench/results/runtime.md). With a scheduler trace
-	// period, sysmon never sleeps deeply and stays at its 10 ms back-off; the period, ~24.8
-	// days (the largest), prints at most one scheduler line to stderr per period.
-	RuntimeGODEBUG = "schedtrace=2147483647"
 )
 
 // Options are the operator-wide settings the builders need.

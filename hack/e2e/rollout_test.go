@@ -188,7 +188,7 @@ func TestRollout(t *testing.T) {
 		return "**missed**"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Rollout benchmark (issue 6)\n\n")
+	fmt.Fprintf(&b, "# Rollout benchmark\n\n")
 	fmt.Fprintf(&b, "Measured %s on %d CPUs, %s, by `make bench-rollout` (part of `make bench`; needs root: it starts the local cluster of [docs/e2e.md](../../../docs/e2e.md) and stops it afterwards). The whole file is rewritten by every run.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), runtime.NumCPU(), runtime.Version())
 	fmt.Fprintf(&b, "The benchmark connector of `hack/bench/testdata/connector.yaml` (10 rules, a 5 000-entry ConfigMap list, 3 claims; %d replicas) runs on the real single-node cluster. %d workers call it without pause through the ingress (HTTPS, Basic auth, one keep-alive connection each) with `hack/bench/testdata/request.json`; after 3 s a rule is put first that blocks that request. An answer is *old* (Continue with the three claims), *new* (ShowBlockPage with the new message) or failed (anything else, including connection errors). Measured from the edit (server-side apply of the connector):\n\n", replicas, rolloutWorkers)
