@@ -23,14 +23,6 @@ var stringClaimNames = []string{
 	"postalCode", "state", "step", "streetAddress", "surname", "ui_locales",
 }
 
-var stringClaims = func() map[string]bool {
-	m := make(map[string]bool, len(stringClaimNames))
-	for _, k := range stringClaimNames {
-		m[k] = true
-	}
-	return m
-}()
-
 // identityStringFields are the fields of an identities[] entry Entra documents as strings.
 var identityStringFields = []string{"signInType", "issuer", "issuerAssignedId"}
 
