@@ -32,8 +32,10 @@ func TestAuthenticationHardeningChecks(t *testing.T) {
 	}
 
 	for field, set := range map[string]func(*v1alpha1.BearerAuth){
-		"issuer":                 func(b *v1alpha1.BearerAuth) { b.Issuer = "http://login.example.com/t/v2.0" },
-		"openIDConfigurationURL": func(b *v1alpha1.BearerAuth) { b.OpenIDConfigurationURL = "http://login.example.com/.well-known/openid-configuration" },
+		"issuer": func(b *v1alpha1.BearerAuth) { b.Issuer = "http://login.example.com/t/v2.0" },
+		"openIDConfigurationURL": func(b *v1alpha1.BearerAuth) {
+			b.OpenIDConfigurationURL = "http://login.example.com/.well-known/openid-configuration"
+		},
 	} {
 		c := parseExt(t, "  step: OnTokenIssuanceStart\n")
 		set(c.Spec.Authentication.Bearer)
