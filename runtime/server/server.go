@@ -350,14 +350,13 @@ func (s *Server) ReloadCredentials() error {
 	case authBearer:
 		err = nil // no local credentials
 	}
+	if why := next.notReady(s.cfg.Load().auth); err == nil && why != "" {
+		err = errors.New(why) // loaded, but refused (a public CA without pins)
+	}
 	s.metrics.reload("credentials", err)
 	if err != nil {
 		s.log.Error("credentials not loaded; every request is refused", "dir", s.opts.SecretsDir, "error", err.Error())
 		return err
-	}
-	if why := next.notReady(s.cfg.Load().auth); why != "" {
-		s.log.Error("credentials refused; every request is refused", "dir", s.opts.SecretsDir, "reason", why)
-		return errors.New(why)
 	}
 	s.log.Info("credentials loaded", "dir", s.opts.SecretsDir)
 	return nil
