@@ -293,7 +293,7 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			b := validBearer()
 			b["issuer"] = "login.microsoftonline.com"
 			set(o, "spec.authentication", map[string]any{"bearer": b})
-		}, []string{"spec.authentication.bearer.issuer", "must be an absolute http or https URL"}},
+		}, []string{"spec.authentication.bearer.issuer", "must be an absolute https URL"}},
 		{"type Gateway without gateway", func(o map[string]any) {
 			set(o, "spec.exposure.type", "Gateway")
 		}, []string{"spec.exposure.gateway", "gateway must be set exactly when type is Gateway"}},
