@@ -204,7 +204,7 @@ type BearerAuth struct {
 	// configuration is then read from <issuer>/.well-known/openid-configuration.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))",message="must be an absolute http or https URL"
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && self.startsWith('https://')",message="must be an absolute https URL"
 	Issuer string `json:"issuer,omitempty"`
 
 	// OpenIDConfigurationURL overrides where the signing keys are discovered (its jwks_uri).
@@ -212,7 +212,7 @@ type BearerAuth struct {
 	// or <issuer>/.well-known/openid-configuration when issuer is set.
 	// +optional
 	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="isURL(self) && (self.startsWith('https://') || self.startsWith('http://'))",message="must be an absolute http or https URL"
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && self.startsWith('https://')",message="must be an absolute https URL: the signing keys are fetched from it"
 	OpenIDConfigurationURL string `json:"openIDConfigurationURL,omitempty"`
 
 	// AllowedAuthorizedParties are the accepted azp (v2 tokens) or appid (v1 tokens). Default:
@@ -231,11 +231,44 @@ type BasicAuth struct {
 	SecretRef SecretReference `json:"secretRef"`
 }
 
-// ClientCertificateAuth is TLS client-certificate authentication.
+// ClientCertificateAuth is TLS client-certificate authentication. A certificate is accepted when it
+// is trusted by ca.crt (pinned there or chaining to a CA there), matches every constraint that is
+// set (allowedFingerprints, allowedSubjects), and lists the clientAuth extended key usage unless
+// allowAnyExtKeyUsage is true. At least one of allowedFingerprints and allowedSubjects is required:
+// a CA issues certificates to others too.
+// +kubebuilder:validation:XValidation:rule="has(self.allowedFingerprints) || has(self.allowedSubjects)",message="set allowedFingerprints or allowedSubjects: without a constraint any certificate the CA in ca.crt ever issued would be accepted"
 type ClientCertificateAuth struct {
 	// SecretRef names a Secret in the connector's namespace with the key ca.crt.
 	// +required
 	SecretRef SecretReference `json:"secretRef"`
+
+	// AllowedFingerprints pins the accepted client certificates by the SHA-256 of their DER
+	// encoding, as hex with or without colons (openssl x509 -noout -fingerprint -sha256). When set,
+	// the client's certificate must be one of them. List the current and the next certificate to
+	// roll over. Required when ca.crt holds a well-known public CA.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:items:Pattern=`^([0-9A-Fa-f]{64}|([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2})$`
+	AllowedFingerprints []string `json:"allowedFingerprints,omitempty"`
+
+	// AllowedSubjects are the accepted subject common names or DNS subject alternative names of the
+	// client certificate (compared exactly, case-insensitively; no wildcard matching). When set, the
+	// client's certificate must carry one of them.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=16
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=253
+	AllowedSubjects []string `json:"allowedSubjects,omitempty"`
+
+	// AllowAnyExtKeyUsage accepts client certificates without the clientAuth extended key usage
+	// (for example publicly issued certificates, which are losing it). Off by default: a
+	// certificate issued for a server is then refused.
+	// +optional
+	AllowAnyExtKeyUsage bool `json:"allowAnyExtKeyUsage,omitempty"`
 
 	// Forwarded trusts a client certificate forwarded in a header by an ingress controller that
 	// verified it itself. Off unless set; only requests from trustedProxies are believed.

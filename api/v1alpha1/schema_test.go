@@ -233,10 +233,29 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		}, []string{"spec.exposure.tls", "exactly one of issuerRef or secretName must be set"}},
 		{"forwarded certificate from a non-CIDR", func(o map[string]any) {
 			set(o, "spec.authentication", map[string]any{"clientCertificate": map[string]any{
-				"secretRef": map[string]any{"name": "ca"},
+				"secretRef": map[string]any{"name": "ca"}, "allowedSubjects": []any{"entra.contoso.example"},
 				"forwarded": map[string]any{"header": "ssl-client-cert", "trustedProxies": []any{"10.0.0.1"}},
 			}})
 		}, []string{"spec.authentication.clientCertificate.forwarded.trustedProxies[0]", "must be a CIDR"}},
+		{"client certificate without a constraint", func(o map[string]any) {
+			set(o, "spec.authentication", map[string]any{"clientCertificate": map[string]any{"secretRef": map[string]any{"name": "ca"}}})
+		}, []string{"spec.authentication.clientCertificate", "set allowedFingerprints or allowedSubjects"}},
+		{"client certificate fingerprint not SHA-256", func(o map[string]any) {
+			set(o, "spec.authentication", map[string]any{"clientCertificate": map[string]any{
+				"secretRef": map[string]any{"name": "ca"}, "allowedFingerprints": []any{"ab:cd"}}})
+		}, []string{"spec.authentication.clientCertificate.allowedFingerprints[0]", "should match"}},
+		{"bearer keys over http", func(o map[string]any) {
+			set(o, "spec.step", "OnTokenIssuanceStart")
+			b := validBearer()
+			b["openIDConfigurationURL"] = "http://login.example.com/.well-known/openid-configuration"
+			set(o, "spec.authentication", map[string]any{"bearer": b})
+		}, []string{"spec.authentication.bearer.openIDConfigurationURL", "must be an absolute https URL"}},
+		{"bearer issuer over http", func(o map[string]any) {
+			set(o, "spec.step", "OnTokenIssuanceStart")
+			b := validBearer()
+			b["issuer"] = "http://login.example.com/t/v2.0"
+			set(o, "spec.authentication", map[string]any{"bearer": b})
+		}, []string{"spec.authentication.bearer.issuer", "must be an absolute https URL"}},
 		{"bearer at PostAttributeCollection", func(o map[string]any) {
 			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
 		}, []string{"spec.authentication", "bearer authentication is only for custom authentication extension steps"}},
@@ -274,7 +293,7 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			b := validBearer()
 			b["issuer"] = "login.microsoftonline.com"
 			set(o, "spec.authentication", map[string]any{"bearer": b})
-		}, []string{"spec.authentication.bearer.issuer", "must be an absolute http or https URL"}},
+		}, []string{"spec.authentication.bearer.issuer", "must be an absolute https URL"}},
 		{"type Gateway without gateway", func(o map[string]any) {
 			set(o, "spec.exposure.type", "Gateway")
 		}, []string{"spec.exposure.gateway", "gateway must be set exactly when type is Gateway"}},

@@ -256,6 +256,16 @@ func (in *Call) DeepCopy() *Call {
 func (in *ClientCertificateAuth) DeepCopyInto(out *ClientCertificateAuth) {
 	*out = *in
 	out.SecretRef = in.SecretRef
+	if in.AllowedFingerprints != nil {
+		in, out := &in.AllowedFingerprints, &out.AllowedFingerprints
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
+	if in.AllowedSubjects != nil {
+		in, out := &in.AllowedSubjects, &out.AllowedSubjects
+		*out = make([]string, len(*in))
+		copy(*out, *in)
+	}
 	if in.Forwarded != nil {
 		in, out := &in.Forwarded, &out.Forwarded
 		*out = new(ForwardedClientCertificate)

@@ -433,6 +433,7 @@ spec:
   authentication:
     clientCertificate:
       secretRef: {name: mtls-client-ca}
+      allowedSubjects: [entra-trusted, entra-untrusted]
   exposure:
     type: LoadBalancer
     host: `+mtlsHost+`

@@ -64,11 +64,13 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		if b.Audience == "" || len(b.Audience) > 256 {
 			c.add("spec.authentication.bearer.audience", "must be 1 to 256 characters")
 		}
+		// https only: the signing keys are discovered from these. (The runtime's tests allow
+		// loopback http through a server option; connectors never can.)
 		if b.Issuer != "" {
-			checkURL(c, "spec.authentication.bearer.issuer", b.Issuer)
+			checkHTTPSURL(c, "spec.authentication.bearer.issuer", b.Issuer)
 		}
 		if b.OpenIDConfigurationURL != "" {
-			checkURL(c, "spec.authentication.bearer.openIDConfigurationURL", b.OpenIDConfigurationURL)
+			checkHTTPSURL(c, "spec.authentication.bearer.openIDConfigurationURL", b.OpenIDConfigurationURL)
 		}
 		if len(b.AllowedAuthorizedParties) > 8 {
 			c.add("spec.authentication.bearer.allowedAuthorizedParties", "must have at most 8 items")
@@ -82,8 +84,11 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 	if a.Basic != nil && a.Basic.SecretRef.Name == "" {
 		c.add("spec.authentication.basic.secretRef.name", "must not be empty")
 	}
-	if a.ClientCertificate != nil && a.ClientCertificate.SecretRef.Name == "" {
-		c.add("spec.authentication.clientCertificate.secretRef.name", "must not be empty")
+	if cc := a.ClientCertificate; cc != nil {
+		if cc.SecretRef.Name == "" {
+			c.add("spec.authentication.clientCertificate.secretRef.name", "must not be empty")
+		}
+		checkCertConstraints(c, "spec.authentication.clientCertificate", cc)
 	}
 	if s.Exposure.Host == "" {
 		c.add("spec.exposure.host", "must not be empty")
@@ -229,6 +234,39 @@ func checkCredentialsOverTLS(c *errs, path, raw string, a *v1alpha1.OutboundAuth
 		return
 	}
 	c.add(path, "sends credentials (auth) over plain http to %s; use https (http is allowed only for in-cluster Service hosts *.svc and *.svc.cluster.local, and loopback)", host)
+}
+
+func checkHTTPSURL(c *errs, path, raw string) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		c.add(path, "must be an absolute https URL, got %q", raw)
+	}
+}
+
+// FingerprintRE is the accepted form of clientCertificate.allowedFingerprints: the SHA-256 of a
+// certificate's DER as 64 hex digits, or 32 colon-separated pairs as openssl prints it.
+var FingerprintRE = regexp.MustCompile(`^([0-9A-Fa-f]{64}|([0-9A-Fa-f]{2}:){31}[0-9A-Fa-f]{2})$`)
+
+func checkCertConstraints(c *errs, path string, cc *v1alpha1.ClientCertificateAuth) {
+	if len(cc.AllowedFingerprints) == 0 && len(cc.AllowedSubjects) == 0 {
+		c.add(path, "set allowedFingerprints or allowedSubjects: without a constraint any certificate the CA in ca.crt ever issued would be accepted")
+	}
+	if len(cc.AllowedFingerprints) > 8 {
+		c.add(path+".allowedFingerprints", "must have at most 8 items")
+	}
+	for i, f := range cc.AllowedFingerprints {
+		if !FingerprintRE.MatchString(f) {
+			c.add(fmt.Sprintf("%s.allowedFingerprints[%d]", path, i), "must be a SHA-256 fingerprint: 64 hex digits, optionally colon-separated pairs")
+		}
+	}
+	if len(cc.AllowedSubjects) > 16 {
+		c.add(path+".allowedSubjects", "must have at most 16 items")
+	}
+	for i, s := range cc.AllowedSubjects {
+		if s == "" || len(s) > 253 {
+			c.add(fmt.Sprintf("%s.allowedSubjects[%d]", path, i), "must be 1 to 253 characters")
+		}
+	}
 }
 
 func checkPolicy(c *errs, path string, p v1alpha1.FailurePolicy) {

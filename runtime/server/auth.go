@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -34,11 +35,13 @@ type authConfig struct {
 	mode          authMode
 	forwardHeader string         // empty unless the forwarded mode is on
 	trusted       []netip.Prefix // proxies allowed to set forwardHeader
+	cert          certPolicy     // client certificate mode: constraints beyond ca.crt
 	bearer        *bearerConfig  // bearer mode
 	keys          *jwksCache     // bearer mode: the signing keys of bearer.configURL
 }
 
-func parseAuth(a v1alpha1.Authentication) (authConfig, error) {
+// parseAuth parses spec.authentication. insecureLoopbackKeys is Options.InsecureLoopbackKeys.
+func parseAuth(a v1alpha1.Authentication, insecureLoopbackKeys bool) (authConfig, error) {
 	n := 0
 	for _, set := range []bool{a.Basic != nil, a.ClientCertificate != nil, a.Bearer != nil} {
 		if set {
@@ -49,7 +52,7 @@ func parseAuth(a v1alpha1.Authentication) (authConfig, error) {
 	case n > 1:
 		return authConfig{}, errors.New("authentication: more than one of basic, clientCertificate and bearer is set")
 	case a.Bearer != nil:
-		b, err := parseBearer(a.Bearer)
+		b, err := parseBearer(a.Bearer, insecureLoopbackKeys)
 		if err != nil {
 			return authConfig{}, err
 		}
@@ -57,7 +60,11 @@ func parseAuth(a v1alpha1.Authentication) (authConfig, error) {
 	case a.Basic != nil:
 		return authConfig{mode: authBasic}, nil
 	case a.ClientCertificate != nil:
-		cfg := authConfig{mode: authClientCert}
+		p, err := parseCertPolicy(a.ClientCertificate)
+		if err != nil {
+			return authConfig{}, err
+		}
+		cfg := authConfig{mode: authClientCert, cert: p}
 		if f := a.ClientCertificate.Forwarded; f != nil {
 			if f.Header != HeaderNginxClientCert && f.Header != HeaderTraefikClientCert {
 				return authConfig{}, fmt.Errorf("authentication: unsupported forwarded header %q", f.Header)
@@ -93,8 +100,9 @@ const (
 )
 
 // authenticate returns "" when the request is authenticated, or the failure reason. It never
-// accepts a request when the credentials of the configured mode are not loaded.
-func authenticate(r *http.Request, cfg authConfig, creds *credentials, now time.Time) string {
+// accepts a request when the credentials of the configured mode are not loaded. ctx carries the
+// request's deadline, which bounds any wait (the bearer mode's signing-key fetch).
+func authenticate(ctx context.Context, r *http.Request, cfg authConfig, creds *credentials, now time.Time) string {
 	switch cfg.mode {
 	case authBasic:
 		if creds == nil || creds.basic == nil {
@@ -110,7 +118,7 @@ func authenticate(r *http.Request, cfg authConfig, creds *credentials, now time.
 		if cfg.keys == nil {
 			return reasonNotConfigured
 		}
-		return checkBearer(r, cfg.bearer, cfg.keys, now)
+		return checkBearer(ctx, r, cfg.bearer, cfg.keys, now)
 	default:
 		return reasonNotConfigured
 	}
@@ -179,10 +187,10 @@ func checkClientCert(r *http.Request, cfg authConfig, trust *trustBundle, now ti
 	if len(chain) == 0 {
 		return reasonNoCert
 	}
-	if err := trust.verify(chain, now); err != nil {
-		return reasonUntrustedCert
-	}
-	return ""
+	// A forwarded certificate meets the same constraints as one presented in the handshake. Note
+	// that it proves nothing by itself (a certificate is public); the proxy checked the private
+	// key, and only the network path keeps others from sending the header (docs/exposure.md).
+	return checkTrust(chain, trust, cfg.cert, now)
 }
 
 func fromTrustedProxy(remoteAddr string, trusted []netip.Prefix) bool {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -68,11 +70,38 @@ type bearerConfig struct {
 	issuer    string // exact issuer, or "" for the Entra defaults
 	configURL string
 	azp       map[string]bool
+	// insecureLoopback lets the keys come over http from a loopback address (tests only).
+	insecureLoopback bool
+}
+
+// checkKeysURL refuses URLs the signing keys must not come from: anything but https, except http
+// to a loopback address when insecureLoopback is set. Over http anyone on the path could hand the
+// runtime their own keys and sign tokens with them.
+func checkKeysURL(raw string, insecureLoopback bool) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("%q is not an absolute URL", raw)
+	}
+	switch {
+	case u.Scheme == "https":
+		return nil
+	case u.Scheme == "http" && insecureLoopback && isLoopbackHost(u.Hostname()):
+		return nil
+	}
+	return fmt.Errorf("%q: signing keys are only fetched over https", raw)
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(h)
+	return err == nil && a.IsLoopback()
 }
 
 var ciamIssuerRE = regexp.MustCompile(`^https://[a-z0-9]([-a-z0-9]*[a-z0-9])?\.ciamlogin\.com/([0-9a-f-]{36})/v2\.0$`)
 
-func parseBearer(b *v1alpha1.BearerAuth) (*bearerConfig, error) {
+func parseBearer(b *v1alpha1.BearerAuth, insecureLoopback bool) (*bearerConfig, error) {
 	if b.TenantID == "" || b.Audience == "" {
 		return nil, errors.New("authentication: bearer needs tenantId and audience")
 	}
@@ -81,6 +110,8 @@ func parseBearer(b *v1alpha1.BearerAuth) (*bearerConfig, error) {
 		audience: b.Audience,
 		issuer:   strings.TrimSuffix(b.Issuer, "/"),
 		azp:      map[string]bool{},
+
+		insecureLoopback: insecureLoopback,
 	}
 	switch {
 	case b.OpenIDConfigurationURL != "":
@@ -89,6 +120,9 @@ func parseBearer(b *v1alpha1.BearerAuth) (*bearerConfig, error) {
 		c.configURL = c.issuer + "/.well-known/openid-configuration"
 	default:
 		c.configURL = "https://login.microsoftonline.com/" + c.tenant + "/v2.0/.well-known/openid-configuration"
+	}
+	if err := checkKeysURL(c.configURL, insecureLoopback); err != nil {
+		return nil, fmt.Errorf("authentication: bearer OpenID configuration: %w", err)
 	}
 	parties := b.AllowedAuthorizedParties
 	if len(parties) == 0 {
@@ -121,8 +155,9 @@ type entraClaims struct {
 	TID   string `json:"tid"`
 }
 
-// checkBearer validates the request's bearer token; "" means authenticated.
-func checkBearer(r *http.Request, cfg *bearerConfig, keys *jwksCache, now time.Time) string {
+// checkBearer validates the request's bearer token; "" means authenticated. A key fetch it waits
+// for is waited on only until ctx (the request's deadline) is done.
+func checkBearer(ctx context.Context, r *http.Request, cfg *bearerConfig, keys *jwksCache, now time.Time) string {
 	raw, reason := authorization(r, "Bearer")
 	if reason != "" {
 		return reason
@@ -133,7 +168,7 @@ func checkBearer(r *http.Request, cfg *bearerConfig, keys *jwksCache, now time.T
 	if err != nil || len(tok.Headers) != 1 {
 		return reasonBadToken
 	}
-	key, reason := keys.key(r.Context(), tok.Headers[0].KeyID, now)
+	key, reason := keys.key(ctx, tok.Headers[0].KeyID, now)
 	if reason != "" {
 		return reason
 	}
@@ -175,9 +210,10 @@ func checkBearer(r *http.Request, cfg *bearerConfig, keys *jwksCache, now time.T
 // keeps the keys it had. Concurrent requests share one fetch; a request waits for it only until
 // its own deadline.
 type jwksCache struct {
-	configURL string
-	client    *http.Client
-	log       *slog.Logger
+	configURL        string
+	insecureLoopback bool // see bearerConfig
+	client           *http.Client
+	log              *slog.Logger
 
 	mu          sync.Mutex
 	keys        map[string]*jose.JSONWebKey // by kid; RSA signing keys only
@@ -186,10 +222,11 @@ type jwksCache struct {
 	inflight    chan struct{}
 }
 
-func newJWKSCache(configURL string, log *slog.Logger) *jwksCache {
+func newJWKSCache(b *bearerConfig, log *slog.Logger) *jwksCache {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	return &jwksCache{
-		configURL: configURL,
+		configURL:        b.configURL,
+		insecureLoopback: b.insecureLoopback,
 		client: &http.Client{
 			Transport: t,
 			Timeout:   jwksFetchTimeout,
@@ -236,10 +273,16 @@ func (c *jwksCache) key(ctx context.Context, kid string, now time.Time) (*jose.J
 	select {
 	case <-done:
 	case <-ctx.Done():
+		// The request's deadline comes first: answer now, the fetch goes on for later requests.
 		if known {
 			return k, ""
 		}
-		return nil, reasonKeysUnavailable
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.keys == nil {
+			return nil, reasonKeysUnavailable
+		}
+		return nil, reasonUnknownKey
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -286,8 +329,8 @@ func (c *jwksCache) fetch(ctx context.Context) (map[string]*jose.JSONWebKey, err
 	if err := c.getJSON(ctx, c.configURL, &discovery); err != nil {
 		return nil, fmt.Errorf("openid configuration: %w", err)
 	}
-	if !strings.HasPrefix(discovery.JWKSURI, "https://") && !strings.HasPrefix(discovery.JWKSURI, "http://") {
-		return nil, errors.New("openid configuration: no http(s) jwks_uri")
+	if err := checkKeysURL(discovery.JWKSURI, c.insecureLoopback); err != nil {
+		return nil, fmt.Errorf("openid configuration: jwks_uri: %w", err)
 	}
 	var set jose.JSONWebKeySet
 	if err := c.getJSON(ctx, discovery.JWKSURI, &set); err != nil {

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -191,7 +192,7 @@ func TestBearerAuth(t *testing.T) {
 }
 
 func TestBearerDefaultIssuers(t *testing.T) {
-	c, err := parseBearer(&v1alpha1.BearerAuth{TenantID: strings.ToUpper(testTenant), Audience: testAudience})
+	c, err := parseBearer(&v1alpha1.BearerAuth{TenantID: strings.ToUpper(testTenant), Audience: testAudience}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,5 +316,119 @@ func TestExtensionFailClosedAtTokenIssuance(t *testing.T) {
 	}
 	if _, err := New(basicConnector(v1alpha1.StepOnAttributeCollectionSubmit), continueEval, Options{}); err == nil {
 		t.Error("basic accepted at OnAttributeCollectionSubmit")
+	}
+}
+
+// slowIDP is a loopback identity provider whose answers can be held back.
+func slowIDP(t *testing.T, p *idp) (slow *atomic.Bool) {
+	t.Helper()
+	slow = &atomic.Bool{}
+	release := make(chan struct{})
+	inner := p.srv.Config.Handler
+	p.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			select {
+			case <-time.After(3 * time.Second):
+			case <-release:
+			}
+		}
+		inner.ServeHTTP(w, r)
+	})
+	t.Cleanup(func() { close(release) }) // runs before the server's Close, which waits for handlers
+	return slow
+}
+
+// A signing-key fetch is waited on only until the request's deadline (1.5 s at the extension
+// steps), however slow the identity provider: the audit measured 4.0 s.
+func TestBearerKeyFetchBoundedByDeadline(t *testing.T) {
+	t.Run("unknown key id, keys loaded", func(t *testing.T) {
+		p := newIDP(t)
+		slow := slowIDP(t, p)
+		s := newServer(t, bearerConnector(v1alpha1.StepOnTokenIssuanceStart, p.issuer()), continueEval, Options{SecretsDir: t.TempDir()})
+		ts := start(t, s)
+		body := readGolden(t, "request-tokenissuancestart.json")
+		valid := map[string]string{"Authorization": "Bearer " + sign(t, p.key, jose.RS256, p.kid, p.validClaims())}
+		if r := do(t, ts.client, http.MethodPost, ts.url, "application/json", body, valid); r.code != 200 {
+			t.Fatalf("valid token: %d", r.code)
+		}
+		// The keys are cached; a token with a new key id may refresh them once jwksMinRefresh passed.
+		keys := s.cfg.Load().auth.keys
+		keys.mu.Lock()
+		keys.lastAttempt = time.Now().Add(-2 * jwksMinRefresh)
+		keys.mu.Unlock()
+		slow.Store(true)
+		other, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rogue := map[string]string{"Authorization": "Bearer " + sign(t, other, jose.RS256, "rotated-key", p.validClaims())}
+		begin := time.Now()
+		r := do(t, ts.client, http.MethodPost, ts.url, "application/json", body, rogue)
+		elapsed := time.Since(begin)
+		if r.code != http.StatusUnauthorized {
+			t.Errorf("code = %d, want 401", r.code)
+		}
+		if elapsed > v1alpha1.StepOnTokenIssuanceStart.DefaultTimeout()+300*time.Millisecond {
+			t.Errorf("answered after %s; the step's deadline is %s", elapsed, v1alpha1.StepOnTokenIssuanceStart.DefaultTimeout())
+		}
+		if v := counterValue(t, s, "apiconnector_auth_failures_total", map[string]string{"reason": reasonUnknownKey}); v != 1 {
+			t.Errorf("unknown_key counted %v", v)
+		}
+	})
+	t.Run("no keys yet", func(t *testing.T) {
+		p := newIDP(t)
+		slowIDP(t, p).Store(true)
+		s := newServer(t, bearerConnector(v1alpha1.StepOnTokenIssuanceStart, p.issuer()), continueEval, Options{SecretsDir: t.TempDir()})
+		ts := start(t, s)
+		begin := time.Now()
+		r := do(t, ts.client, http.MethodPost, ts.url, "application/json", readGolden(t, "request-tokenissuancestart.json"),
+			map[string]string{"Authorization": "Bearer " + sign(t, p.key, jose.RS256, p.kid, p.validClaims())})
+		if elapsed := time.Since(begin); r.code != http.StatusUnauthorized || elapsed > v1alpha1.StepOnTokenIssuanceStart.DefaultTimeout()+300*time.Millisecond {
+			t.Errorf("code = %d after %s, want 401 within %s", r.code, elapsed, v1alpha1.StepOnTokenIssuanceStart.DefaultTimeout())
+		}
+	})
+}
+
+// Signing keys come over https only: over http anyone on the path could substitute their own.
+func TestBearerKeysNeedHTTPS(t *testing.T) {
+	p := newIDP(t) // http on loopback
+	for _, tc := range []struct {
+		name string
+		conn *v1alpha1.APIConnector
+		opts Options
+	}{
+		{"http issuer", bearerConnector(v1alpha1.StepOnTokenIssuanceStart, p.issuer()), Options{}},
+		{"http openIDConfigurationURL", func() *v1alpha1.APIConnector {
+			c := bearerConnector(v1alpha1.StepOnTokenIssuanceStart, "")
+			c.Spec.Authentication.Bearer.OpenIDConfigurationURL = "http://login.example.com/.well-known/openid-configuration"
+			return c
+		}(), Options{}},
+		{"http to another host, even with the loopback test setting", func() *v1alpha1.APIConnector {
+			c := bearerConnector(v1alpha1.StepOnTokenIssuanceStart, "")
+			c.Spec.Authentication.Bearer.OpenIDConfigurationURL = "http://login.example.com/.well-known/openid-configuration"
+			return c
+		}(), Options{InsecureLoopbackKeys: true}},
+	} {
+		if _, err := New(tc.conn, continueEval, tc.opts); err == nil || !strings.Contains(err.Error(), "https") {
+			t.Errorf("%s: New = %v, want an https error", tc.name, err)
+		}
+	}
+
+	// A discovery document naming an http jwks_uri is refused too.
+	mux := http.NewServeMux()
+	var keysFetched atomic.Bool
+	mux.HandleFunc("GET /.well-known/openid-configuration", func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]string{"jwks_uri": "http://login.example.com/keys"})
+	})
+	mux.HandleFunc("GET /keys", func(http.ResponseWriter, *http.Request) { keysFetched.Store(true) })
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+	cfg, err := parseBearer(&v1alpha1.BearerAuth{TenantID: testTenant, Audience: testAudience,
+		OpenIDConfigurationURL: srv.URL + "/.well-known/openid-configuration"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newJWKSCache(cfg, slog.New(slog.DiscardHandler)).fetch(context.Background()); err == nil || !strings.Contains(err.Error(), "https") {
+		t.Errorf("http jwks_uri: fetch = %v, want an https error", err)
 	}
 }

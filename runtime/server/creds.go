@@ -36,14 +36,55 @@ func (b *basicCreds) match(user, pass string) bool {
 // trustBundle is the parsed ca.crt: CAs and pinned client certificates, several at once so a
 // client certificate can be rolled over.
 type trustBundle struct {
-	certs []*x509.Certificate
-	pool  *x509.CertPool
+	certs  []*x509.Certificate
+	pool   *x509.CertPool
+	public []string // subjects of the well-known public CAs in the bundle
 }
 
-// credentials are one snapshot of the secrets directory. A nil part was never loaded successfully.
+// credentials are one snapshot of the secrets directory. A nil part did not load from the current
+// files; its error says why (file names and parse errors, never values).
 type credentials struct {
-	basic *basicCreds
-	trust *trustBundle
+	basic    *basicCreds
+	trust    *trustBundle
+	basicErr error
+	trustErr error
+}
+
+// loadCredentials reads the secrets directory. Nothing is carried over from an earlier snapshot:
+// a Secret that was emptied, deleted or made invalid revokes what it held.
+func loadCredentials(dir string) *credentials {
+	c := &credentials{}
+	c.basic, c.basicErr = loadBasic(dir)
+	c.trust, c.trustErr = loadTrust(dir)
+	return c
+}
+
+// notReady says why the credentials of the configured method cannot authenticate anyone, or "".
+func (c *credentials) notReady(cfg authConfig) string {
+	switch cfg.mode {
+	case authBasic:
+		if c == nil || c.basic == nil {
+			return reasonText("basic credentials not loaded", c, func(c *credentials) error { return c.basicErr })
+		}
+	case authClientCert:
+		if c == nil || c.trust == nil {
+			return reasonText("client certificate trust bundle not loaded", c, func(c *credentials) error { return c.trustErr })
+		}
+		if len(c.trust.public) > 0 && cfg.cert.fingerprints == nil {
+			return fmt.Sprintf("%s holds the well-known public CA %q: set allowedFingerprints", CAFile, c.trust.public[0])
+		}
+	}
+	// Bearer mode needs no local credentials. Its signing keys are fetched on demand from the
+	// identity provider; readiness does not depend on them, since an outage there would
+	// otherwise take every replica out of service at once.
+	return ""
+}
+
+func reasonText(what string, c *credentials, err func(*credentials) error) string {
+	if c == nil || err(c) == nil {
+		return what
+	}
+	return what + ": " + err(c).Error()
 }
 
 // readSecretFile reads one credential file. A single trailing newline (CR LF or LF) is removed,
@@ -82,14 +123,14 @@ func loadTrust(dir string) (*trustBundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client certificate trust: %w", err)
 	}
-	t, err := parseTrust(data)
+	t, err := parseTrust(data, time.Now())
 	if err != nil {
 		return nil, fmt.Errorf("client certificate trust %s: %w", CAFile, err)
 	}
 	return t, nil
 }
 
-func parseTrust(data []byte) (*trustBundle, error) {
+func parseTrust(data []byte, now time.Time) (*trustBundle, error) {
 	t := &trustBundle{pool: x509.NewCertPool()}
 	for rest := data; ; {
 		var block *pem.Block
@@ -106,6 +147,9 @@ func parseTrust(data []byte) (*trustBundle, error) {
 		}
 		t.certs = append(t.certs, c)
 		t.pool.AddCert(c)
+		if isPublicCA(c, now) {
+			t.public = append(t.public, c.Subject.String())
+		}
 	}
 	if len(t.certs) == 0 {
 		return nil, errors.New("no PEM CERTIFICATE blocks")
@@ -114,12 +158,9 @@ func parseTrust(data []byte) (*trustBundle, error) {
 }
 
 // verify accepts a client chain (leaf first) when the leaf is pinned in the bundle or chains to a
-// certificate in it.
-//
-// Any extended key usage is accepted: trust is anchored in the operator-supplied bundle, not in
-// public roots, and publicly issued certificates are losing the clientAuth EKU (Chrome root program,
-// 2026), so requiring it would break certificates Entra legitimately presents.
-func (t *trustBundle) verify(chain []*x509.Certificate, now time.Time) error {
+// certificate in it, for usage (x509.ExtKeyUsageAny waives the check). The connector's constraints
+// (certPolicy) are checked separately.
+func (t *trustBundle) verify(chain []*x509.Certificate, now time.Time, usage x509.ExtKeyUsage) error {
 	if len(chain) == 0 {
 		return errors.New("no certificate")
 	}
@@ -140,7 +181,7 @@ func (t *trustBundle) verify(chain []*x509.Certificate, now time.Time) error {
 		Roots:         t.pool,
 		Intermediates: inter,
 		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+		KeyUsages:     []x509.ExtKeyUsage{usage},
 	})
 	return err
 }

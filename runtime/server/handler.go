@@ -116,7 +116,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 	}
 	// Authentication comes before anything about the body, so unauthenticated callers learn
 	// nothing about what the endpoint accepts.
-	if reason := authenticate(r, cfg.auth, s.creds.Load(), start); reason != "" {
+	if reason := authenticate(ctx, r, cfg.auth, s.creds.Load(), start); reason != "" {
 		s.metrics.authFailures.WithLabelValues(reason).Inc()
 		switch cfg.auth.mode {
 		case authBasic:

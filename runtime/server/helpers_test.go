@@ -66,11 +66,14 @@ func basicConnector(step v1alpha1.Step) *v1alpha1.APIConnector {
 	return c
 }
 
+// testClientSubjects are the subjects certConnector allows: the test clients Entra stands for.
+var testClientSubjects = []string{"entra", "entra-signed", "entra-pinned", "entra-next", "expired"}
+
 func certConnector(forwarded *v1alpha1.ForwardedClientCertificate) *v1alpha1.APIConnector {
 	c := basicConnector(v1alpha1.StepPostAttributeCollection)
 	c.Spec.Authentication.Basic = nil
 	c.Spec.Authentication.ClientCertificate = &v1alpha1.ClientCertificateAuth{
-		SecretRef: v1alpha1.SecretReference{Name: "ca"}, Forwarded: forwarded}
+		SecretRef: v1alpha1.SecretReference{Name: "ca"}, Forwarded: forwarded, AllowedSubjects: testClientSubjects}
 	return c
 }
 
@@ -182,6 +185,7 @@ func newServer(t *testing.T, conn *v1alpha1.APIConnector, ev entra.Evaluator, op
 	if opts.PollInterval == 0 {
 		opts.PollInterval = 20 * time.Millisecond
 	}
+	opts.InsecureLoopbackKeys = true // the test identity providers serve http on loopback
 	s, err := New(conn, ev, opts)
 	if err != nil {
 		t.Fatal(err)

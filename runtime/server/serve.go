@@ -8,17 +8,47 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"golang.org/x/net/netutil"
+)
+
+// Defaults of the connector listener's limits (Options.MaxConnections, Options.ReadHeaderTimeout).
+const (
+	// DefaultMaxConnections caps open connections per replica. A connection costs about 40 KB
+	// (TLS state, buffers, goroutine), so the cap keeps a flood of idle or half-open connections
+	// at about 40 MB, within the default 128 MiB memory limit, while leaving far more than Entra
+	// and an ingress controller's keep-alive pool use.
+	DefaultMaxConnections = 1024
+	// DefaultReadHeaderTimeout bounds the TLS handshake and the request headers. Entra and
+	// ingress controllers send them at once; slow clients only hold connections.
+	DefaultReadHeaderTimeout = 5 * time.Second
+)
+
+// Timeouts of the ops listener (health, readiness, metrics), variables so tests can shorten them.
+var (
+	opsReadTimeout = 10 * time.Second
+	opsIdleTimeout = 60 * time.Second
 )
 
 // Serve serves the connector endpoint on ln (TLS when a certificate is configured) and the ops
 // endpoint on opsLn, and polls the watched files, until ctx is done. Then it drains: readiness
 // turns false, after ShutdownDelay the connector listener closes and in-flight requests get up to
 // DrainTimeout to finish; the ops listener closes last so /readyz reports the drain meanwhile.
+//
+// The connector listener accepts at most Options.MaxConnections connections at once.
 func (s *Server) Serve(ctx context.Context, ln, opsLn net.Listener) error {
 	errLog := slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)
+	maxConns, readHeader := s.opts.MaxConnections, s.opts.ReadHeaderTimeout
+	if maxConns <= 0 {
+		maxConns = DefaultMaxConnections
+	}
+	if readHeader <= 0 {
+		readHeader = DefaultReadHeaderTimeout
+	}
+	ln = netutil.LimitListener(ln, maxConns)
 	conn := &http.Server{
 		Handler:           s.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: readHeader,
 		// Longer than the largest connector deadline (15s) so an answer is never cut off.
 		ReadTimeout:    30 * time.Second,
 		WriteTimeout:   30 * time.Second,
@@ -29,7 +59,9 @@ func (s *Server) Serve(ctx context.Context, ln, opsLn net.Listener) error {
 	ops := &http.Server{
 		Handler:           s.OpsHandler(),
 		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       opsReadTimeout,
 		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       opsIdleTimeout,
 		ErrorLog:          errLog,
 	}
 	useTLS := s.opts.TLSCertFile != ""
@@ -54,7 +86,7 @@ func (s *Server) Serve(ctx context.Context, ln, opsLn net.Listener) error {
 	}()
 	go func() { errc <- fmt.Errorf("ops listener: %w", ops.Serve(opsLn)) }()
 	s.log.Info("serving", "listen", ln.Addr().String(), "ops_listen", opsLn.Addr().String(),
-		"tls", useTLS, "step", string(s.cfg.Load().step))
+		"tls", useTLS, "step", string(s.cfg.Load().step), "max_connections", maxConns)
 
 	var serveErr error
 	select {

@@ -68,6 +68,16 @@ type Options struct {
 	// Metrics, when set, must be registered on Registry already (see NewMetrics); it lets the
 	// command hand Metrics.ObserveCall to the rules engine before the server exists.
 	Metrics *Metrics
+
+	// MaxConnections caps the connector listener's open connections (default
+	// DefaultMaxConnections); further clients wait in the kernel's accept queue. ReadHeaderTimeout
+	// bounds the TLS handshake and the request headers (default DefaultReadHeaderTimeout).
+	MaxConnections    int
+	ReadHeaderTimeout time.Duration
+
+	// InsecureLoopbackKeys lets bearer mode fetch its OpenID configuration and signing keys over
+	// plain http from a loopback address. For tests only; otherwise both must be https.
+	InsecureLoopbackKeys bool
 }
 
 // config is one loaded connector; it is swapped whole on reload so a request sees one version.
@@ -157,7 +167,7 @@ func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev
 	if !spec.Step.Valid() {
 		return nil, fmt.Errorf("server: unsupported step %q", spec.Step)
 	}
-	auth, err := parseAuth(spec.Authentication)
+	auth, err := parseAuth(spec.Authentication, s.opts.InsecureLoopbackKeys)
 	if err != nil {
 		return nil, fmt.Errorf("server: %w", err)
 	}
@@ -168,7 +178,7 @@ func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev
 		if prev != nil && prev.auth.keys != nil && prev.auth.keys.configURL == auth.bearer.configURL {
 			auth.keys = prev.auth.keys
 		} else {
-			auth.keys = newJWKSCache(auth.bearer.configURL, s.log)
+			auth.keys = newJWKSCache(auth.bearer, s.log)
 			auth.keys.prefetch()
 		}
 	}
@@ -203,14 +213,10 @@ func (s *Server) Ready() (bool, string) {
 		return false, "draining"
 	}
 	cfg, creds := s.cfg.Load(), s.creds.Load()
+	if why := creds.notReady(cfg.auth); why != "" {
+		return false, why
+	}
 	switch {
-	case cfg.auth.mode == authBasic && (creds == nil || creds.basic == nil):
-		return false, "basic credentials not loaded"
-	case cfg.auth.mode == authClientCert && (creds == nil || creds.trust == nil):
-		return false, "client certificate trust bundle not loaded"
-	// Bearer mode needs no local credentials. Its signing keys are fetched on demand from the
-	// identity provider; readiness does not depend on them, since an outage there would
-	// otherwise take every replica out of service at once.
 	case s.opts.TLSCertFile != "" && s.cert.Load() == nil:
 		return false, "TLS certificate not loaded"
 	}
@@ -278,36 +284,29 @@ func (s *Server) Close(ctx context.Context) error {
 	return nil
 }
 
-// ReloadCredentials reads the secrets directory again. A part (basic or trust bundle) that fails to
-// load keeps its previous value: a half-written or briefly missing Secret must not lock Entra out,
-// and rotation replaces values rather than deleting them. Only the configured method's result is
-// logged and counted.
+// ReloadCredentials reads the secrets directory again. It fails closed, as at start: a part
+// (basic or trust bundle) that no longer loads, because the Secret was emptied, deleted or made
+// invalid, stops authenticating anyone; the kubelet swaps Secret volumes atomically, so there is
+// no half-written state to ride out. Only the configured method's result is logged and counted.
 func (s *Server) ReloadCredentials() error {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	old := s.creds.Load()
-	next := &credentials{}
-	basic, basicErr := loadBasic(s.opts.SecretsDir)
-	trust, trustErr := loadTrust(s.opts.SecretsDir)
-	next.basic, next.trust = basic, trust
-	if old != nil && basicErr != nil {
-		next.basic = old.basic
-	}
-	if old != nil && trustErr != nil {
-		next.trust = old.trust
-	}
+	next := loadCredentials(s.opts.SecretsDir)
 	s.creds.Store(next)
 
-	err := basicErr
+	err := next.basicErr
 	switch s.cfg.Load().auth.mode {
 	case authClientCert:
-		err = trustErr
+		err = next.trustErr
 	case authBearer:
 		err = nil // no local credentials
 	}
+	if why := next.notReady(s.cfg.Load().auth); err == nil && why != "" {
+		err = errors.New(why) // loaded, but refused (a public CA without pins)
+	}
 	s.metrics.reload("credentials", err)
 	if err != nil {
-		s.log.Error("credentials not loaded", "dir", s.opts.SecretsDir, "error", err.Error())
+		s.log.Error("credentials not loaded; every request is refused", "dir", s.opts.SecretsDir, "error", err.Error())
 		return err
 	}
 	s.log.Info("credentials loaded", "dir", s.opts.SecretsDir)

@@ -128,6 +128,8 @@ type serveConfig struct {
 	maxBody                                   int64
 	egressAllow                               []netip.Prefix
 	drainTimeout, shutdownDelay, pollInterval time.Duration
+	maxConnections                            int
+	readHeaderTimeout                         time.Duration
 }
 
 func serveFlags(w io.Writer) (*flag.FlagSet, *serveConfig) {
@@ -157,6 +159,8 @@ func serveFlags(w io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.DurationVar(&c.drainTimeout, "drain-timeout", server.DefaultDrainTimeout, "how long in-flight requests may finish on shutdown")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 2*time.Second, "how long to keep serving after readiness turns false on SIGTERM")
 	fs.DurationVar(&c.pollInterval, "poll-interval", server.DefaultPollInterval, "how often watched files are checked for changes")
+	fs.IntVar(&c.maxConnections, "max-connections", server.DefaultMaxConnections, "most connections the connector endpoint holds open at once; more wait in the accept queue")
+	fs.DurationVar(&c.readHeaderTimeout, "read-header-timeout", server.DefaultReadHeaderTimeout, "time a connection has for the TLS handshake and the request headers")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime serve --connector FILE --secrets-dir DIR [flags]")
 		fs.PrintDefaults()
@@ -169,8 +173,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code, done := parse(fs, args); done {
 		return code
 	}
-	if c.connector == "" || c.secretsDir == "" || fs.NArg() > 0 || (c.tlsCert == "") != (c.tlsKey == "") || c.maxBody <= 0 {
-		fmt.Fprintln(stderr, "serve: --connector and --secrets-dir are required, --tls-cert and --tls-key go together, --max-body must be positive")
+	if c.connector == "" || c.secretsDir == "" || fs.NArg() > 0 || (c.tlsCert == "") != (c.tlsKey == "") || c.maxBody <= 0 ||
+		c.maxConnections <= 0 || c.readHeaderTimeout <= 0 {
+		fmt.Fprintln(stderr, "serve: --connector and --secrets-dir are required, --tls-cert and --tls-key go together, --max-body, --max-connections and --read-header-timeout must be positive")
 		fs.Usage()
 		return exitUsage
 	}
@@ -207,6 +212,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 		ConnectorPath: c.connector, Load: load, SecretsDir: c.secretsDir,
 		TLSCertFile: c.tlsCert, TLSKeyFile: c.tlsKey, MaxBody: c.maxBody,
 		PollInterval: c.pollInterval, DrainTimeout: c.drainTimeout, ShutdownDelay: c.shutdownDelay,
+		MaxConnections: c.maxConnections, ReadHeaderTimeout: c.readHeaderTimeout,
 		Logger: log, LogClaims: c.logClaims, Registry: reg, Metrics: metrics,
 	})
 	if err != nil {
