@@ -199,8 +199,8 @@ func (c *cluster) up() error {
 	}{
 		{"host packages", c.ensurePackages},
 		{"binaries", c.ensureBinaries},
-		{"images", c.buildImages},
 		{"PKI and kubeconfigs", c.ensurePKIAndKubeconfigs},
+		{"images", c.buildImages}, // after the PKI: the harness CA goes into the images' CA bundle
 		{"network namespace", c.ensureNetwork},
 		{"configuration", c.writeConfigs},
 		{"containerd", c.startContainerd},
@@ -330,8 +330,11 @@ func (c *cluster) traefikBin(v string) string {
 	return filepath.Join(c.root, "bin", "traefik", v, "traefik")
 }
 
+// buildImages builds the images with the harness CA added to their CA bundle: the e2e services
+// present certificates it issued, and the runtime verifies them against the bundle in its image.
 func (c *cluster) buildImages() error {
-	cmd := exec.Command("go", "run", ".", "-root", c.root, "-out", filepath.Join(c.root, "bin", "images"))
+	cmd := exec.Command("go", "run", ".", "-root", c.root, "-out", filepath.Join(c.root, "bin", "images"),
+		"-extra-ca", c.path("pki", "harness-ca.crt"))
 	cmd.Dir = filepath.Join(c.root, "hack", "images")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	return cmd.Run()

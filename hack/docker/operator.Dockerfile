@@ -1,14 +1,25 @@
 # The operator image, for users with Docker:
 #   docker build -f hack/docker/operator.Dockerfile -t apiconnector-operator:dev .
 # Without Docker, `make images` builds the same layout as an OCI tarball (hack/images).
-FROM golang:1.26 AS build
+# Base images are pinned by digest, so a rebuild uses the images that were reviewed. The digests
+# were read from public Dockerfiles that pin the same tags (golang:1.26.9 as of 2026-10-09,
+# distroless static-debian12:nonroot as of 2026-08-26), not resolved against the registries here;
+# confirm with `crane digest <image>:<tag>` (or `docker buildx imagetools inspect`) when updating.
+# No public digest of golang:1.26.10 could be found: the 1.26.9 builder fetches go.mod's toolchain
+# (go1.26.10, the first release without the crypto/x509 and net/http vulnerabilities govulncheck
+# reported) through the Go module proxy, checked against the checksum database. The official
+# golang images set GOTOOLCHAIN=local, which would build with 1.26.9.
+FROM golang:1.26.9@sha256:f1f0bcc2c524a3ced375fcb4d1ecb7aa371aa7070e112599aaca45cc02d0101b AS build
+ENV GOTOOLCHAIN=auto
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/manager .
 
-FROM gcr.io/distroless/static-debian12:nonroot
+# distroless static carries Debian's CA bundle at /etc/ssl/certs/ca-certificates.crt, which the
+# binary's outbound HTTPS calls verify against (make images adds Mozilla's roots at the same path).
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab
 COPY --from=build /out/manager /manager
 USER 65532:65532
 ENTRYPOINT ["/manager"]

@@ -5,6 +5,11 @@
 // harness CA instead of cert-manager, outbound calls pointed at real services in the cluster),
 // waits for kstatus Current, and calls each endpoint through Traefik over verified HTTPS.
 //
+// The samples' outbound calls and events stay HTTPS: the in-cluster services present certificates
+// from the harness CA, which hack/cluster adds to the CA bundle of the images it builds
+// (hack/images -extra-ca), so the runtime verifies them against the bundle in its image, the file
+// its calls to the real systems verify against.
+//
 // A copy of sample connectors is also exposed through a Gateway API Gateway (Traefik's Gateway
 // provider, HTTPRoute) and must answer exactly like the Ingress-exposed original.
 //
@@ -237,6 +242,28 @@ func (s *suite) deployServices(t *testing.T) {
 		"verify":    {{Name: "VERIFY_USERNAME", Value: verifyUser}, {Name: "VERIFY_PASSWORD", Value: verifyPass}},
 		"sink":      {{Name: "SINK_TOKEN", Value: sinkT}},
 	}
+	// The Services first: each HTTPS certificate names its Service's ClusterIP, the address the
+	// connectors call.
+	for role := range roles {
+		s.apply(&corev1.Service{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
+			ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: svcNS},
+			Spec: corev1.ServiceSpec{Selector: map[string]string{"app": role}, Ports: []corev1.ServicePort{
+				{Name: "http", Port: 80, TargetPort: intstr.FromString("http")},
+				{Name: "https", Port: 443, TargetPort: intstr.FromString("https")},
+			}},
+		})
+		var svc corev1.Service
+		if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: svcNS, Name: role}, &svc); err != nil {
+			t.Fatal(err)
+		}
+		s.svcIP[role] = svc.Spec.ClusterIP
+		crt, key, err := s.ca.leafFor(role, nil, []net.IP{net.ParseIP(svc.Spec.ClusterIP)}, x509.ExtKeyUsageServerAuth)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.applySecret(svcNS, role+"-tls", corev1.SecretTypeTLS, map[string]string{"tls.crt": string(crt), "tls.key": string(key)})
+	}
 	for role, env := range roles {
 		labels := map[string]string{"app": role}
 		one := int32(1)
@@ -248,21 +275,24 @@ func (s *suite) deployServices(t *testing.T) {
 				Selector: &metav1.LabelSelector{MatchLabels: labels},
 				Template: corev1.PodTemplateSpec{
 					ObjectMeta: metav1.ObjectMeta{Labels: labels},
-					Spec: corev1.PodSpec{Containers: []corev1.Container{{
-						Name: role, Image: svcImage, ImagePullPolicy: corev1.PullNever,
-						Args:  []string{role},
-						Env:   env,
-						Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}},
-						ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
-							Path: "/healthz", Port: intstr.FromString("http")}}, PeriodSeconds: 1},
-					}}},
+					Spec: corev1.PodSpec{
+						Containers: []corev1.Container{{
+							Name: role, Image: svcImage, ImagePullPolicy: corev1.PullNever,
+							Args: []string{role, "--tls-cert=/tls/tls.crt", "--tls-key=/tls/tls.key"},
+							Env:  env,
+							Ports: []corev1.ContainerPort{
+								{Name: "http", ContainerPort: 8080},
+								{Name: "https", ContainerPort: 8443},
+							},
+							ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+								Path: "/healthz", Port: intstr.FromString("http")}}, PeriodSeconds: 1},
+							VolumeMounts: []corev1.VolumeMount{{Name: "tls", MountPath: "/tls", ReadOnly: true}},
+						}},
+						Volumes: []corev1.Volume{{Name: "tls", VolumeSource: corev1.VolumeSource{
+							Secret: &corev1.SecretVolumeSource{SecretName: role + "-tls"}}}},
+					},
 				},
 			},
-		})
-		s.apply(&corev1.Service{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
-			ObjectMeta: metav1.ObjectMeta{Name: role, Namespace: svcNS},
-			Spec:       corev1.ServiceSpec{Selector: labels, Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}}},
 		})
 	}
 	for role := range roles {
@@ -276,22 +306,23 @@ func (s *suite) deployServices(t *testing.T) {
 			}
 			return nil
 		})
-		var svc corev1.Service
-		if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: svcNS, Name: role}, &svc); err != nil {
-			t.Fatal(err)
-		}
-		s.svcIP[role] = svc.Spec.ClusterIP
 		// The host reaches ClusterIPs through the node (kube-proxy's rules in the cluster netns).
-		eventually(t, s.ctx, time.Minute, role+" reachable", func() error {
-			// A short timeout: a SYN sent before kube-proxy programmed the ClusterIP keeps its
-			// (un-NATed) conntrack entry for every retransmission, so retry on a new connection.
-			resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + svc.Spec.ClusterIP + "/healthz")
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			return nil
-		})
+		// Both ports, HTTPS verified against the harness CA: a connector's failing call is then
+		// the runtime's doing, not the service's.
+		for _, u := range []string{"http://" + s.svcIP[role] + "/healthz", "https://" + s.svcIP[role] + "/healthz"} {
+			eventually(t, s.ctx, time.Minute, role+" reachable at "+u, func() error {
+				// A short timeout: a SYN sent before kube-proxy programmed the ClusterIP keeps its
+				// (un-NATed) conntrack entry for every retransmission, so retry on a new connection.
+				hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+					TLSClientConfig: &tls.Config{RootCAs: s.caPool, MinVersion: tls.VersionTLS12}}}
+				resp, err := hc.Get(u)
+				if err != nil {
+					return err
+				}
+				resp.Body.Close()
+				return nil
+			})
+		}
 	}
 	t.Logf("services: %v", s.svcIP)
 }
@@ -377,7 +408,7 @@ func (s *suite) adaptConnector(t *testing.T, u *unstructured.Unstructured) {
 		if !ok {
 			t.Fatalf("%s calls %s: map it to an in-cluster service in externalHost", u.GetName(), raw)
 		}
-		p.Scheme, p.Host = "http", s.svcIP[role]
+		p.Scheme, p.Host = "https", s.svcIP[role]
 		return p.String()
 	}
 	outbound := func(m map[string]any) {
@@ -739,6 +770,17 @@ type record struct {
 	Query   string            `json:"query"`
 	Headers map[string]string `json:"headers"`
 	Body    json.RawMessage   `json:"body"`
+	TLS     bool              `json:"tls"`
+}
+
+// overTLS fails unless every request a service recorded from a connector came over HTTPS.
+func overTLS(recs []record) error {
+	for _, r := range recs {
+		if !r.TLS {
+			return fmt.Errorf("%s %s reached the service over plain HTTP", r.Path, r.Query)
+		}
+	}
+	return nil
 }
 
 func (s *suite) approvalWorkflow(t *testing.T) {
@@ -776,6 +818,9 @@ func (s *suite) approvalWorkflow(t *testing.T) {
 	var recs []record
 	if err := s.admin("GET", "approvals", "/admin/requests", nil, &recs); err != nil {
 		t.Fatal(err)
+	}
+	if err := overTLS(recs); err != nil {
+		t.Error(err)
 	}
 	var sawGet, sawPost bool
 	for _, r := range recs {
@@ -816,6 +861,9 @@ func (s *suite) identityVerification(t *testing.T) {
 	if len(recs) < 4 {
 		t.Fatalf("verification service saw %d checks, want 4", len(recs))
 	}
+	if err := overTLS(recs); err != nil {
+		t.Error(err)
+	}
 	for _, r := range recs {
 		if r.Headers["x-client"] != "contoso-signup" || !strings.Contains(string(r.Body), `"reference":"e2e-app"`) {
 			t.Errorf("check request: %v %s", r.Headers, r.Body)
@@ -836,6 +884,9 @@ func (s *suite) businessEvents(t *testing.T) {
 	eventually(t, s.ctx, 30*time.Second, "events at the sink", func() error {
 		var recs []record
 		if err := s.admin("GET", "sink", "/admin/events", nil, &recs); err != nil {
+			return err
+		}
+		if err := overTLS(recs); err != nil {
 			return err
 		}
 		audit, welcome := 0, 0
@@ -1287,12 +1338,16 @@ func newCA(cn string) (*ca, error) {
 }
 
 func (c *ca) leaf(cn string, dns []string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte, err error) {
+	return c.leafFor(cn, dns, nil, usage)
+}
+
+func (c *ca) leafFor(cn string, dns []string, ips []net.IP, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
 	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 100))
-	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, DNSNames: dns,
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: cn}, DNSNames: dns, IPAddresses: ips,
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, &key.PublicKey, c.key)

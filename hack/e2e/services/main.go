@@ -5,8 +5,11 @@
 //	e2e-services verify     an identity-verification (KYC) service (HTTP Basic)
 //	e2e-services sink       a CloudEvents sink that records what it receives (optional Bearer token)
 //
-// Each listens on --listen (default :8080) and has /healthz. The /admin/ endpoints let the e2e
-// client act as the approver and read what the connectors sent; they use the same credentials.
+// Each listens on --listen (default :8080) and has /healthz. With --tls-cert and --tls-key it also
+// serves HTTPS on --tls-listen (default :8443): the connectors call the services over HTTPS, as
+// they would call the real systems. The /admin/ endpoints let the e2e client act as the approver
+// and read what the connectors sent (each record says whether it came over TLS); they use the
+// same credentials.
 package main
 
 import (
@@ -33,6 +36,9 @@ func main() {
 	role := os.Args[1]
 	fs := flag.NewFlagSet(role, flag.ExitOnError)
 	listen := fs.String("listen", ":8080", "listen address")
+	tlsListen := fs.String("tls-listen", ":8443", "HTTPS listen address (with --tls-cert and --tls-key)")
+	tlsCert := fs.String("tls-cert", "", "PEM certificate chain for HTTPS")
+	tlsKey := fs.String("tls-key", "", "PEM private key for HTTPS")
 	_ = fs.Parse(os.Args[2:])
 
 	mux := http.NewServeMux()
@@ -47,9 +53,19 @@ func main() {
 	default:
 		log.Fatalf("unknown role %q", role)
 	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		log.Fatal("--tls-cert and --tls-key go together")
+	}
+	errs := make(chan error, 2)
+	if *tlsCert != "" {
+		tsrv := &http.Server{Addr: *tlsListen, Handler: logged(mux), ReadHeaderTimeout: 5 * time.Second}
+		log.Printf("%s listening on %s (HTTPS)", role, *tlsListen)
+		go func() { errs <- tsrv.ListenAndServeTLS(*tlsCert, *tlsKey) }()
+	}
 	srv := &http.Server{Addr: *listen, Handler: logged(mux), ReadHeaderTimeout: 5 * time.Second}
 	log.Printf("%s listening on %s", role, *listen)
-	log.Fatal(srv.ListenAndServe())
+	go func() { errs <- srv.ListenAndServe() }()
+	log.Fatal(<-errs)
 }
 
 func logged(h http.Handler) http.Handler {
@@ -89,6 +105,7 @@ type record struct {
 	Query   string            `json:"query,omitempty"`
 	Headers map[string]string `json:"headers"`
 	Body    json.RawMessage   `json:"body,omitempty"`
+	TLS     bool              `json:"tls"`
 }
 
 type recorder struct {
@@ -101,7 +118,7 @@ func (rc *recorder) add(r *http.Request, body []byte) {
 	for k, v := range r.Header {
 		h[strings.ToLower(k)] = strings.Join(v, ",")
 	}
-	rec := record{Time: time.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Headers: h}
+	rec := record{Time: time.Now(), Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Headers: h, TLS: r.TLS != nil}
 	if json.Valid(body) {
 		rec.Body = body
 	} else if len(body) > 0 {
