@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -120,10 +121,10 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 		if r.err != nil {
 			reason := fmt.Sprintf("call %s: %v", c.spec.Name, r.err)
 			if c.failurePolicy == v1alpha1.FailurePolicyFail {
-				e.opts.Logger.WarnContext(ctx, "call failed, failing closed", "connector", e.Name(), "call", c.spec.Name, "err", r.err)
+				e.failures.log(ctx, slog.LevelWarn, "call failed, failing closed", c.spec.Name, "connector", e.Name(), "call", c.spec.Name, "err", r.err)
 				return nil, e.fail(reason), nil
 			}
-			e.opts.Logger.InfoContext(ctx, "call failed, ignored", "connector", e.Name(), "call", c.spec.Name, "err", r.err)
+			e.failures.log(ctx, slog.LevelInfo, "call failed, ignored", c.spec.Name, "connector", e.Name(), "call", c.spec.Name, "err", r.err)
 			ignored = append(ignored, reason)
 		}
 		body := r.body

@@ -94,6 +94,8 @@ type Options struct {
 	MaxEstimatedCost uint64
 	// CostLimit overrides CostLimit.
 	CostLimit uint64
+	// FailureLogInterval is how often the same failure is logged at most (DefaultFailureLogInterval).
+	FailureLogInterval time.Duration
 	// ErrorDetail reports evaluation and transport errors in full. They may then quote claim
 	// values (a regular expression taken from a claim, a failed conversion's input, a GET call's
 	// URL): for local testing and debugging only. Off, they name the field, call or event and the
@@ -131,6 +133,9 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.FailureLogInterval <= 0 {
+		o.FailureLogInterval = DefaultFailureLogInterval
+	}
 	return o
 }
 
@@ -150,6 +155,7 @@ type Engine struct {
 	events []*compiledEvent
 
 	opts     Options
+	failures *failureLog
 	queue    *eventQueue
 	warnings []string
 }
@@ -217,6 +223,7 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 		failureMessage: s.FailureMessage,
 		timeout:        s.Step.DefaultTimeout(),
 		opts:           opts,
+		failures:       &failureLog{logger: opts.Logger, interval: opts.FailureLogInterval, now: time.Now},
 	}
 	if e.failureMessage == "" {
 		e.failureMessage = v1alpha1.DefaultFailureMessage

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"reflect"
 	"strings"
 	"time"
@@ -158,7 +159,7 @@ func extensionRest(key string) (string, bool) {
 // failed: it returns the fail-closed decision, or records the failure and returns nil to go on.
 func (e *Engine) expressionFailed(ctx context.Context, kind, name string, err error, failures *[]string) *entra.Decision {
 	if e.failurePolicy == v1alpha1.FailurePolicyFail {
-		e.opts.Logger.WarnContext(ctx, kind+" failed, failing closed", "connector", e.Name(), kind, name, "err", err)
+		e.failures.log(ctx, slog.LevelWarn, kind+" failed, failing closed", name, "connector", e.Name(), kind, name, "err", err)
 		return e.fail(err.Error())
 	}
 	*failures = append(*failures, err.Error())
@@ -296,7 +297,7 @@ func (e *Engine) decide(ctx context.Context, v *vars, x *entra.Extension) *entra
 	if e.step == v1alpha1.StepOnTokenIssuanceStart {
 		if n := tokenClaimsSize(d); n > entra.MaxTokenClaimsBytes {
 			err := fmt.Sprintf("token claims are %d bytes, more than the %d Entra accepts at OnTokenIssuanceStart", n, entra.MaxTokenClaimsBytes)
-			e.opts.Logger.ErrorContext(ctx, "token claims too large", "connector", e.Name(), "bytes", n, "limit", entra.MaxTokenClaimsBytes, "policy", string(e.failurePolicy))
+			e.failures.log(ctx, slog.LevelError, "token claims too large", "", "connector", e.Name(), "bytes", n, "limit", entra.MaxTokenClaimsBytes, "policy", string(e.failurePolicy))
 			if e.failurePolicy == v1alpha1.FailurePolicyFail {
 				return e.fail(err)
 			}

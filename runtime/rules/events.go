@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -85,10 +86,10 @@ func (e *Engine) emitEvents(ctx context.Context, v *vars, req *entra.Request, d 
 		}
 		reason := fmt.Sprintf("event %s: %v", ev.spec.Name, err)
 		if ev.delivery == v1alpha1.DeliverySync && ev.failurePolicy == v1alpha1.FailurePolicyFail {
-			e.opts.Logger.WarnContext(ctx, "event failed, failing closed", "connector", e.Name(), "event", ev.spec.Name, "err", err)
+			e.failures.log(ctx, slog.LevelWarn, "event failed, failing closed", ev.spec.Name, "connector", e.Name(), "event", ev.spec.Name, "err", err)
 			return e.fail(reason)
 		}
-		e.opts.Logger.InfoContext(ctx, "event failed, ignored", "connector", e.Name(), "event", ev.spec.Name, "err", err)
+		e.failures.log(ctx, slog.LevelInfo, "event failed, ignored", ev.spec.Name, "connector", e.Name(), "event", ev.spec.Name, "err", err)
 	}
 	return d
 }
@@ -204,7 +205,7 @@ func (q *eventQueue) push(a asyncEvent) {
 func (q *eventQueue) drop(a asyncEvent) {
 	q.dropped.Add(1)
 	q.e.opts.Observer.EventDropped(a.ev.spec.Name)
-	q.e.opts.Logger.Warn("event dropped", "connector", q.e.Name(), "event", a.ev.spec.Name, "id", a.ce.ID)
+	q.e.failures.log(context.Background(), slog.LevelWarn, "event dropped", a.ev.spec.Name, "connector", q.e.Name(), "event", a.ev.spec.Name, "id", a.ce.ID)
 }
 
 func (q *eventQueue) run() {
@@ -243,7 +244,7 @@ func (q *eventQueue) deliver(a asyncEvent) {
 	}
 	q.e.opts.Observer.EventSent(a.ev.spec.Name, time.Since(start), err)
 	if err != nil {
-		q.e.opts.Logger.Warn("event not delivered", "connector", q.e.Name(), "event", a.ev.spec.Name, "id", a.ce.ID, "err", err)
+		q.e.failures.log(context.Background(), slog.LevelWarn, "event not delivered", a.ev.spec.Name, "connector", q.e.Name(), "event", a.ev.spec.Name, "id", a.ce.ID, "err", err)
 	}
 }
 
