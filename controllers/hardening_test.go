@@ -49,19 +49,14 @@ func plainHash(config []byte, secrets map[string]map[string][]byte) string {
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
-func replicasOf(t *testing.T, key types.NamespacedName) int32 {
-	t.Helper()
-	d := &appsv1.Deployment{}
-	if err := get(t, key, d); err != nil {
-		t.Fatal(err)
-	}
-	return ptr.Deref(d.Spec.Replicas, 1)
-}
-
 func waitReplicas(t *testing.T, key types.NamespacedName, want int32) {
 	t.Helper()
 	eventually(t, timeout, func() error {
-		if got := replicasOf(t, key); got != want {
+		d := &appsv1.Deployment{}
+		if err := get(t, key, d); err != nil {
+			return err
+		}
+		if got := ptr.Deref(d.Spec.Replicas, 1); got != want {
 			return fmt.Errorf("Deployment replicas = %d, want %d", got, want)
 		}
 		return nil
