@@ -40,6 +40,7 @@ func main() {
 func run() error {
 	var (
 		metricsAddr, probeAddr, runtimeImage, namespaces string
+		hashKeySecret, hashKeyNamespace                  string
 		leaderElect, secureMetrics, enableHTTP2          bool
 		concurrency                                      int
 		qps                                              float64
@@ -53,6 +54,10 @@ func run() error {
 	flag.StringVar(&runtimeImage, "runtime-image", "", "Runtime image used by connectors that do not set spec.runtime.image (required).")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to reconcile; empty means all.")
 	flag.IntVar(&concurrency, "concurrency", 8, "Connectors reconciled in parallel.")
+	flag.StringVar(&hashKeySecret, "hash-key-secret", controllers.DefaultHashKeySecret,
+		"Secret holding the key of the connectors' config hash; created with a random key if missing.")
+	flag.StringVar(&hashKeyNamespace, "hash-key-namespace", "",
+		"Namespace of --hash-key-secret (default: $POD_NAMESPACE, else the namespace of the pod's service account).")
 	// The API server protects itself with priority and fairness; the client-side limit only has to
 	// let 1 000 connectors settle within a minute (hack/bench/controller: ~15 requests each).
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Requests per second to the API server (client-side limit).")
@@ -64,6 +69,12 @@ func run() error {
 
 	if runtimeImage == "" {
 		return fmt.Errorf("--runtime-image is required")
+	}
+	if hashKeyNamespace == "" {
+		hashKeyNamespace = operatorNamespace()
+	}
+	if hashKeyNamespace == "" {
+		return fmt.Errorf("--hash-key-namespace is required outside a pod (or set POD_NAMESPACE)")
 	}
 
 	scheme := runtime.NewScheme()
@@ -122,7 +133,11 @@ func run() error {
 	}
 
 	ctx := ctrl.SetupSignalHandler()
-	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage})
+	hashKey, err := controllers.EnsureHashKey(ctx, mgr.GetClient(), mgr.GetAPIReader(), client.ObjectKey{Namespace: hashKeyNamespace, Name: hashKeySecret})
+	if err != nil {
+		return err
+	}
+	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey})
 	if err := r.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
@@ -134,4 +149,17 @@ func run() error {
 	}
 	ctrl.Log.WithName("setup").Info("starting manager", "runtimeImage", runtimeImage, "namespaces", namespaces)
 	return mgr.Start(ctx)
+}
+
+// operatorNamespace is where the operator runs: $POD_NAMESPACE (the manifests set it from the
+// downward API), else the namespace of the mounted service account token.
+func operatorNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }

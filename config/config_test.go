@@ -31,6 +31,8 @@ func TestDefaultOverlayRenders(t *testing.T) {
 		"ClusterRole/apiconnector-manager-role",
 		"ClusterRoleBinding/apiconnector-manager-rolebinding",
 		"Role/apiconnector-leader-election-role",
+		"Role/apiconnector-hash-key-role",
+		"RoleBinding/apiconnector-hash-key-rolebinding",
 		"Deployment/apiconnector-controller-manager",
 		"Service/apiconnector-controller-manager-metrics",
 	} {

@@ -3,10 +3,15 @@
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -66,7 +71,7 @@ type inputs struct {
 // +kubebuilder:rbac:groups="",resources=configmaps;services,verbs=create;update;patch;delete
 // +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;tlsroutes,verbs=get;list;watch;create;update;patch;delete
@@ -101,8 +106,17 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		}
 	}()
 
-	in, stalled := r.readInputs(ctx, conn)
-	if stalled {
+	in, problem, err := r.readInputs(ctx, conn)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if problem != nil {
+		r.stallWithEvent(conn, problem.reason, problem.message)
+		if problem.inbound {
+			// Fail closed, as at start: pods that already loaded the old credentials must not keep
+			// accepting them (a deleted Secret's files stay in running pods' volumes).
+			return ctrl.Result{}, r.stopRuntime(ctx, conn)
+		}
 		return ctrl.Result{}, nil
 	}
 
@@ -114,7 +128,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		// The last good Deployment keeps serving; nothing is applied until the rules are fixed.
 		return ctrl.Result{}, nil
 	}
-	hash := children.ConfigHash(config, in.secrets)
+	hash := children.ConfigHash(r.Options.HashKey, config, in.secrets)
 
 	if err := r.applyChildren(ctx, conn, config, hash); err != nil {
 		setCondition(conn, ConditionReady, metav1.ConditionFalse, ReasonApplyFailed, err.Error())
@@ -148,31 +162,49 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		}
 	}
 	conn.Status.Endpoints = []string{children.Endpoint(conn)}
+	r.checkTrustedProxies(conn)
 	summarize(conn)
 	logger.V(1).Info("reconciled", "configHash", hash, "ready", conditionIs(conn, ConditionReady, metav1.ConditionTrue))
 	return ctrl.Result{}, nil
 }
 
-// readInputs reads every referenced Secret and ConfigMap. A missing one stalls the connector: the
-// watches on Secrets and ConfigMaps bring it back when the object appears.
-func (r *Reconciler) readInputs(ctx context.Context, conn *apiv1.APIConnector) (inputs, bool) {
+// inputProblem is why a connector's inputs cannot be used: retrying cannot help, only a change to
+// the connector or to what it references (both watched).
+type inputProblem struct {
+	reason, message string
+	// inbound is set when the connector's own credential (the Basic or client-certificate Secret)
+	// is gone or invalid: the runtime must stop accepting the old one.
+	inbound bool
+}
+
+// readInputs reads every referenced Secret and ConfigMap. A missing or invalid one is a problem
+// that stalls the connector: the watches on Secrets and ConfigMaps bring it back when fixed. Other
+// read errors are returned, to be retried. Messages name the Secret and key, never a value.
+func (r *Reconciler) readInputs(ctx context.Context, conn *apiv1.APIConnector) (inputs, *inputProblem, error) {
 	in := inputs{lists: map[string][]string{}, secrets: map[string]map[string][]byte{}}
 	required := requiredSecretKeys(conn)
+	inboundSecret, inboundKeys := inboundCredential(conn)
+	isInbound := func(name, key string) bool {
+		return name == inboundSecret && (key == "" || slices.Contains(inboundKeys, key))
+	}
 	for _, name := range children.SecretNames(conn) {
 		s := &corev1.Secret{}
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: name}, s)
 		if apierrors.IsNotFound(err) {
-			r.stallWithEvent(conn, ReasonSecretNotFound, fmt.Sprintf("Secret %q not found", name))
-			return in, true
+			return in, &inputProblem{ReasonSecretNotFound, fmt.Sprintf("Secret %q not found", name) + stopped(isInbound(name, "")), isInbound(name, "")}, nil
 		}
 		if err != nil {
-			r.stallWithEvent(conn, ReasonSecretNotFound, fmt.Sprintf("read Secret %q: %v", name, err))
-			return in, true
+			return in, nil, fmt.Errorf("read Secret %q: %w", name, err)
 		}
 		for _, key := range required[name] {
 			if len(s.Data[key]) == 0 {
-				r.stallWithEvent(conn, ReasonSecretKeyMissing, fmt.Sprintf("Secret %q has no key %q", name, key))
-				return in, true
+				return in, &inputProblem{ReasonSecretKeyMissing, fmt.Sprintf("Secret %q has no key %q or it is empty", name, key) + stopped(isInbound(name, key)), isInbound(name, key)}, nil
+			}
+		}
+		if name == inboundSecret {
+			if p := checkInboundCredential(conn, name, s.Data); p != nil {
+				p.message += stopped(true)
+				return in, p, nil
 			}
 		}
 		in.secrets[name] = s.Data
@@ -184,18 +216,127 @@ func (r *Reconciler) readInputs(ctx context.Context, conn *apiv1.APIConnector) (
 		}
 		cm := &corev1.ConfigMap{}
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: ref.Name}, cm)
+		if apierrors.IsNotFound(err) {
+			return in, &inputProblem{reason: ReasonConfigMapNotFound, message: fmt.Sprintf("list %q: ConfigMap %q not found", l.Name, ref.Name)}, nil
+		}
 		if err != nil {
-			r.stallWithEvent(conn, ReasonConfigMapNotFound, fmt.Sprintf("list %q: ConfigMap %q: %v", l.Name, ref.Name, err))
-			return in, true
+			return in, nil, fmt.Errorf("list %q: read ConfigMap %q: %w", l.Name, ref.Name, err)
 		}
 		data, ok := cm.Data[ref.Key]
 		if !ok {
-			r.stallWithEvent(conn, ReasonConfigMapNotFound, fmt.Sprintf("list %q: ConfigMap %q has no key %q", l.Name, ref.Name, ref.Key))
-			return in, true
+			return in, &inputProblem{reason: ReasonConfigMapNotFound, message: fmt.Sprintf("list %q: ConfigMap %q has no key %q", l.Name, ref.Name, ref.Key)}, nil
 		}
 		in.lists[l.Name] = rules.ParseListData(data)
 	}
-	return in, false
+	return in, nil, nil
+}
+
+// stopped is appended to the message of a problem with the connector's own credential.
+func stopped(inbound bool) string {
+	if !inbound {
+		return ""
+	}
+	return "; no runtime pod serves the connector until it is fixed"
+}
+
+// inboundCredential names the Secret and keys Entra ID's requests are checked against; none for
+// bearer connectors.
+func inboundCredential(conn *apiv1.APIConnector) (string, []string) {
+	auth := conn.Spec.Authentication
+	switch {
+	case auth.Basic != nil:
+		return auth.Basic.SecretRef.Name, []string{"username", "password"}
+	case auth.ClientCertificate != nil:
+		return auth.ClientCertificate.SecretRef.Name, []string{"ca.crt"}
+	}
+	return "", nil
+}
+
+// Basic passwords are guessed online at tens of thousands of attempts per second per replica, so a
+// password must be long and not a repetition of a few characters.
+const (
+	MinPasswordLength   = 16
+	MinPasswordDistinct = 5
+)
+
+// checkInboundCredential checks the connector's own credential beyond its presence: a Basic
+// password long enough, a ca.crt that is a bundle of certificates. Nil when it is usable.
+func checkInboundCredential(conn *apiv1.APIConnector, name string, data map[string][]byte) *inputProblem {
+	auth := conn.Spec.Authentication
+	switch {
+	case auth.Basic != nil:
+		if err := checkPassword(data["password"]); err != nil {
+			return &inputProblem{ReasonWeakPassword, fmt.Sprintf("Secret %q key %q: %v", name, "password", err), true}
+		}
+	case auth.ClientCertificate != nil:
+		if err := checkCABundle(data["ca.crt"]); err != nil {
+			return &inputProblem{ReasonSecretInvalid, fmt.Sprintf("Secret %q key %q: %v", name, "ca.crt", err), true}
+		}
+	}
+	return nil
+}
+
+// checkPassword enforces MinPasswordLength characters, MinPasswordDistinct of them different. Like
+// the runtime, it ignores one trailing newline. The error never quotes the password or its length.
+func checkPassword(p []byte) error {
+	p = bytes.TrimSuffix(p, []byte("\n"))
+	distinct := map[rune]bool{}
+	n := 0
+	for _, c := range string(p) {
+		distinct[c] = true
+		n++
+	}
+	if n < MinPasswordLength || len(distinct) < MinPasswordDistinct {
+		return fmt.Errorf("the Basic password must be at least %d characters with at least %d different ones; generate one, for example with `openssl rand -base64 24`",
+			MinPasswordLength, MinPasswordDistinct)
+	}
+	return nil
+}
+
+// checkCABundle requires PEM CERTIFICATE blocks only, each a parseable certificate, at least one.
+func checkCABundle(b []byte) error {
+	rest := b
+	n := 0
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		n++
+		if block.Type != "CERTIFICATE" {
+			return fmt.Errorf("PEM block %d is %q, want only CERTIFICATE blocks", n, block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return fmt.Errorf("certificate %d does not parse: %v", n, err)
+		}
+	}
+	if n == 0 {
+		return errors.New("holds no PEM certificate")
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return fmt.Errorf("has data after certificate %d that is not PEM", n)
+	}
+	return nil
+}
+
+// stopRuntime scales the connector's Deployment to zero, so no pod keeps accepting credentials
+// that were revoked. The next successful reconcile applies the replicas of the spec again.
+func (r *Reconciler) stopRuntime(ctx context.Context, conn *apiv1.APIConnector) error {
+	d := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: children.DeploymentName(conn)}, d); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(d, conn) || ptr.Deref(d.Spec.Replicas, 1) == 0 {
+		return nil
+	}
+	patch := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"replicas":0}}`))
+	if err := r.Client.Patch(ctx, d, patch, client.FieldOwner(children.FieldOwner)); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("scale Deployment %s to 0: %w", d.Name, err)
+	}
+	conn.Status.ReadyReplicas = 0
+	r.Recorder.Eventf(conn, d, corev1.EventTypeWarning, "RuntimeStopped", "Stop", "Scaled Deployment %s to 0: the connector's credential Secret is missing or invalid", d.Name)
+	return nil
 }
 
 // requiredSecretKeys are the keys each referenced Secret must hold, so a typo is reported on the
@@ -324,6 +465,7 @@ func (r *Reconciler) applyChildren(ctx context.Context, conn *apiv1.APIConnector
 		children.MakeConfigMap(conn, config),
 		children.MakeDeployment(conn, r.Options, hash),
 		children.MakeService(conn),
+		children.MakeMetricsService(conn),
 	}
 	type child struct {
 		gvk  schema.GroupVersionKind
@@ -334,6 +476,11 @@ func (r *Reconciler) applyChildren(ctx context.Context, conn *apiv1.APIConnector
 		objs = append(objs, children.MakeIngress(conn))
 	} else {
 		stale = append(stale, child{networkingv1.SchemeGroupVersion.WithKind("Ingress"), children.IngressName(conn)})
+	}
+	if np := children.MakeNetworkPolicy(conn); np != nil {
+		objs = append(objs, np)
+	} else {
+		stale = append(stale, child{networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), children.NetworkPolicyName(conn)})
 	}
 	if children.WantsPodDisruptionBudget(conn) {
 		objs = append(objs, children.MakePodDisruptionBudget(conn))
@@ -465,4 +612,44 @@ func indexKeys(namespace string, names []string) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// Trusted proxy ranges wider than these are reported: an IPv4 /16 is already a whole pod network
+// in most clusters; an IPv6 /64 is one node's pods.
+const (
+	maxTrustedProxyBitsV4 = 16
+	maxTrustedProxyBitsV6 = 64
+)
+
+// checkTrustedProxies reports, in TrustedProxiesScoped, forwarded-certificate trusted ranges wider
+// than an ingress controller's pods need. It is a warning: Ready does not depend on it.
+func (r *Reconciler) checkTrustedProxies(conn *apiv1.APIConnector) {
+	cc := conn.Spec.Authentication.ClientCertificate
+	if cc == nil || cc.Forwarded == nil {
+		meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionTrustedProxiesScoped)
+		return
+	}
+	var wide []string
+	for _, cidr := range cc.Forwarded.TrustedProxies {
+		p, err := netip.ParsePrefix(cidr)
+		if err != nil {
+			wide = append(wide, cidr+" (not a CIDR)")
+			continue
+		}
+		if (p.Addr().Is4() && p.Bits() < maxTrustedProxyBitsV4) || (!p.Addr().Is4() && p.Bits() < maxTrustedProxyBitsV6) {
+			wide = append(wide, cidr)
+		}
+	}
+	if len(wide) == 0 {
+		setCondition(conn, ConditionTrustedProxiesScoped, metav1.ConditionTrue, ReasonScoped,
+			"Every trusted proxy range is at most an IPv4 /16 or an IPv6 /64.")
+		return
+	}
+	msg := fmt.Sprintf("spec.authentication.clientCertificate.forwarded.trustedProxies wider than an IPv4 /%d or an IPv6 /%d: %s; "+
+		"any pod in such a range that can reach the runtime can present any certificate: narrow it to the ingress controller's pod addresses",
+		maxTrustedProxyBitsV4, maxTrustedProxyBitsV6, strings.Join(wide, ", "))
+	if !conditionIs(conn, ConditionTrustedProxiesScoped, metav1.ConditionFalse) {
+		r.Recorder.Eventf(conn, nil, corev1.EventTypeWarning, ReasonTrustedProxiesTooWide, "Validate", "%s", msg)
+	}
+	setCondition(conn, ConditionTrustedProxiesScoped, metav1.ConditionFalse, ReasonTrustedProxiesTooWide, msg)
 }

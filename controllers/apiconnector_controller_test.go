@@ -2,7 +2,14 @@ package controllers
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"strings"
 	"testing"
@@ -36,6 +43,28 @@ func newNamespace(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return ns.Name
+}
+
+// strongPassword passes the controller's Basic password policy.
+const strongPassword = "Tr0ub4dor&3-correct-horse"
+
+// caPEM is a self-signed CA certificate, a valid ca.crt.
+func caPEM(t *testing.T) []byte {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "entra test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
 
 func basicSecret(ns, name, password string) *corev1.Secret {
@@ -171,7 +200,7 @@ func podTemplateHash(t *testing.T, key types.NamespacedName) string {
 func TestCreateBuildsChildrenAndReportsReady(t *testing.T) {
 	ns := newNamespace(t)
 	conn := newConnector(ns, "validate")
-	create(t, basicSecret(ns, "entra-basic", "s3cret"), conn)
+	create(t, basicSecret(ns, "entra-basic", strongPassword), conn)
 	key := client.ObjectKeyFromObject(conn)
 
 	c := waitCondition(t, key, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonDeploymentUnavailable)
@@ -234,7 +263,7 @@ func TestCreateBuildsChildrenAndReportsReady(t *testing.T) {
 func TestRuleChangesRollAndInvalidRulesStall(t *testing.T) {
 	ns := newNamespace(t)
 	conn := newConnector(ns, "rules")
-	create(t, basicSecret(ns, "entra-basic", "s3cret"), conn)
+	create(t, basicSecret(ns, "entra-basic", strongPassword), conn)
 	key := client.ObjectKeyFromObject(conn)
 	waitCondition(t, key, ConditionRulesValid, metav1.ConditionTrue, ReasonCompiled)
 	markDeploymentAvailable(t, key)
@@ -289,14 +318,14 @@ func TestRuleChangesRollAndInvalidRulesStall(t *testing.T) {
 
 func TestSecretRotationAndDeletion(t *testing.T) {
 	ns := newNamespace(t)
-	secret := basicSecret(ns, "entra-basic", "first")
+	secret := basicSecret(ns, "entra-basic", "first-password-0123456789")
 	conn := newConnector(ns, "rotate")
 	create(t, secret, conn)
 	key := client.ObjectKeyFromObject(conn)
 	waitCondition(t, key, ConditionRulesValid, metav1.ConditionTrue, "")
 	first := podTemplateHash(t, key)
 
-	secret.Data["password"] = []byte("second")
+	secret.Data["password"] = []byte("second-password-0123456789")
 	if err := k8s.Update(context.Background(), secret); err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +361,7 @@ func TestSecretRotationAndDeletion(t *testing.T) {
 	waitEvent(t, key, ReasonSecretNotFound, `Secret "entra-basic" not found`)
 
 	// Recreating it recovers without touching the connector.
-	create(t, basicSecret(ns, "entra-basic", "third"))
+	create(t, basicSecret(ns, "entra-basic", "third-password-0123456789"))
 	waitCondition(t, key, ConditionRulesValid, metav1.ConditionTrue, "")
 	eventually(t, timeout, func() error {
 		c := connectorOf(t, key)
@@ -345,7 +374,7 @@ func TestSecretRotationAndDeletion(t *testing.T) {
 
 func TestMissingSecretKeyStalls(t *testing.T) {
 	ns := newNamespace(t)
-	s := basicSecret(ns, "entra-basic", "x")
+	s := basicSecret(ns, "entra-basic", strongPassword)
 	delete(s.Data, "password")
 	create(t, s, newConnector(ns, "nokey"))
 	c := waitCondition(t, types.NamespacedName{Namespace: ns, Name: "nokey"}, ConditionStalled, metav1.ConditionTrue, ReasonSecretKeyMissing)
@@ -365,7 +394,7 @@ func TestConfigMapListIsResolvedAndWatched(t *testing.T) {
 	conn.Spec.Rules = append(conn.Spec.Rules, apiv1.Rule{
 		Name: "domain", When: "!(claims.email.split('@')[1] in lists.allowed)", Block: &apiv1.Outcome{Message: "Use your work account."},
 	})
-	create(t, basicSecret(ns, "entra-basic", "x"), conn)
+	create(t, basicSecret(ns, "entra-basic", strongPassword), conn)
 	key := client.ObjectKeyFromObject(conn)
 	waitCondition(t, key, ConditionStalled, metav1.ConditionTrue, ReasonConfigMapNotFound)
 
@@ -394,7 +423,7 @@ func TestConfigMapListIsResolvedAndWatched(t *testing.T) {
 func TestReplicasAndExposureChangesReconcileChildren(t *testing.T) {
 	ns := newNamespace(t)
 	conn := newConnector(ns, "shape")
-	create(t, basicSecret(ns, "entra-basic", "x"), conn)
+	create(t, basicSecret(ns, "entra-basic", strongPassword), conn)
 	key := client.ObjectKeyFromObject(conn)
 	eventually(t, timeout, func() error { return get(t, key, &policyv1.PodDisruptionBudget{}) })
 
@@ -419,14 +448,28 @@ func TestReplicasAndExposureChangesReconcileChildren(t *testing.T) {
 		if svc.Spec.Type != corev1.ServiceTypeLoadBalancer || svc.Spec.Ports[0].Port != 443 {
 			return fmt.Errorf("service is %s:%d, want LoadBalancer:443", svc.Spec.Type, svc.Spec.Ports[0].Port)
 		}
+		// The ops port (metrics, probes) must not be published on the public load balancer.
+		if len(svc.Spec.Ports) != 1 {
+			return fmt.Errorf("the LoadBalancer Service publishes %d ports, want only 443: %+v", len(svc.Spec.Ports), svc.Spec.Ports)
+		}
 		return nil
 	})
+	metrics := &corev1.Service{}
+	if err := get(t, types.NamespacedName{Namespace: ns, Name: "shape-metrics"}, metrics); err != nil {
+		t.Fatalf("metrics Service: %v", err)
+	}
+	if metrics.Spec.Type != corev1.ServiceTypeClusterIP || len(metrics.Spec.Ports) != 1 || metrics.Spec.Ports[0].Port != children.OpsPort || metrics.Spec.Ports[0].Name != "metrics" {
+		t.Errorf("metrics Service is %s %+v, want ClusterIP with port metrics %d", metrics.Spec.Type, metrics.Spec.Ports, children.OpsPort)
+	}
+	if !metav1.IsControlledBy(metrics, connectorOf(t, key)) {
+		t.Error("the metrics Service is not controlled by the connector")
+	}
 }
 
 func TestChildDriftIsRepaired(t *testing.T) {
 	ns := newNamespace(t)
 	conn := newConnector(ns, "drift")
-	create(t, basicSecret(ns, "entra-basic", "x"), conn)
+	create(t, basicSecret(ns, "entra-basic", strongPassword), conn)
 	key := client.ObjectKeyFromObject(conn)
 	svc := &corev1.Service{}
 	eventually(t, timeout, func() error { return get(t, key, svc) })
@@ -451,7 +494,7 @@ func TestCertManagerAbsentThenInstalled(t *testing.T) {
 	ns := newNamespace(t)
 	conn := newConnector(ns, "issued")
 	conn.Spec.Exposure.TLS = &apiv1.TLS{IssuerRef: &apiv1.IssuerReference{Name: "letsencrypt", Kind: "ClusterIssuer"}}
-	create(t, basicSecret(ns, "entra-basic", "x"), conn)
+	create(t, basicSecret(ns, "entra-basic", strongPassword), conn)
 	key := client.ObjectKeyFromObject(conn)
 	c := waitCondition(t, key, ConditionCertificateReady, metav1.ConditionFalse, ReasonCertManagerNotInstalled)
 	if meta.FindStatusCondition(c.Status.Conditions, ConditionStalled) != nil {
@@ -511,7 +554,7 @@ func TestGatewayAPIAbsentThenInstalled(t *testing.T) {
 	conn := newConnector(ns, "routed")
 	conn.Spec.Exposure.Type = apiv1.ExposureGateway
 	conn.Spec.Exposure.Gateway = &apiv1.GatewayExposure{ParentRefs: []apiv1.GatewayParentReference{{Name: "public", Namespace: "gateways", SectionName: "https"}}}
-	create(t, basicSecret(ns, "entra-basic", "x"), conn)
+	create(t, basicSecret(ns, "entra-basic", strongPassword), conn)
 	key := client.ObjectKeyFromObject(conn)
 	c := waitCondition(t, key, ConditionRouteReady, metav1.ConditionFalse, ReasonGatewayAPINotInstalled)
 	if meta.FindStatusCondition(c.Status.Conditions, ConditionStalled) != nil {
@@ -579,7 +622,7 @@ func TestGatewayAPIAbsentThenInstalled(t *testing.T) {
 	waitCondition(t, key, ConditionReady, metav1.ConditionTrue, "")
 
 	// A client-certificate connector is routed by SNI to the runtime's own TLS listener.
-	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "entra-ca"}, Data: map[string][]byte{"ca.crt": []byte("pem")}},
+	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "entra-ca"}, Data: map[string][]byte{"ca.crt": caPEM(t)}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "routed-tls"}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": []byte("x"), "tls.key": []byte("y")}})
 	update(t, key, func(c *apiv1.APIConnector) {
 		c.Spec.Authentication = apiv1.Authentication{ClientCertificate: &apiv1.ClientCertificateAuth{SecretRef: apiv1.SecretReference{Name: "entra-ca"}, AllowedSubjects: []string{"entra.contoso.example"}}}

@@ -16,6 +16,9 @@ const (
 	ConditionDeploymentAvailable = "DeploymentAvailable"
 	ConditionCertificateReady    = "CertificateReady"
 	ConditionRouteReady          = "RouteReady"
+	// ConditionTrustedProxiesScoped is only set for forwarded client certificates; it warns and
+	// does not affect Ready.
+	ConditionTrustedProxiesScoped = "TrustedProxiesScoped"
 )
 
 // Reasons.
@@ -25,6 +28,10 @@ const (
 	ReasonInvalidRules            = "InvalidRules"
 	ReasonSecretNotFound          = "SecretNotFound"
 	ReasonSecretKeyMissing        = "SecretKeyMissing"
+	ReasonSecretInvalid           = "SecretInvalid"
+	ReasonWeakPassword            = "WeakPassword"
+	ReasonScoped                  = "Scoped"
+	ReasonTrustedProxiesTooWide   = "TrustedProxiesTooWide"
 	ReasonConfigMapNotFound       = "ConfigMapNotFound"
 	ReasonApplyFailed             = "ApplyFailed"
 	ReasonDeploymentUnavailable   = "DeploymentUnavailable"

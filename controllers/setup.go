@@ -39,6 +39,9 @@ func (r *Reconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager, opt
 
 // setup lets tests wrap the reconciler (to count reconciles) while keeping the real watches.
 func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controller.Options, rec reconcile.Reconciler) error {
+	if len(r.Options.HashKey) < children.HashKeySize {
+		return fmt.Errorf("the config hash key must be at least %d bytes (EnsureHashKey), got %d", children.HashKeySize, len(r.Options.HashKey))
+	}
 	indexer := mgr.GetFieldIndexer()
 	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexSecrets, func(o client.Object) []string {
 		c := o.(*apiv1.APIConnector)
@@ -60,6 +63,7 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}, builder.OnlyMetadata).
 		Owns(&networkingv1.Ingress{}, builder.OnlyMetadata).
+		Owns(&networkingv1.NetworkPolicy{}, builder.OnlyMetadata).
 		Owns(&policyv1.PodDisruptionBudget{}, builder.OnlyMetadata).
 		Owns(&corev1.ConfigMap{}, builder.OnlyMetadata).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexSecrets)),

@@ -13,6 +13,7 @@ import (
 	"github.com/apiconnector/operator/controllers/children"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -39,7 +40,10 @@ var (
 	counter = &reconcileCounter{counts: map[types.NamespacedName]int{}}
 )
 
-const runtimeImage = "apiconnector-runtime:test"
+const (
+	runtimeImage      = "apiconnector-runtime:test"
+	operatorNamespace = "apiconnector-system"
+)
 
 // reconcileCounter counts reconciles per connector, to prove a settled connector is left alone.
 type reconcileCounter struct {
@@ -114,7 +118,16 @@ func runSuite(m *testing.M) int {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	r := NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage})
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}}); err != nil {
+		fmt.Fprintln(os.Stderr, "operator namespace:", err)
+		return 1
+	}
+	hashKey, err := EnsureHashKey(ctx, k8s, k8s, client.ObjectKey{Namespace: operatorNamespace, Name: DefaultHashKeySecret})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "hash key:", err)
+		return 1
+	}
+	r := NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey})
 	counter.next = r
 	if err := r.setup(ctx, mgr, controller.Options{MaxConcurrentReconciles: 2, SkipNameValidation: ptrTrue()}, counter); err != nil {
 		fmt.Fprintln(os.Stderr, "setup:", err)

@@ -76,6 +76,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.step != 'OnTokenIssuanceStart' || !has(self.rules) || self.rules.all(r, !has(r.block))",message="block outcomes are not allowed at step OnTokenIssuanceStart: token issuance has no block page",fieldPath=".rules"
 // +kubebuilder:validation:XValidation:rule="!(self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart']) || has(self.authentication.bearer)",message="custom authentication extension steps (On...) authenticate with bearer",fieldPath=".authentication"
 // +kubebuilder:validation:XValidation:rule="self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart'] || !has(self.authentication.bearer)",message="bearer authentication is only for custom authentication extension steps; PostFederationSignup and PostAttributeCollection use basic or clientCertificate",fieldPath=".authentication"
+// +kubebuilder:validation:XValidation:rule="!has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded) || !has(self.exposure.type) || self.exposure.type != 'LoadBalancer'",message="clientCertificate.forwarded cannot be used with exposure type LoadBalancer: the load balancer can make any internet client look like a trusted proxy; use type Ingress or Gateway, or drop forwarded so the runtime checks the certificate in its own TLS handshake",fieldPath=".authentication.clientCertificate.forwarded"
 type APIConnectorSpec struct {
 	// Step is the user-flow step this connector serves. PostFederationSignup runs after the user
 	// signs in with an identity provider (returned claims prefill the attribute page);
@@ -227,6 +228,8 @@ type BearerAuth struct {
 // BasicAuth is HTTP Basic authentication.
 type BasicAuth struct {
 	// SecretRef names a Secret in the connector's namespace with the keys username and password.
+	// The password must be at least 16 characters with at least 5 different characters; a
+	// shorter one stalls the connector (reason WeakPassword) and no runtime pod serves it.
 	// +required
 	SecretRef SecretReference `json:"secretRef"`
 }
@@ -277,6 +280,11 @@ type ClientCertificateAuth struct {
 }
 
 // ForwardedClientCertificate trusts a client certificate forwarded by a proxy.
+//
+// The header is a bearer credential: a certificate is public, so whoever can send a request with
+// the header from a trusted address is let in. Its safety is the network path, which the
+// controller closes with a NetworkPolicy that lets only the ingress controller's pods reach the
+// runtime's port.
 type ForwardedClientCertificate struct {
 	// Header carrying the URL-escaped PEM (ingress-nginx ssl-client-cert) or base64 DER
 	// (Traefik X-Forwarded-Tls-Client-Cert) client certificate.
@@ -284,13 +292,29 @@ type ForwardedClientCertificate struct {
 	// +required
 	Header string `json:"header"`
 
-	// TrustedProxies are the CIDRs of the proxies allowed to set the header.
+	// TrustedProxies are the CIDRs of the proxies allowed to set the header: the ingress
+	// controller's pod addresses, as narrow as possible. A range wider than an IPv4 /16 or an IPv6
+	// /64 is reported as TrustedProxiesScoped=False.
 	// +required
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=16
 	// +kubebuilder:validation:items:MaxLength=43
 	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 10.0.0.0/8"
 	TrustedProxies []string `json:"trustedProxies"`
+
+	// IngressNamespaceSelector selects the namespaces of the ingress controller (or Gateway) pods
+	// that forward the header, for example
+	// {matchLabels: {kubernetes.io/metadata.name: traefik}}. With ingressPodSelector it forms the
+	// only source the connector's NetworkPolicy admits to the runtime's port. Must not be empty.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)",message="must select the ingress controller's namespace: an empty selector matches every namespace"
+	IngressNamespaceSelector metav1.LabelSelector `json:"ingressNamespaceSelector"`
+
+	// IngressPodSelector selects the ingress controller's pods inside those namespaces, for
+	// example {matchLabels: {app.kubernetes.io/name: traefik}}. Must not be empty.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)",message="must select the ingress controller's pods: an empty selector matches every pod"
+	IngressPodSelector metav1.LabelSelector `json:"ingressPodSelector"`
 }
 
 // SecretReference names a Secret in the connector's namespace.
@@ -660,7 +684,7 @@ type APIConnectorStatus struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// Conditions: Ready, Reconciling, Stalled, and the details RulesValid, DeploymentAvailable,
-	// CertificateReady.
+	// CertificateReady, RouteReady, TrustedProxiesScoped.
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -677,7 +701,8 @@ type APIConnectorStatus struct {
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
 
 	// ConfigHash identifies the configuration (rendered spec and referenced Secret data) the
-	// runtime pods were rolled out with.
+	// runtime pods were rolled out with. It is an HMAC keyed by a key only the operator holds, so
+	// it cannot be used to guess a Secret's value.
 	// +optional
 	ConfigHash string `json:"configHash,omitempty"`
 }

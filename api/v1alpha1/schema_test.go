@@ -131,6 +131,41 @@ func validBearer() map[string]any {
 	}
 }
 
+// validForwarded is a forwarded client certificate the API server accepts.
+func validForwarded() map[string]any {
+	return map[string]any{
+		"header":                   "X-Forwarded-Tls-Client-Cert",
+		"trustedProxies":           []any{"10.42.0.0/16"},
+		"ingressNamespaceSelector": map[string]any{"matchLabels": map[string]any{"kubernetes.io/metadata.name": "traefik"}},
+		"ingressPodSelector":       map[string]any{"matchExpressions": []any{map[string]any{"key": "app.kubernetes.io/name", "operator": "In", "values": []any{"traefik"}}}},
+	}
+}
+
+// setForwarded makes the object a PostFederationSignup client-certificate connector with the
+// forwarded settings f.
+func setForwarded(o map[string]any, f map[string]any) {
+	set(o, "spec.step", "PostFederationSignup")
+	set(o, "spec.rules", nil)
+	set(o, "spec.authentication", map[string]any{"clientCertificate": map[string]any{
+		"secretRef":       map[string]any{"name": "ca"},
+		"allowedSubjects": []any{"entra.contoso.example"},
+		"forwarded":       f,
+	}})
+}
+
+func TestForwardedIsValidBehindAnIngress(t *testing.T) {
+	obj := base(t)
+	setForwarded(obj, validForwarded())
+	if err := create(t, obj); err != nil {
+		t.Fatalf("a forwarded connector behind an Ingress must be accepted: %v", err)
+	}
+	set(obj, "spec.exposure.type", "Gateway")
+	set(obj, "spec.exposure.gateway", map[string]any{"parentRefs": []any{map[string]any{"name": "public"}}})
+	if err := create(t, obj); err != nil {
+		t.Fatalf("a forwarded connector behind a Gateway must be accepted: %v", err)
+	}
+}
+
 func create(t *testing.T, obj map[string]any) error {
 	t.Helper()
 	u := &unstructured.Unstructured{Object: obj}
@@ -232,11 +267,31 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			set(o, "spec.exposure.tls", map[string]any{"secretName": "tls", "issuerRef": map[string]any{"name": "letsencrypt"}})
 		}, []string{"spec.exposure.tls", "exactly one of issuerRef or secretName must be set"}},
 		{"forwarded certificate from a non-CIDR", func(o map[string]any) {
-			set(o, "spec.authentication", map[string]any{"clientCertificate": map[string]any{
-				"secretRef": map[string]any{"name": "ca"}, "allowedSubjects": []any{"entra.contoso.example"},
-				"forwarded": map[string]any{"header": "ssl-client-cert", "trustedProxies": []any{"10.0.0.1"}},
-			}})
+			f := validForwarded()
+			f["trustedProxies"] = []any{"10.0.0.1"}
+			setForwarded(o, f)
 		}, []string{"spec.authentication.clientCertificate.forwarded.trustedProxies[0]", "must be a CIDR"}},
+		{"forwarded certificate behind a LoadBalancer", func(o map[string]any) {
+			setForwarded(o, validForwarded())
+			set(o, "spec.exposure.type", "LoadBalancer")
+			set(o, "spec.exposure.tls", map[string]any{"secretName": "tls"})
+		}, []string{"spec.authentication.clientCertificate.forwarded", "cannot be used with exposure type LoadBalancer"}},
+		{"forwarded certificate without the ingress pods", func(o map[string]any) {
+			f := validForwarded()
+			delete(f, "ingressNamespaceSelector")
+			delete(f, "ingressPodSelector")
+			setForwarded(o, f)
+		}, []string{"spec.authentication.clientCertificate.forwarded.ingressNamespaceSelector", "spec.authentication.clientCertificate.forwarded.ingressPodSelector", "Required value"}},
+		{"forwarded certificate from every namespace", func(o map[string]any) {
+			f := validForwarded()
+			f["ingressNamespaceSelector"] = map[string]any{}
+			setForwarded(o, f)
+		}, []string{"spec.authentication.clientCertificate.forwarded.ingressNamespaceSelector", "an empty selector matches every namespace"}},
+		{"forwarded certificate from every pod", func(o map[string]any) {
+			f := validForwarded()
+			f["ingressPodSelector"] = map[string]any{"matchLabels": map[string]any{}}
+			setForwarded(o, f)
+		}, []string{"spec.authentication.clientCertificate.forwarded.ingressPodSelector", "an empty selector matches every pod"}},
 		{"client certificate without a constraint", func(o map[string]any) {
 			set(o, "spec.authentication", map[string]any{"clientCertificate": map[string]any{"secretRef": map[string]any{"name": "ca"}}})
 		}, []string{"spec.authentication.clientCertificate", "set allowedFingerprints or allowedSubjects"}},

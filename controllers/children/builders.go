@@ -5,6 +5,7 @@ import (
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -316,8 +317,10 @@ func toleration(t corev1.Toleration) *corev1ac.TolerationApplyConfiguration {
 	return out
 }
 
-// MakeService fronts the runtime pods: the connector port and a separate metrics port. With
-// LoadBalancer exposure the connector port is published as 443.
+// MakeService fronts the runtime pods' connector port. With LoadBalancer exposure it is published
+// as 443. The ops port (/metrics, /healthz, /readyz) is never on it: a LoadBalancer Service would
+// publish it to the internet, and an ingress or Gateway could be pointed at it; MakeMetricsService
+// carries it inside the cluster.
 func MakeService(c *apiv1.APIConnector) *corev1ac.ServiceApplyConfiguration {
 	name, port, typ := "http", int32(HTTPPort), corev1.ServiceTypeClusterIP
 	if RuntimeTerminatesTLS(c) {
@@ -334,8 +337,76 @@ func MakeService(c *apiv1.APIConnector) *corev1ac.ServiceApplyConfiguration {
 			WithSelector(SelectorLabels(c)).
 			WithPorts(
 				corev1ac.ServicePort().WithName(name).WithPort(port).WithTargetPort(intstr.FromString("http")).WithProtocol(corev1.ProtocolTCP),
+			))
+}
+
+// MetricsLabels label the metrics Service, so a ServiceMonitor can select every connector's
+// metrics Service (and only those) with app.kubernetes.io/component: metrics.
+func MetricsLabels(c *apiv1.APIConnector) map[string]string {
+	l := Labels(c)
+	l["app.kubernetes.io/component"] = "metrics"
+	return l
+}
+
+// MakeMetricsService is a ClusterIP Service for the runtime's ops port (port name metrics), the
+// one to scrape, whatever the connector's exposure type.
+func MakeMetricsService(c *apiv1.APIConnector) *corev1ac.ServiceApplyConfiguration {
+	return corev1ac.Service(MetricsServiceName(c), c.Namespace).
+		WithLabels(MetricsLabels(c)).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(corev1ac.ServiceSpec().
+			WithType(corev1.ServiceTypeClusterIP).
+			WithSelector(SelectorLabels(c)).
+			WithPorts(
 				corev1ac.ServicePort().WithName("metrics").WithPort(OpsPort).WithTargetPort(intstr.FromString("ops")).WithProtocol(corev1.ProtocolTCP),
 			))
+}
+
+// WantsNetworkPolicy reports whether the connector trusts a forwarded client certificate: then the
+// header is a bearer credential and only the ingress controller's pods may reach the runtime.
+func WantsNetworkPolicy(c *apiv1.APIConnector) bool {
+	cc := c.Spec.Authentication.ClientCertificate
+	return cc != nil && cc.Forwarded != nil
+}
+
+// MakeNetworkPolicy admits to the runtime's connector port only the pods that
+// spec.authentication.clientCertificate.forwarded selects (the ingress controller that verifies
+// the client certificate and forwards it). The ops port stays open inside the cluster for the
+// kubelet's probes and metrics scrapers; it serves no connector traffic. Nil when the connector
+// does not trust a forwarded certificate.
+func MakeNetworkPolicy(c *apiv1.APIConnector) *netv1ac.NetworkPolicyApplyConfiguration {
+	if !WantsNetworkPolicy(c) {
+		return nil
+	}
+	f := c.Spec.Authentication.ClientCertificate.Forwarded
+	return netv1ac.NetworkPolicy(NetworkPolicyName(c), c.Namespace).
+		WithLabels(Labels(c)).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(netv1ac.NetworkPolicySpec().
+			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(c))).
+			WithPolicyTypes(networkingv1.PolicyTypeIngress).
+			WithIngress(
+				netv1ac.NetworkPolicyIngressRule().
+					WithFrom(netv1ac.NetworkPolicyPeer().
+						WithNamespaceSelector(labelSelector(f.IngressNamespaceSelector)).
+						WithPodSelector(labelSelector(f.IngressPodSelector))).
+					WithPorts(netv1ac.NetworkPolicyPort().WithProtocol(corev1.ProtocolTCP).WithPort(intstr.FromInt32(HTTPPort))),
+				netv1ac.NetworkPolicyIngressRule().
+					WithPorts(netv1ac.NetworkPolicyPort().WithProtocol(corev1.ProtocolTCP).WithPort(intstr.FromInt32(OpsPort))),
+			))
+}
+
+// labelSelector converts a typed selector into its apply configuration.
+func labelSelector(s metav1.LabelSelector) *metav1ac.LabelSelectorApplyConfiguration {
+	out := metav1ac.LabelSelector()
+	if len(s.MatchLabels) > 0 {
+		out.WithMatchLabels(s.MatchLabels)
+	}
+	for _, e := range s.MatchExpressions {
+		out.WithMatchExpressions(metav1ac.LabelSelectorRequirement().
+			WithKey(e.Key).WithOperator(e.Operator).WithValues(e.Values...))
+	}
+	return out
 }
 
 // MakeIngress routes https://<host><path> to the Service. The user's annotations are passed on;

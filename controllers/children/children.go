@@ -4,6 +4,7 @@
 package children
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -35,15 +36,21 @@ const (
 type Options struct {
 	// RuntimeImage is the runtime image used unless a connector overrides it.
 	RuntimeImage string
+	// HashKey keys the config hash (ConfigHash); HashKeySize random bytes only the operator holds.
+	HashKey []byte
 }
 
 // Names of a connector's children. Kept in one place so the reconciler, the builders and the
 // watches agree.
 func DeploymentName(c *apiv1.APIConnector) string { return c.Name }
 func ServiceName(c *apiv1.APIConnector) string    { return c.Name }
-func IngressName(c *apiv1.APIConnector) string    { return c.Name }
-func PDBName(c *apiv1.APIConnector) string        { return c.Name }
-func ConfigMapName(c *apiv1.APIConnector) string  { return c.Name + "-config" }
+func MetricsServiceName(c *apiv1.APIConnector) string {
+	return c.Name + "-metrics"
+}
+func NetworkPolicyName(c *apiv1.APIConnector) string { return c.Name }
+func IngressName(c *apiv1.APIConnector) string       { return c.Name }
+func PDBName(c *apiv1.APIConnector) string           { return c.Name }
+func ConfigMapName(c *apiv1.APIConnector) string     { return c.Name + "-config" }
 func CertificateName(c *apiv1.APIConnector) string {
 	return c.Name + "-tls"
 }
@@ -125,10 +132,21 @@ func RenderConfig(c *apiv1.APIConnector, resolved map[string][]string) ([]byte, 
 	return b, nil
 }
 
+// HashKeySize is the size of the operator's config-hash key, in bytes.
+const HashKeySize = 32
+
 // ConfigHash identifies a rollout: the rendered config plus the data of every referenced Secret.
-// Secrets are hashed by key and value in sorted order; their metadata never matters.
-func ConfigHash(config []byte, secrets map[string]map[string][]byte) string {
-	h := sha256.New()
+// Secrets are hashed by key and value in sorted order; their metadata never matters, so relabelling
+// a Secret does not roll the pods while changing a value does.
+//
+// The hash is published in the connector's status and the pod template, both readable by anyone
+// with view access, so it is an HMAC-SHA256 keyed by a key only the operator holds (a Secret in
+// its own namespace, see controllers.EnsureHashKey): an unsalted digest of a Secret's value would
+// let anyone who can read it test password guesses offline. A hash of the Secrets' UIDs and
+// resourceVersions would leak nothing either, but every metadata change (a label, an annotation
+// some tool writes on each sync) would roll the pods.
+func ConfigHash(key, config []byte, secrets map[string]map[string][]byte) string {
+	h := hmac.New(sha256.New, key)
 	fmt.Fprintf(h, "config %d\n", len(config))
 	h.Write(config)
 	names := make([]string, 0, len(secrets))

@@ -2,9 +2,13 @@ package children
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -57,7 +61,7 @@ func golden(t *testing.T, name string, objs ...any) {
 
 func TestGolden(t *testing.T) {
 	opts := Options{RuntimeImage: "apiconnector-runtime:v0.1.0"}
-	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer"} {
+	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer", "forwarded"} {
 		t.Run(name, func(t *testing.T) {
 			c := connector(t, name)
 			resolved := map[string][]string{}
@@ -70,13 +74,16 @@ func TestGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			hash := ConfigHash(config, map[string]map[string][]byte{"entra-basic": {"username": []byte("u"), "password": []byte("p")}})
-			objs := []any{MakeConfigMap(c, config), MakeDeployment(c, opts, hash), MakeService(c)}
+			hash := ConfigHash(testKey, config, map[string]map[string][]byte{"entra-basic": {"username": []byte("u"), "password": []byte("p")}})
+			objs := []any{MakeConfigMap(c, config), MakeDeployment(c, opts, hash), MakeService(c), MakeMetricsService(c)}
 			if WantsIngress(c) {
 				objs = append(objs, MakeIngress(c))
 			}
 			if WantsPodDisruptionBudget(c) {
 				objs = append(objs, MakePodDisruptionBudget(c))
+			}
+			if np := MakeNetworkPolicy(c); np != nil {
+				objs = append(objs, np)
 			}
 			if cert := MakeCertificate(c); cert != nil {
 				objs = append(objs, cert.Object)
@@ -116,21 +123,69 @@ func TestRenderConfigResolvesListsAndDropsRuntime(t *testing.T) {
 	}
 }
 
+// testKey stands for the operator's hash key.
+var testKey = bytes.Repeat([]byte{0x5a}, HashKeySize)
+
 func TestConfigHashChangesWithEveryInput(t *testing.T) {
-	base := ConfigHash([]byte("a"), map[string]map[string][]byte{"s": {"k": []byte("v")}})
+	base := ConfigHash(testKey, []byte("a"), map[string]map[string][]byte{"s": {"k": []byte("v")}})
+	otherKey := bytes.Repeat([]byte{0xa5}, HashKeySize)
 	for name, h := range map[string]string{
-		"config":     ConfigHash([]byte("b"), map[string]map[string][]byte{"s": {"k": []byte("v")}}),
-		"value":      ConfigHash([]byte("a"), map[string]map[string][]byte{"s": {"k": []byte("w")}}),
-		"key":        ConfigHash([]byte("a"), map[string]map[string][]byte{"s": {"j": []byte("v")}}),
-		"secret":     ConfigHash([]byte("a"), map[string]map[string][]byte{"t": {"k": []byte("v")}}),
-		"boundaries": ConfigHash([]byte("a"), map[string]map[string][]byte{"s": {"k": []byte("v"), "": nil}}),
+		"config":     ConfigHash(testKey, []byte("b"), map[string]map[string][]byte{"s": {"k": []byte("v")}}),
+		"value":      ConfigHash(testKey, []byte("a"), map[string]map[string][]byte{"s": {"k": []byte("w")}}),
+		"key":        ConfigHash(testKey, []byte("a"), map[string]map[string][]byte{"s": {"j": []byte("v")}}),
+		"secret":     ConfigHash(testKey, []byte("a"), map[string]map[string][]byte{"t": {"k": []byte("v")}}),
+		"boundaries": ConfigHash(testKey, []byte("a"), map[string]map[string][]byte{"s": {"k": []byte("v"), "": nil}}),
+		"hash key":   ConfigHash(otherKey, []byte("a"), map[string]map[string][]byte{"s": {"k": []byte("v")}}),
 	} {
 		if h == base {
 			t.Errorf("changing the %s did not change the hash", name)
 		}
 	}
-	if ConfigHash([]byte("a"), map[string]map[string][]byte{"s": {"k": []byte("v")}}) != base {
+	if ConfigHash(testKey, []byte("a"), map[string]map[string][]byte{"s": {"k": []byte("v")}}) != base {
 		t.Error("the hash is not stable")
+	}
+}
+
+// unkeyedHash is what anyone could compute from what the connector publishes (the rendered config
+// in its ConfigMap) and a guessed Secret value, if the hash were a plain digest: the scheme before
+// the hash was keyed.
+func unkeyedHash(config []byte, secrets map[string]map[string][]byte) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "config %d\n", len(config))
+	h.Write(config)
+	names := make([]string, 0, len(secrets))
+	for n := range secrets {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		keys := make([]string, 0, len(secrets[n]))
+		for k := range secrets[n] {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		fmt.Fprintf(h, "secret %q %d\n", n, len(keys))
+		for _, k := range keys {
+			fmt.Fprintf(h, "%q %d\n", k, len(secrets[n][k]))
+			h.Write(secrets[n][k])
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// Whoever reads the published hash and the rendered config cannot test password guesses against
+// it: even the right password does not reproduce it without the operator's key.
+func TestConfigHashCannotBeRecomputedFromTheSecretValue(t *testing.T) {
+	config := []byte("spec: {}\n")
+	secrets := map[string]map[string][]byte{"entra-basic": {"username": []byte("entra"), "password": []byte("correct horse battery staple")}}
+	published := ConfigHash(testKey, config, secrets)
+	if guess := unkeyedHash(config, secrets); guess == published {
+		t.Fatal("the published hash is a plain SHA-256 of the config and the Secret's values: passwords can be guessed offline")
+	}
+	for _, key := range [][]byte{nil, {}, make([]byte, HashKeySize)} {
+		if ConfigHash(key, config, secrets) == published {
+			t.Errorf("a guessable key (%d bytes) reproduces the published hash", len(key))
+		}
 	}
 }
 

@@ -114,6 +114,8 @@ func (cp *ControlPlane) StartManager(ctx context.Context, binary string, logs io
 		"--kubeconfig=" + cp.Kubeconfig,
 		"--metrics-bind-address=" + addr, "--metrics-secure=false",
 		"--health-probe-bind-address=127.0.0.1:0",
+		// Outside a pod the operator has no namespace of its own for its config-hash key.
+		"--hash-key-namespace=default",
 	}, extra...)
 	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Stdout, cmd.Stderr = logs, logs
