@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"sort"
 	"strings"
 	"testing"
 
@@ -27,25 +26,7 @@ import (
 // a guessed Secret.
 func plainHash(config []byte, secrets map[string]map[string][]byte) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "config %d\n", len(config))
-	h.Write(config)
-	names := make([]string, 0, len(secrets))
-	for n := range secrets {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		keys := make([]string, 0, len(secrets[n]))
-		for k := range secrets[n] {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		fmt.Fprintf(h, "secret %q %d\n", n, len(keys))
-		for _, k := range keys {
-			fmt.Fprintf(h, "%q %d\n", k, len(secrets[n][k]))
-			h.Write(secrets[n][k])
-		}
-	}
+	children.WriteHashInput(h, config, secrets)
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 

@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"sort"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
@@ -147,6 +148,13 @@ const HashKeySize = 32
 // some tool writes on each sync) would roll the pods.
 func ConfigHash(key, config []byte, secrets map[string]map[string][]byte) string {
 	h := hmac.New(sha256.New, key)
+	WriteHashInput(h, config, secrets)
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// WriteHashInput writes what ConfigHash hashes: the config and the Secrets' keys and values,
+// sorted and length-prefixed so no two inputs write the same bytes.
+func WriteHashInput(h io.Writer, config []byte, secrets map[string]map[string][]byte) {
 	fmt.Fprintf(h, "config %d\n", len(config))
 	h.Write(config)
 	names := make([]string, 0, len(secrets))
@@ -167,5 +175,4 @@ func ConfigHash(key, config []byte, secrets map[string]map[string][]byte) string
 			h.Write(data[k])
 		}
 	}
-	return hex.EncodeToString(h.Sum(nil))[:32]
 }

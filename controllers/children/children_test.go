@@ -5,10 +5,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"testing"
 
@@ -151,25 +149,7 @@ func TestConfigHashChangesWithEveryInput(t *testing.T) {
 // the hash was keyed.
 func unkeyedHash(config []byte, secrets map[string]map[string][]byte) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "config %d\n", len(config))
-	h.Write(config)
-	names := make([]string, 0, len(secrets))
-	for n := range secrets {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		keys := make([]string, 0, len(secrets[n]))
-		for k := range secrets[n] {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		fmt.Fprintf(h, "secret %q %d\n", n, len(keys))
-		for _, k := range keys {
-			fmt.Fprintf(h, "%q %d\n", k, len(secrets[n][k]))
-			h.Write(secrets[n][k])
-		}
-	}
+	WriteHashInput(h, config, secrets)
 	return hex.EncodeToString(h.Sum(nil))[:32]
 }
 
