@@ -9,6 +9,8 @@ import (
 	"math"
 	"strconv"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // maxDepth bounds nesting in a request body. Entra's deepest value is identities[].{...} (depth 3);
@@ -76,110 +78,107 @@ func DecodeRequest(body []byte) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	canonical, err := canonicalJSON(raw)
+	canon, err := canonical(body)
 	if err != nil {
-		return nil, &DecodeError{Reason: "malformed_json", Err: err}
+		return nil, &DecodeError{Reason: "malformed_json", Err: errors.New("body cannot be canonicalized")}
 	}
-	return &Request{Claims: claims.(map[string]any), Canonical: canonical}, nil
+	return &Request{Claims: claims.(map[string]any), Canonical: canon}, nil
 }
 
-// parseBody checks and parses a body into one JSON object whose numbers are json.Number, token
-// by token, so it refuses what it must as it meets it and names what is wrong: invalid UTF-8,
-// anything after the object, duplicate keys, nesting deeper than maxDepth.
+// parseBody checks and parses a body into one JSON object whose numbers are json.Number, token by
+// token with jsontext (the JSON v2 tokenizer), which refuses duplicate keys at any depth and
+// invalid UTF-8 itself; nesting deeper than maxDepth and anything after the object are refused
+// here. Errors name what is wrong and where in the body, never a value.
 func parseBody(body []byte) (map[string]any, error) {
 	if !utf8.Valid(body) {
 		// encoding/json would silently replace bad bytes with U+FFFD; two different bodies would then
 		// have the same claims, so refuse instead.
 		return nil, &DecodeError{Reason: "invalid_utf8", Err: errors.New("body is not valid UTF-8")}
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.UseNumber()
-	p := parser{dec: dec}
-	tok, err := p.token()
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	tok, err := readToken(dec)
 	if err != nil {
 		return nil, err
 	}
-	if d, ok := tok.(json.Delim); !ok || d != '{' {
+	if tok.Kind() != '{' {
 		return nil, &DecodeError{Reason: "not_object", Err: ErrNotObject}
 	}
-	raw, err := p.object(1)
+	raw, err := readObject(dec)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.Token(); err != io.EOF {
+	if _, err := dec.ReadToken(); err != io.EOF {
 		return nil, &DecodeError{Reason: "malformed_json", Err: errors.New("data after the top-level object")}
 	}
 	return raw, nil
 }
 
-type parser struct{ dec *json.Decoder }
-
-func (p parser) token() (json.Token, error) {
-	tok, err := p.dec.Token()
-	if err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, &DecodeError{Reason: "malformed_json", Err: err}
+func readToken(dec *jsontext.Decoder) (jsontext.Token, error) {
+	tok, err := dec.ReadToken()
+	switch {
+	case err == nil:
+		return tok, nil
+	case errors.Is(err, jsontext.ErrDuplicateName):
+		return tok, &DecodeError{Reason: "duplicate_key", Err: errors.New("an object has a key twice")}
+	case err == io.EOF:
+		err = io.ErrUnexpectedEOF
 	}
-	return tok, nil
+	return tok, &DecodeError{Reason: "malformed_json", Err: fmt.Errorf("invalid JSON at byte %d", dec.InputOffset())}
 }
 
-// value reads one JSON value whose first token is tok; numbers stay json.Number.
-func (p parser) value(tok json.Token, depth int) (any, error) {
-	switch t := tok.(type) {
-	case json.Delim:
-		if depth >= maxDepth {
+// readValue reads the value tok starts; numbers stay json.Number.
+func readValue(dec *jsontext.Decoder, tok jsontext.Token) (any, error) {
+	switch tok.Kind() {
+	case '{', '[':
+		if dec.StackDepth() > maxDepth {
 			return nil, &DecodeError{Reason: "too_deep", Err: fmt.Errorf("nesting deeper than %d", maxDepth)}
 		}
-		if t == '{' {
-			return p.object(depth + 1)
+		if tok.Kind() == '{' {
+			return readObject(dec)
 		}
-		return p.array(depth + 1)
-	default:
-		return t, nil // string, json.Number, bool, nil
+		return readArray(dec)
+	case '"':
+		return tok.String(), nil
+	case '0':
+		return json.Number(tok.String()), nil
+	case 't', 'f':
+		return tok.Bool(), nil
+	default: // 'n'
+		return nil, nil
 	}
 }
 
-func (p parser) object(depth int) (map[string]any, error) {
+func readObject(dec *jsontext.Decoder) (map[string]any, error) {
 	m := map[string]any{}
 	for {
-		tok, err := p.token()
+		tok, err := readToken(dec)
 		if err != nil {
 			return nil, err
 		}
-		if d, ok := tok.(json.Delim); ok && d == '}' {
+		if tok.Kind() == '}' {
 			return m, nil
 		}
-		key, ok := tok.(string)
-		if !ok { // cannot happen with encoding/json's tokenizer, kept for safety
-			return nil, &DecodeError{Reason: "malformed_json", Err: errors.New("object key is not a string")}
-		}
-		if _, dup := m[key]; dup {
-			return nil, &DecodeError{Reason: "duplicate_key", Err: errors.New("an object has a key twice")}
-		}
-		if tok, err = p.token(); err != nil {
+		key := tok.String()
+		if tok, err = readToken(dec); err != nil {
 			return nil, err
 		}
-		v, err := p.value(tok, depth)
-		if err != nil {
+		if m[key], err = readValue(dec, tok); err != nil {
 			return nil, err
 		}
-		m[key] = v
 	}
 }
 
-func (p parser) array(depth int) ([]any, error) {
+func readArray(dec *jsontext.Decoder) ([]any, error) {
 	a := []any{}
 	for {
-		tok, err := p.token()
+		tok, err := readToken(dec)
 		if err != nil {
 			return nil, err
 		}
-		if d, ok := tok.(json.Delim); ok && d == ']' {
+		if tok.Kind() == ']' {
 			return a, nil
 		}
-		v, err := p.value(tok, depth)
+		v, err := readValue(dec, tok)
 		if err != nil {
 			return nil, err
 		}
@@ -268,31 +267,25 @@ func toClaims(v any) (any, error) {
 	}
 }
 
-// canonicalJSON encodes v compactly with sorted object keys (encoding/json sorts map keys) and
-// numbers as sent. HTML characters are not escaped, so Canonical stays close to the input.
-func canonicalJSON(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
+// canonical re-encodes a JSON document compactly with object keys sorted and numbers and
+// characters as sent (HTML characters are not escaped), so two deliveries of the same sign-up
+// give the same bytes. It also refuses what parseBody refuses.
+func canonical(doc []byte) ([]byte, error) {
+	v := jsontext.Value(bytes.Clone(doc))
+	if err := v.Format(jsontext.ReorderRawObjects(true)); err != nil {
 		return nil, err
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return v, nil
 }
 
-// Canonicalize re-encodes any JSON document with sorted keys and no insignificant whitespace. It is
-// meant for comparing documents (tests, tooling), not for request decoding.
+// Canonicalize re-encodes any JSON document as Request.Canonical is. It is meant for comparing
+// documents (tests, tooling), not for request decoding.
 func Canonicalize(doc []byte) ([]byte, error) {
-	dec := json.NewDecoder(bytes.NewReader(doc))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	c, err := canonical(doc)
+	if err != nil {
 		return nil, fmt.Errorf("canonicalize: %w", err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("canonicalize: data after the JSON value")
-	}
-	return canonicalJSON(v)
+	return c, nil
 }
 
 func jsonType(v any) string {

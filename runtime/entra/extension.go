@@ -130,9 +130,9 @@ func DecodeExtensionRequest(body []byte, step string) (*Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	canonical, err := canonicalJSON(raw)
+	canon, err := canonical(body)
 	if err != nil {
-		return nil, &DecodeError{Reason: "malformed_json", Err: err}
+		return nil, &DecodeError{Reason: "malformed_json", Err: errors.New("body cannot be canonicalized")}
 	}
 	typ, err := optString(raw, "type", "type")
 	if err != nil {
@@ -191,7 +191,7 @@ func DecodeExtensionRequest(body []byte, step string) (*Request, error) {
 	} else if err := signUpClaims(data, claims, x.AttributeTypes); err != nil {
 		return nil, err
 	}
-	return &Request{Claims: claims, Canonical: canonical, Extension: x}, nil
+	return &Request{Claims: claims, Canonical: canon, Extension: x}, nil
 }
 
 // signUpClaims maps data.userSignUpInfo to claims.
