@@ -121,7 +121,7 @@ func readToken(dec *jsontext.Decoder) (jsontext.Token, error) {
 	case errors.Is(err, jsontext.ErrDuplicateName):
 		return tok, &DecodeError{Reason: "duplicate_key", Err: errors.New("an object has a key twice")}
 	case err == io.EOF:
-		err = io.ErrUnexpectedEOF
+		return tok, &DecodeError{Reason: "malformed_json", Err: io.ErrUnexpectedEOF}
 	}
 	return tok, &DecodeError{Reason: "malformed_json", Err: fmt.Errorf("invalid JSON at byte %d", dec.InputOffset())}
 }
