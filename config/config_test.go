@@ -35,6 +35,8 @@ func TestDefaultOverlayRenders(t *testing.T) {
 		"RoleBinding/apiconnector-hash-key-rolebinding",
 		"Deployment/apiconnector-controller-manager",
 		"Service/apiconnector-controller-manager-metrics",
+		"ClusterRole/apiconnector-editor-role",
+		"ClusterRole/apiconnector-viewer-role",
 	} {
 		if kinds[want] != 1 {
 			t.Errorf("rendered output has %d of %s, want 1", kinds[want], want)

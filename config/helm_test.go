@@ -116,9 +116,24 @@ func TestHelmChartAgreesWithKustomize(t *testing.T) {
 	if !reflect.DeepEqual(helm[crd]["spec"], kust[crd]["spec"]) {
 		t.Error("the chart's CRD differs from config/crd: run `make manifests`")
 	}
-	role := "ClusterRole/apiconnector-manager-role"
-	if !reflect.DeepEqual(helm[role]["rules"], kust[role]["rules"]) {
-		t.Errorf("the chart's manager rules differ from config/rbac:\nhelm: %v\nkustomize: %v", helm[role]["rules"], kust[role]["rules"])
+	for _, role := range []string{"ClusterRole/apiconnector-manager-role", "ClusterRole/apiconnector-editor-role", "ClusterRole/apiconnector-viewer-role"} {
+		if !reflect.DeepEqual(helm[role]["rules"], kust[role]["rules"]) {
+			t.Errorf("the chart's %s rules differ from config/rbac:\nhelm: %v\nkustomize: %v", role, helm[role]["rules"], kust[role]["rules"])
+		}
+	}
+	// The connector roles are aggregated into the built-in namespace roles.
+	for role, want := range map[string][]string{
+		"ClusterRole/apiconnector-editor-role": {"rbac.authorization.k8s.io/aggregate-to-admin", "rbac.authorization.k8s.io/aggregate-to-edit"},
+		"ClusterRole/apiconnector-viewer-role": {"rbac.authorization.k8s.io/aggregate-to-view"},
+	} {
+		for _, objs := range []map[string]map[string]any{helm, kust} {
+			labels, _ := objs[role]["metadata"].(map[string]any)["labels"].(map[string]any)
+			for _, l := range want {
+				if labels[l] != "true" {
+					t.Errorf("%s lacks the label %s=true: %v", role, l, labels)
+				}
+			}
+		}
 	}
 
 	args := func(objs map[string]map[string]any) []any {
