@@ -279,7 +279,7 @@ func checkInboundCredential(conn *apiv1.APIConnector, name string, data map[stri
 // checkPassword enforces MinPasswordLength characters, MinPasswordDistinct of them different. Like
 // the runtime, it ignores one trailing newline. The error never quotes the password or its length.
 func checkPassword(p []byte) error {
-	p = bytes.TrimSuffix(p, []byte("\n"))
+	p = bytes.TrimSuffix(bytes.TrimSuffix(p, []byte("\n")), []byte("\r")) // as the runtime reads it
 	distinct := map[rune]bool{}
 	n := 0
 	for _, c := range string(p) {

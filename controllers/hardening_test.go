@@ -75,12 +75,6 @@ func TestConfigHashDoesNotRevealSecrets(t *testing.T) {
 	if guess == c.Status.ConfigHash || guess == podTemplateHash(t, key) {
 		t.Fatal("status.configHash is a plain SHA-256 of the rendered config and the Secret: the password can be guessed offline")
 	}
-	for _, wrong := range []string{"password", "Tr0ub4dor&3", strongPassword + "x"} {
-		s := map[string]map[string][]byte{"entra-basic": {"username": []byte("entra"), "password": []byte(wrong)}}
-		if plainHash(config, s) == c.Status.ConfigHash {
-			t.Fatalf("a guess reproduces the published hash")
-		}
-	}
 
 	// A change of the Secret's data still changes the hash and rolls the pods.
 	first := podTemplateHash(t, key)
@@ -368,6 +362,7 @@ func TestCheckPassword(t *testing.T) {
 		"abcdeabcdeabcdea":           true,  // five
 		"ünïcödé-pässwörd":           true,  // 16 characters, more bytes
 		"fifteen-chars!!\n":          false, // the runtime strips the newline
+		"fifteen-chars!!\r\n":        false, // and a carriage return before it
 		"0123456789abcdef0123456789": true,
 	} {
 		if err := checkPassword([]byte(p)); (err == nil) != ok {

@@ -1,14 +1,10 @@
 # The operator image, for users with Docker:
 #   docker build -f hack/docker/operator.Dockerfile -t apiconnector-operator:dev .
 # Without Docker, `make images` builds the same layout as an OCI tarball (hack/images).
-# Base images are pinned by digest, so a rebuild uses the images that were reviewed. The digests
-# were read from public Dockerfiles that pin the same tags (golang:1.26.9 as of 2026-10-09,
-# distroless static-debian12:nonroot as of 2026-08-26), not resolved against the registries here;
-# confirm with `crane digest <image>:<tag>` (or `docker buildx imagetools inspect`) when updating.
-# No public digest of golang:1.26.10 could be found: the 1.26.9 builder fetches go.mod's toolchain
-# (go1.26.10, the first release without the crypto/x509 and net/http vulnerabilities govulncheck
-# reported) through the Go module proxy, checked against the checksum database. The official
-# golang images set GOTOOLCHAIN=local, which would build with 1.26.9.
+# Base images are pinned by digest, so a rebuild uses the images that were reviewed; check a
+# digest with `crane digest <image>:<tag>` when updating. The builder fetches go.mod's toolchain
+# line through the Go module proxy (checked against the checksum database): the official golang
+# images set GOTOOLCHAIN=local, which would build with the image's own Go.
 FROM golang:1.26.9@sha256:f1f0bcc2c524a3ced375fcb4d1ecb7aa371aa7070e112599aaca45cc02d0101b AS build
 ENV GOTOOLCHAIN=auto
 WORKDIR /src

@@ -12,9 +12,8 @@ import (
 	"github.com/apiconnector/operator/runtime/rules"
 )
 
-// doublingChain is n nested cel.bind, each doubling the previous string: the estimator prices it
-// far below the limits (it does not follow sizes through bind), yet on a 1 000-character claim
-// the last string would hold 2^n thousand characters.
+// doublingChain is n nested cel.bind, each doubling the previous string: on a 1 000-character
+// claim the last string would hold 2^n thousand characters.
 func doublingChain(n int) string {
 	expr := "cel.bind(u0, claims.givenName, "
 	for i := 1; i <= n; i++ {

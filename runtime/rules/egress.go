@@ -19,7 +19,8 @@ import (
 // The egress guard refuses connections to addresses a connector author has no business reaching
 // from the runtime: loopback (the pod itself), link-local (cloud metadata services at
 // 169.254.169.254), unspecified and multicast addresses, and the Kubernetes API server's Service
-// address (KUBERNETES_SERVICE_HOST). It checks the address actually dialled, after DNS, so a name
+// address (KUBERNETES_SERVICE_HOST), and the cloud metadata addresses outside the link-local range
+// (metadataAddresses). It checks the address actually dialled, after DNS, so a name
 // that resolves to one of them is refused too. allow lists ranges to let through anyway.
 func NewHTTPClient(allow []netip.Prefix) *http.Client {
 	guard := egressGuard{allow: allow}
@@ -74,6 +75,16 @@ func (g egressGuard) refuses(ip netip.Addr) string {
 		return "multicast address"
 	case g.apiServer.IsValid() && ip == g.apiServer:
 		return "the Kubernetes API server"
+	case metadataAddresses[ip]:
+		return "a cloud metadata address"
 	}
 	return ""
+}
+
+// metadataAddresses are cloud metadata and host agent endpoints outside the link-local ranges:
+// AWS's over IPv6, Alibaba Cloud's and Azure's WireServer.
+var metadataAddresses = map[netip.Addr]bool{
+	netip.MustParseAddr("fd00:ec2::254"):   true,
+	netip.MustParseAddr("100.100.100.200"): true,
+	netip.MustParseAddr("168.63.129.16"):   true,
 }

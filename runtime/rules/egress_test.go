@@ -18,6 +18,7 @@ func TestEgressGuard(t *testing.T) {
 	for addr, want := range map[string]string{
 		"127.0.0.1": "loopback", "::1": "loopback", "169.254.169.254": "link-local", "fe80::1": "link-local",
 		"0.0.0.0": "unspecified", "239.1.2.3": "multicast", "10.96.0.1": "API server",
+		"fd00:ec2::254": "metadata", "100.100.100.200": "metadata", "168.63.129.16": "metadata",
 		"10.96.0.2": "", "203.0.113.7": "", "2001:db8::1": "",
 	} {
 		got := g.refuses(netip.MustParseAddr(addr))

@@ -205,7 +205,7 @@ func (q *eventQueue) push(a asyncEvent) {
 func (q *eventQueue) drop(a asyncEvent) {
 	q.dropped.Add(1)
 	q.e.opts.Observer.EventDropped(a.ev.spec.Name)
-	q.e.failures.log(context.Background(), slog.LevelWarn, "event dropped", a.ev.spec.Name, "connector", q.e.Name(), "event", a.ev.spec.Name, "id", a.ce.ID)
+	q.e.failures.log(context.Background(), slog.LevelWarn, "event dropped", a.ev.spec.Name, "connector", q.e.Name(), "event", a.ev.spec.Name)
 }
 
 func (q *eventQueue) run() {
@@ -244,7 +244,7 @@ func (q *eventQueue) deliver(a asyncEvent) {
 	}
 	q.e.opts.Observer.EventSent(a.ev.spec.Name, time.Since(start), err)
 	if err != nil {
-		q.e.failures.log(context.Background(), slog.LevelWarn, "event not delivered", a.ev.spec.Name, "connector", q.e.Name(), "event", a.ev.spec.Name, "id", a.ce.ID, "err", err)
+		q.e.failures.log(context.Background(), slog.LevelWarn, "event not delivered", a.ev.spec.Name, "connector", q.e.Name(), "event", a.ev.spec.Name, "err", err)
 	}
 }
 

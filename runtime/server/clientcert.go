@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
@@ -123,24 +124,24 @@ func checkTrust(chain []*x509.Certificate, trust *trustBundle, p certPolicy, now
 
 // publicCAs are the roots of the Mozilla (NSS) trust store, as golang.org/x/crypto/x509roots
 // embeds them. The embedded list rather than x509.SystemCertPool: it is the same wherever the
-// runtime runs (the runtime image carries no CA bundle, a host may carry private CAs among its
-// system roots), and a CertPool cannot be listed.
+// runtime runs (a host may carry private CAs among its system roots), and a CertPool cannot be
+// listed.
 var publicCAs = sync.OnceValue(func() *publicRoots {
-	r := &publicRoots{pool: x509.NewCertPool(), ids: map[string]bool{}}
+	r := &publicRoots{ids: map[string]bool{}, bySubject: map[string][]*x509.Certificate{}}
 	for root := range bundle.Roots() {
 		c, err := x509.ParseCertificate(root.Certificate)
 		if err != nil {
 			continue
 		}
-		r.pool.AddCert(c)
 		r.ids[certID(c)] = true
+		r.bySubject[string(c.RawSubject)] = append(r.bySubject[string(c.RawSubject)], c)
 	}
 	return r
 })
 
 type publicRoots struct {
-	pool *x509.CertPool
-	ids  map[string]bool // subject and public key of each root
+	ids       map[string]bool                // subject and public key of each root
+	bySubject map[string][]*x509.Certificate // roots by their subject, to find an issuer
 }
 
 // certID identifies a CA by subject and key, so a re-issued or cross-signed copy of a root counts
@@ -149,16 +150,36 @@ func certID(c *x509.Certificate) string {
 	return string(c.RawSubject) + "\x00" + string(c.RawSubjectPublicKeyInfo)
 }
 
-// isPublicCA reports whether c is a CA of the public web PKI: a root of the Mozilla store or a CA
-// that chains to one.
-func isPublicCA(c *x509.Certificate, now time.Time) bool {
+// isPublicCA reports whether c is a CA of the public web PKI: a root of the Mozilla store, or a CA
+// signed by one directly or through the other certificates of the bundle. Validity periods do not
+// matter (a public CA not yet or no longer valid is still public), so the chain is followed by
+// issuer and signature rather than with x509.Verify.
+func isPublicCA(c *x509.Certificate, bundle []*x509.Certificate) bool {
+	return publicCAs().anchor(c, bundle)
+}
+
+// anchor reports whether c is one of r or a CA signed by one, directly or through bundle.
+func (r *publicRoots) anchor(c *x509.Certificate, bundle []*x509.Certificate) bool {
 	if !c.BasicConstraintsValid || !c.IsCA {
 		return false // a leaf in ca.crt is a pin of exactly that certificate, not an anchor
 	}
-	r := publicCAs()
-	if r.ids[certID(c)] {
-		return true
+	for cur, hops := c, 0; cur != nil && hops <= len(bundle); hops++ {
+		if r.ids[certID(cur)] {
+			return true
+		}
+		for _, root := range r.bySubject[string(cur.RawIssuer)] {
+			if cur.CheckSignatureFrom(root) == nil {
+				return true
+			}
+		}
+		next := cur
+		cur = nil
+		for _, o := range bundle {
+			if o != next && bytes.Equal(o.RawSubject, next.RawIssuer) && next.CheckSignatureFrom(o) == nil {
+				cur = o
+				break
+			}
+		}
 	}
-	_, err := c.Verify(x509.VerifyOptions{Roots: r.pool, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
-	return err == nil
+	return false
 }

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/x509roots/fallback/bundle"
 
@@ -36,8 +37,8 @@ func withEKU(eku ...x509.ExtKeyUsage) func(*x509.Certificate) {
 }
 
 // A CA in ca.crt issues certificates to others too: only the certificates the constraints name,
-// issued for client authentication, get in (the audit got in with a serverAuth-only certificate
-// for CN=www.attacker.example from the same CA).
+// issued for client authentication, get in (not, for example, a serverAuth-only certificate for
+// CN=www.attacker.example from the same CA).
 func TestClientCertificateConstraints(t *testing.T) {
 	serverCA := newCert(t, "server-ca", true, nil)
 	serverCert := newCert(t, "127.0.0.1", false, &serverCA)
@@ -219,10 +220,33 @@ func TestPublicCARequiresPins(t *testing.T) {
 	}
 
 	// Own CAs, leaves and public leaves pinned in ca.crt are not public CAs.
-	if isPublicCA(own.cert, entra.cert.NotBefore) || isPublicCA(entra.cert, entra.cert.NotBefore) {
+	if isPublicCA(own.cert, nil) || isPublicCA(entra.cert, nil) {
 		t.Error("a private CA or a leaf counted as public")
 	}
-	if !isPublicCA(root, root.NotBefore.Add(1)) {
+	if !isPublicCA(root, nil) {
 		t.Error("a Mozilla root not recognised")
+	}
+}
+
+// A CA counts as public when it chains to a public root through the bundle's other certificates,
+// whatever their validity periods; a chain to another root does not.
+func TestPublicCAThroughIntermediates(t *testing.T) {
+	public := newCert(t, "Public Root", true, nil)
+	other := newCert(t, "Private Root", true, nil)
+	expired := func(c *x509.Certificate) {
+		c.NotBefore, c.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour)
+	}
+	mid := newCert(t, "Public Intermediate", true, &public, expired)
+	issuing := newCert(t, "Public Issuing CA", true, &mid)
+	roots := &publicRoots{ids: map[string]bool{certID(public.cert): true},
+		bySubject: map[string][]*x509.Certificate{string(public.cert.RawSubject): {public.cert}}}
+	if !roots.anchor(issuing.cert, []*x509.Certificate{issuing.cert, mid.cert}) {
+		t.Error("a CA two levels below a public root, through an expired intermediate, is not public")
+	}
+	if roots.anchor(issuing.cert, []*x509.Certificate{issuing.cert}) {
+		t.Error("without its intermediate the chain cannot be followed, yet counted as public")
+	}
+	if roots.anchor(newCert(t, "Own CA", true, &other).cert, nil) {
+		t.Error("a CA of another root counted as public")
 	}
 }

@@ -147,12 +147,14 @@ func parseTrust(data []byte, now time.Time) (*trustBundle, error) {
 		}
 		t.certs = append(t.certs, c)
 		t.pool.AddCert(c)
-		if isPublicCA(c, now) {
-			t.public = append(t.public, c.Subject.String())
-		}
 	}
 	if len(t.certs) == 0 {
 		return nil, errors.New("no PEM CERTIFICATE blocks")
+	}
+	for _, c := range t.certs {
+		if isPublicCA(c, t.certs) {
+			t.public = append(t.public, c.Subject.String())
+		}
 	}
 	return t, nil
 }

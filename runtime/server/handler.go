@@ -182,7 +182,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 	}
 	s.writeJSON(w, status, out)
 	o.action, o.code = string(d.Action), status
-	// Encoding the claims again costs a few percent per request; only the claims log needs it.
+	// Only the claims log needs the returned claims encoded.
 	if s.opts.LogClaims && d.Action == entra.ActionContinue && len(d.Claims)+len(d.ClaimValues) > 0 {
 		_, o.claims = Encode(cfg.step, &entra.Decision{Action: entra.ActionContinue, Claims: d.Claims, ClaimValues: d.ClaimValues})
 	}
