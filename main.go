@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -45,6 +46,7 @@ func run() error {
 		concurrency                                      int
 		qps                                              float64
 		burst                                            int
+		egressAllow                                      []string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint (:8443 for HTTPS, 0 to disable).")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization through the API server.")
@@ -54,6 +56,15 @@ func run() error {
 	flag.StringVar(&runtimeImage, "runtime-image", "", "Runtime image used by connectors that do not set spec.runtime.image (required).")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to reconcile; empty means all.")
 	flag.IntVar(&concurrency, "concurrency", 8, "Connectors reconciled in parallel.")
+	flag.Func("runtime-egress-allow-cidrs", "Comma-separated address ranges the runtime's calls and events may reach although its egress guard refuses them (loopback, link-local, metadata, the API server).", func(v string) error {
+		for _, c := range strings.Split(v, ",") {
+			if _, err := netip.ParsePrefix(strings.TrimSpace(c)); err != nil {
+				return err
+			}
+			egressAllow = append(egressAllow, strings.TrimSpace(c))
+		}
+		return nil
+	})
 	flag.StringVar(&hashKeySecret, "hash-key-secret", controllers.DefaultHashKeySecret,
 		"Secret holding the key of the connectors' config hash; created with a random key if missing.")
 	flag.StringVar(&hashKeyNamespace, "hash-key-namespace", "",
@@ -137,7 +148,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey})
+	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey, EgressAllow: egressAllow})
 	if err := r.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}

@@ -157,10 +157,11 @@ func TestHelmChartAgreesWithKustomize(t *testing.T) {
 
 func TestHelmValues(t *testing.T) {
 	objs := renderChart(t, map[string]any{
-		"watchNamespaces": []any{"identity", "partners"},
-		"leaderElection":  map[string]any{"enabled": false},
-		"metrics":         map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
-		"runtimeImage":    map[string]any{"repository": "registry.example/runtime", "tag": "v1.2.3"},
+		"watchNamespaces":         []any{"identity", "partners"},
+		"leaderElection":          map[string]any{"enabled": false},
+		"metrics":                 map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
+		"runtimeImage":            map[string]any{"repository": "registry.example/runtime", "tag": "v1.2.3"},
+		"runtimeEgressAllowCIDRs": []any{"169.254.0.0/16", "10.96.0.1/32"},
 	})
 	d := objs["Deployment/apiconnector-controller-manager"]
 	spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
@@ -169,7 +170,8 @@ func TestHelmValues(t *testing.T) {
 	for _, a := range args {
 		joined += a.(string) + " "
 	}
-	for _, want := range []string{"--watch-namespaces=identity,partners", "--runtime-image=registry.example/runtime:v1.2.3"} {
+	for _, want := range []string{"--watch-namespaces=identity,partners", "--runtime-image=registry.example/runtime:v1.2.3",
+		"--runtime-egress-allow-cidrs=169.254.0.0/16,10.96.0.1/32"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("args %q lack %s", joined, want)
 		}

@@ -2,6 +2,7 @@ package children
 
 import (
 	"strconv"
+	"strings"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
@@ -85,6 +86,9 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 		// Keep serving after readiness turns false until the ingress controller has dropped the
 		// pod from its endpoints (Traefik, for one, applies endpoint changes after 2s).
 		"--shutdown-delay=5s",
+	}
+	if len(opts.EgressAllow) > 0 {
+		args = append(args, "--egress-allow-cidr="+strings.Join(opts.EgressAllow, ","))
 	}
 	mounts := []*corev1ac.VolumeMountApplyConfiguration{
 		corev1ac.VolumeMount().WithName("config").WithMountPath(ConfigDir).WithReadOnly(true),

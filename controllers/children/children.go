@@ -39,6 +39,9 @@ type Options struct {
 	RuntimeImage string
 	// HashKey keys the config hash (ConfigHash); HashKeySize random bytes only the operator holds.
 	HashKey []byte
+	// EgressAllow are address ranges (CIDRs) the runtime's calls and events may reach although its
+	// egress guard refuses them (serve --egress-allow-cidr).
+	EgressAllow []string
 }
 
 // Names of a connector's children. Kept in one place so the reconciler, the builders and the

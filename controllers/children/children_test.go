@@ -197,3 +197,19 @@ func TestSecretNames(t *testing.T) {
 		t.Errorf("SecretNames = %s, want %s", got, want)
 	}
 }
+
+// The operator's --runtime-egress-allow-cidrs reaches the runtime as --egress-allow-cidr.
+func TestEgressAllowReachesTheRuntime(t *testing.T) {
+	c := &apiv1.APIConnector{}
+	c.Name, c.Namespace = "x", "y"
+	args := func(opts Options) string {
+		d := MakeDeployment(c, opts, "h")
+		return strings.Join(d.Spec.Template.Spec.Containers[0].Args, " ")
+	}
+	if got := args(Options{RuntimeImage: "img"}); strings.Contains(got, "egress") {
+		t.Errorf("args without ranges: %s", got)
+	}
+	if got := args(Options{RuntimeImage: "img", EgressAllow: []string{"10.0.0.0/8", "fd00::/8"}}); !strings.Contains(got, "--egress-allow-cidr=10.0.0.0/8,fd00::/8") {
+		t.Errorf("args: %s", got)
+	}
+}
