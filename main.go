@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path"
 	"strings"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
@@ -46,7 +47,7 @@ func run() error {
 		concurrency                                      int
 		qps                                              float64
 		burst                                            int
-		egressAllow                                      []string
+		egressAllow, allowedImages                       []string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint (:8443 for HTTPS, 0 to disable).")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization through the API server.")
@@ -56,6 +57,16 @@ func run() error {
 	flag.StringVar(&runtimeImage, "runtime-image", "", "Runtime image used by connectors that do not set spec.runtime.image (required).")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to reconcile; empty means all.")
 	flag.IntVar(&concurrency, "concurrency", 8, "Connectors reconciled in parallel.")
+	flag.Func("allowed-runtime-images", "Comma-separated patterns (path.Match globs on the whole reference, e.g. registry.example/apiconnector-runtime:*) a connector's spec.runtime.image must match; default: the repository of --runtime-image only.", func(v string) error {
+		for _, p := range strings.Split(v, ",") {
+			p = strings.TrimSpace(p)
+			if _, err := path.Match(p, ""); err != nil {
+				return fmt.Errorf("pattern %q: %w", p, err)
+			}
+			allowedImages = append(allowedImages, p)
+		}
+		return nil
+	})
 	flag.Func("runtime-egress-allow-cidrs", "Comma-separated address ranges the runtime's calls and events may reach although its egress guard refuses them (loopback, link-local, metadata, the API server).", func(v string) error {
 		for _, c := range strings.Split(v, ",") {
 			if _, err := netip.ParsePrefix(strings.TrimSpace(c)); err != nil {
@@ -148,7 +159,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey, EgressAllow: egressAllow})
+	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey, EgressAllow: egressAllow, AllowedRuntimeImages: allowedImages})
 	if err := r.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}

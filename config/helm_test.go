@@ -162,6 +162,7 @@ func TestHelmValues(t *testing.T) {
 		"metrics":                 map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
 		"runtimeImage":            map[string]any{"repository": "registry.example/runtime", "tag": "v1.2.3"},
 		"runtimeEgressAllowCIDRs": []any{"169.254.0.0/16", "10.96.0.1/32"},
+		"allowedRuntimeImages":    []any{"registry.example/runtime:*"},
 	})
 	d := objs["Deployment/apiconnector-controller-manager"]
 	spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
@@ -171,7 +172,7 @@ func TestHelmValues(t *testing.T) {
 		joined += a.(string) + " "
 	}
 	for _, want := range []string{"--watch-namespaces=identity,partners", "--runtime-image=registry.example/runtime:v1.2.3",
-		"--runtime-egress-allow-cidrs=169.254.0.0/16,10.96.0.1/32"} {
+		"--runtime-egress-allow-cidrs=169.254.0.0/16,10.96.0.1/32", "--allowed-runtime-images=registry.example/runtime:*"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("args %q lack %s", joined, want)
 		}

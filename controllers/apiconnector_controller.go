@@ -106,6 +106,11 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		}
 	}()
 
+	if msg := r.imageProblem(conn); msg != "" {
+		// The last good Deployment keeps serving; nothing is applied until the image is allowed.
+		r.stallWithEvent(conn, ReasonImageNotAllowed, msg)
+		return ctrl.Result{}, nil
+	}
 	in, problem, err := r.readInputs(ctx, conn)
 	if err != nil {
 		return ctrl.Result{}, err

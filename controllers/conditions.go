@@ -30,6 +30,7 @@ const (
 	ReasonSecretKeyMissing        = "SecretKeyMissing"
 	ReasonSecretInvalid           = "SecretInvalid"
 	ReasonWeakPassword            = "WeakPassword"
+	ReasonImageNotAllowed         = "ImageNotAllowed"
 	ReasonScoped                  = "Scoped"
 	ReasonTrustedProxiesTooWide   = "TrustedProxiesTooWide"
 	ReasonConfigMapNotFound       = "ConfigMapNotFound"

@@ -657,7 +657,9 @@ type RuntimeSpec struct {
 	// +kubebuilder:validation:Maximum=50
 	Replicas *int32 `json:"replicas,omitempty"`
 
-	// Image overrides the operator's runtime image for this connector.
+	// Image overrides the operator's runtime image for this connector. It must match the operator's
+	// --allowed-runtime-images (by default, the repository of its runtime image); another image
+	// stalls the connector with reason ImageNotAllowed.
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
 	Image string `json:"image,omitempty"`
