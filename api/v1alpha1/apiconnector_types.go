@@ -709,6 +709,10 @@ type APIConnectorStatus struct {
 	ConfigHash string `json:"configHash,omitempty"`
 }
 
+// MaxNameLength is the longest connector name: every child's name is derived from it and the
+// longest, the metrics Service `<name>-metrics`, must stay a DNS-1035 label (63 characters).
+const MaxNameLength = 63 - len("-metrics")
+
 // APIConnector turns declarative CEL rules into an Entra ID API connector endpoint.
 //
 // +kubebuilder:object:root=true
@@ -717,7 +721,9 @@ type APIConnectorStatus struct {
 // +kubebuilder:printcolumn:name="Step",type=string,JSONPath=`.spec.step`
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoints[0]`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 55 && self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be at most 55 lowercase letters, digits and '-', start with a letter and end with a letter or digit (a DNS-1035 label): it names the connector's Service and <name>-metrics"
 type APIConnector struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
@@ -726,8 +732,11 @@ type APIConnector struct {
 	// +required
 	Spec APIConnectorSpec `json:"spec"`
 
-	// Status is the observed state.
+	// Status is the observed state. Its default observedGeneration of 0 (generations start at 1) tells kstatus (Flux,
+	// Argo CD, kubectl wait) that no controller has judged the connector yet, so a connector the
+	// operator never reconciled is in progress rather than current.
 	// +optional
+	// +kubebuilder:default={observedGeneration: 0}
 	Status APIConnectorStatus `json:"status,omitempty"`
 }
 

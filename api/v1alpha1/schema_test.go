@@ -13,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apiconnector/operator/api/v1alpha1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	kstatus "sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 )
@@ -365,6 +367,16 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"too many replicas", func(o map[string]any) {
 			set(o, "spec.runtime", map[string]any{"replicas": 51})
 		}, []string{"spec.runtime.replicas", "less than or equal to 50"}},
+		// A name that is a valid object name but not a Service name would half-create children.
+		{"name with a dot", func(o map[string]any) {
+			set(o, "metadata.name", "signup.v2")
+		}, []string{"metadata.name must be at most 55 lowercase letters"}},
+		{"name starting with a digit", func(o map[string]any) {
+			set(o, "metadata.name", "2signup")
+		}, []string{"metadata.name must be at most 55 lowercase letters"}},
+		{"name too long for <name>-metrics", func(o map[string]any) {
+			set(o, "metadata.name", strings.Repeat("a", v1alpha1.MaxNameLength+1))
+		}, []string{"metadata.name must be at most 55 lowercase letters"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -383,6 +395,46 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestLongestNameIsAccepted(t *testing.T) {
+	obj := base(t)
+	set(obj, "metadata.name", "a"+strings.Repeat("-b", (v1alpha1.MaxNameLength-1)/2))
+	if n := len(lookup(obj, "metadata.name").(string)); n != v1alpha1.MaxNameLength {
+		t.Fatalf("test name has %d characters, want %d", n, v1alpha1.MaxNameLength)
+	}
+	if err := create(t, obj); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An APIConnector as `kubectl apply` returns it, before any controller has seen it, must not be
+// judged Current by kstatus (Flux's wait, Argo CD's and kubectl's readiness): nothing serves it yet.
+// No manager runs in this suite, so this is exactly "operator not installed".
+func TestUnreconciledConnectorIsInProgress(t *testing.T) {
+	ctx := context.Background()
+	obj := base(t)
+	set(obj, "metadata.name", "never-reconciled")
+	u := &unstructured.Unstructured{Object: obj}
+	if err := k8sClient.Create(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(ctx, u) })
+	if got := lookup(u.Object, "status.observedGeneration"); got != int64(0) {
+		t.Errorf("create returned status.observedGeneration %#v, want the default 0", got)
+	}
+	read := &unstructured.Unstructured{}
+	read.SetGroupVersionKind(u.GroupVersionKind())
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(u), read); err != nil {
+		t.Fatal(err)
+	}
+	res, err := kstatus.Compute(read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Status != kstatus.InProgressStatus {
+		t.Fatalf("kstatus of an unreconciled connector = %s (%s), want InProgress", res.Status, res.Message)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"sigs.k8s.io/yaml"
 )
 
@@ -211,5 +212,33 @@ func TestEgressAllowReachesTheRuntime(t *testing.T) {
 	}
 	if got := args(Options{RuntimeImage: "img", EgressAllow: []string{"10.0.0.0/8", "fd00::/8"}}); !strings.Contains(got, "--egress-allow-cidr=10.0.0.0/8,fd00::/8") {
 		t.Errorf("args: %s", got)
+	}
+}
+
+// The API server accepts names up to apiv1.MaxNameLength (CRD validation); every name and label
+// value derived from such a name must still be valid, or children would be half-created.
+func TestDerivedNamesFitTheirLimits(t *testing.T) {
+	c := connector(t, "basic")
+	c.Name = "a" + strings.Repeat("-b", (apiv1.MaxNameLength-1)/2)
+	if len(c.Name) != apiv1.MaxNameLength {
+		t.Fatalf("test name has %d characters, want %d", len(c.Name), apiv1.MaxNameLength)
+	}
+	check := func(what string, errs []string) {
+		t.Helper()
+		if len(errs) > 0 {
+			t.Errorf("%s: %s", what, strings.Join(errs, "; "))
+		}
+	}
+	for _, name := range []string{ServiceName(c), MetricsServiceName(c)} {
+		check("Service "+name, validation.IsDNS1035Label(name))
+	}
+	for _, name := range []string{DeploymentName(c), NetworkPolicyName(c), IngressName(c), PDBName(c), ConfigMapName(c), CertificateName(c)} {
+		check(name, validation.IsDNS1123Subdomain(name))
+	}
+	for k, v := range Labels(c) {
+		check("label "+k, validation.IsValidLabelValue(v))
+	}
+	for k, v := range SelectorLabels(c) {
+		check("selector label "+k, validation.IsValidLabelValue(v))
 	}
 }
