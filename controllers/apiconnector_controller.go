@@ -21,14 +21,11 @@ import (
 	"github.com/apiconnector/operator/runtime/rules"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
-	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
@@ -75,13 +72,12 @@ type inputs struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;tlsroutes,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gateways,verbs=get
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Reconcile brings one connector's children in line with its spec and reports what it sees.
-func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, retErr error) {
-	logger := log.FromContext(ctx)
-
+// Reconcile brings one connector's children in line with its spec and reports what it observed.
+func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	conn := &apiv1.APIConnector{}
 	if err := r.Client.Get(ctx, req.NamespacedName, conn); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -94,125 +90,159 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		return ctrl.Result{}, nil
 	}
 
-	// Status is written once, at the end, whatever happened.
+	// Status is computed and written once, at the end, from what this reconcile observed.
 	base := conn.DeepCopy()
-	defer func() {
-		conn.Status.ObservedGeneration = conn.Generation
-		if equality.Semantic.DeepEqual(base.Status, conn.Status) {
-			return
-		}
-		if err := r.Client.Status().Patch(ctx, conn, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
-			retErr = errors.Join(retErr, fmt.Errorf("patch status: %w", err))
-		}
-	}()
+	s := &scope{conn: conn}
+	s.err = r.reconcile(ctx, s)
+	s.status()
+	conn.Status.ObservedGeneration = conn.Generation
+	result := ctrl.Result{RequeueAfter: s.recheck}
+	if equality.Semantic.DeepEqual(base.Status, conn.Status) {
+		return result, s.err
+	}
+	if err := r.Client.Status().Patch(ctx, conn, client.MergeFrom(base)); err != nil && !apierrors.IsNotFound(err) {
+		return result, errors.Join(s.err, fmt.Errorf("patch status: %w", err))
+	}
+	return result, s.err
+}
 
+// reconcile checks everything the connector needs, records every problem in s, and applies the
+// children only when none blocks them. It returns only errors worth retrying.
+func (r *Reconciler) reconcile(ctx context.Context, s *scope) error {
+	conn := s.conn
 	if msg := r.imageProblem(conn); msg != "" {
-		// The last good Deployment keeps serving; nothing is applied until the image is allowed.
-		r.stallWithEvent(conn, ReasonImageNotAllowed, msg)
-		return ctrl.Result{}, nil
+		s.stall(ReasonImageNotAllowed, msg)
 	}
-	in, problem, err := r.readInputs(ctx, conn)
+	in, inboundRevoked, err := r.readInputs(ctx, s)
 	if err != nil {
-		return ctrl.Result{}, err
+		return err
 	}
-	if problem != nil {
-		r.stallWithEvent(conn, problem.reason, problem.message)
-		if problem.inbound {
-			// Fail closed, as at start: pods that already loaded the old credentials must not keep
-			// accepting them (a deleted Secret's files stay in running pods' volumes).
-			return ctrl.Result{}, r.stopRuntime(ctx, conn)
-		}
-		return ctrl.Result{}, nil
-	}
-
 	config, err := children.RenderConfig(conn, in.lists)
 	if err != nil {
-		return ctrl.Result{}, err
+		return err
 	}
-	if !r.rulesCompile(ctx, conn, in, config) {
-		// The last good Deployment keeps serving; nothing is applied until the rules are fixed.
-		return ctrl.Result{}, nil
+	r.rulesCompile(ctx, s, in, config)
+	if err := r.checkEndpoint(ctx, s); err != nil {
+		return err
 	}
-	hash := children.ConfigHash(r.Options.HashKey, config, in.secrets)
+	if s.blocked() {
+		r.reportProblems(s)
+		if inboundRevoked {
+			// Fail closed, as at start: pods that already loaded the old credentials must not keep
+			// accepting them (a deleted Secret's files stay in running pods' volumes).
+			return r.stopRuntime(ctx, conn)
+		}
+		// The last good children keep serving until the problems are fixed.
+		return nil
+	}
 
-	if err := r.applyChildren(ctx, conn, config, hash); err != nil {
-		setCondition(conn, ConditionReady, metav1.ConditionFalse, ReasonApplyFailed, err.Error())
-		setCondition(conn, ConditionReconciling, metav1.ConditionTrue, ReasonApplyFailed, err.Error())
-		return ctrl.Result{}, err
+	hash := children.ConfigHash(r.Options.HashKey, config, in.secrets)
+	plan, err := r.plan(ctx, conn, config, hash)
+	if err != nil {
+		return err
+	}
+	if err := r.checkOwnership(ctx, s, plan); err != nil {
+		return err
+	}
+	if s.blocked() {
+		r.reportProblems(s)
+		return nil
+	}
+	if err := r.applyPlan(ctx, conn, plan); err != nil {
+		return err
 	}
 	if conn.Status.ConfigHash != hash {
 		r.Recorder.Eventf(conn, nil, corev1.EventTypeNormal, "RollingOut", "Apply", "Rolling out configuration %s", hash)
 		conn.Status.ConfigHash = hash
 	}
-
-	if err := r.observeDeployment(ctx, conn); err != nil {
-		return ctrl.Result{}, err
+	if err := r.observeDeployment(ctx, s, hash); err != nil {
+		return err
 	}
-	certApplied, err := r.applyCertificate(ctx, conn)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if certApplied {
+	if plan.certificate != nil {
 		if err := r.observeCertificate(ctx, conn); err != nil {
-			return ctrl.Result{}, err
+			return err
 		}
 	}
-	routeApplied, err := r.applyRoute(ctx, conn)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	if routeApplied {
+	https := children.ServesTLS(conn)
+	if plan.route != nil {
 		if err := r.observeRoute(ctx, conn); err != nil {
-			return ctrl.Result{}, err
+			return err
 		}
+		if !https {
+			if https, err = r.gatewayServesHTTPS(ctx, conn); err != nil {
+				return err
+			}
+		}
+	} else if children.WantsRoute(conn) {
+		https = true // no route without the Gateway API, so no verdict: RouteReady says why
 	}
-	conn.Status.Endpoints = []string{children.Endpoint(conn)}
+	conn.Status.Endpoints = []string{children.Endpoint(conn, https)}
+	if !https && !conn.Spec.Exposure.ExternalTLS {
+		s.warnStalled(ReasonNotHTTPS, notHTTPSMessage(conn))
+	}
 	r.checkTrustedProxies(conn)
-	summarize(conn)
-	logger.V(1).Info("reconciled", "configHash", hash, "ready", conditionIs(conn, ConditionReady, metav1.ConditionTrue))
-	return ctrl.Result{}, nil
+	r.reportProblems(s)
+	log.FromContext(ctx).V(1).Info("reconciled", "configHash", hash, "problems", len(s.problems))
+	return nil
 }
 
-// inputProblem is why a connector's inputs cannot be used: retrying cannot help, only a change to
-// the connector or to what it references (both watched).
-type inputProblem struct {
-	reason, message string
-	// inbound is set when the connector's own credential (the Basic or client-certificate Secret)
-	// is gone or invalid: the runtime must stop accepting the old one.
-	inbound bool
+// reportProblems records a Warning event when the connector's problems differ from what its status
+// already says, so each new problem is announced once.
+func (r *Reconciler) reportProblems(s *scope) {
+	if len(s.problems) == 0 {
+		return
+	}
+	msg := s.stalledMessage()
+	if cond := meta.FindStatusCondition(s.conn.Status.Conditions, ConditionStalled); cond != nil && cond.Status == metav1.ConditionTrue && cond.Message == msg {
+		return
+	}
+	r.Recorder.Eventf(s.conn, nil, corev1.EventTypeWarning, s.problems[0].reason, "Reconcile", "%s", msg)
 }
 
-// readInputs reads every referenced Secret and ConfigMap. A missing or invalid one is a problem
-// that stalls the connector: the watches on Secrets and ConfigMaps bring it back when fixed. Other
-// read errors are returned, to be retried. Messages name the Secret and key, never a value.
-func (r *Reconciler) readInputs(ctx context.Context, conn *apiv1.APIConnector) (inputs, *inputProblem, error) {
-	in := inputs{lists: map[string][]string{}, secrets: map[string]map[string][]byte{}}
+// readInputs reads every referenced Secret and ConfigMap. Every missing or invalid one is recorded
+// in s as a problem (the watches on Secrets and ConfigMaps bring the connector back when fixed); a
+// missing list reads as empty so the rules are still compiled and their problems reported too.
+// inboundRevoked is set when the connector's own credential (the Basic or client-certificate
+// Secret) is missing or invalid: the runtime must stop accepting the old one. Other read errors are
+// returned, to be retried. Messages name the Secret and key, never a value.
+func (r *Reconciler) readInputs(ctx context.Context, s *scope) (in inputs, inboundRevoked bool, err error) {
+	conn := s.conn
+	in = inputs{lists: map[string][]string{}, secrets: map[string]map[string][]byte{}}
 	required := requiredSecretKeys(conn)
 	inboundSecret, inboundKeys := inboundCredential(conn)
 	isInbound := func(name, key string) bool {
 		return name == inboundSecret && (key == "" || slices.Contains(inboundKeys, key))
 	}
+	problem := func(reason, message string, inbound bool) {
+		if inbound {
+			inboundRevoked = true
+			message += "; no runtime pod serves the connector until it is fixed"
+		}
+		s.stall(reason, message)
+	}
 	for _, name := range children.SecretNames(conn) {
-		s := &corev1.Secret{}
-		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: name}, s)
+		sec := &corev1.Secret{}
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: name}, sec)
 		if apierrors.IsNotFound(err) {
-			return in, &inputProblem{ReasonSecretNotFound, fmt.Sprintf("Secret %q not found", name) + stopped(isInbound(name, "")), isInbound(name, "")}, nil
+			problem(ReasonSecretNotFound, fmt.Sprintf("Secret %q not found", name), isInbound(name, ""))
+			continue
 		}
 		if err != nil {
-			return in, nil, fmt.Errorf("read Secret %q: %w", name, err)
+			return in, false, fmt.Errorf("read Secret %q: %w", name, err)
 		}
+		complete := true
 		for _, key := range required[name] {
-			if len(s.Data[key]) == 0 {
-				return in, &inputProblem{ReasonSecretKeyMissing, fmt.Sprintf("Secret %q has no key %q or it is empty", name, key) + stopped(isInbound(name, key)), isInbound(name, key)}, nil
+			if len(sec.Data[key]) == 0 {
+				problem(ReasonSecretKeyMissing, fmt.Sprintf("Secret %q has no key %q or it is empty", name, key), isInbound(name, key))
+				complete = false
 			}
 		}
-		if name == inboundSecret {
-			if p := checkInboundCredential(conn, name, s.Data); p != nil {
-				p.message += stopped(true)
-				return in, p, nil
+		if complete && name == inboundSecret {
+			if reason, msg := checkInboundCredential(conn, name, sec.Data); reason != "" {
+				problem(reason, msg, true)
 			}
 		}
-		in.secrets[name] = s.Data
+		in.secrets[name] = sec.Data
 	}
 	for _, l := range conn.Spec.Lists {
 		ref := l.ConfigMapRef
@@ -222,26 +252,22 @@ func (r *Reconciler) readInputs(ctx context.Context, conn *apiv1.APIConnector) (
 		cm := &corev1.ConfigMap{}
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: ref.Name}, cm)
 		if apierrors.IsNotFound(err) {
-			return in, &inputProblem{reason: ReasonConfigMapNotFound, message: fmt.Sprintf("list %q: ConfigMap %q not found", l.Name, ref.Name)}, nil
+			s.stall(ReasonConfigMapNotFound, fmt.Sprintf("list %q: ConfigMap %q not found", l.Name, ref.Name))
+			in.lists[l.Name] = nil
+			continue
 		}
 		if err != nil {
-			return in, nil, fmt.Errorf("list %q: read ConfigMap %q: %w", l.Name, ref.Name, err)
+			return in, false, fmt.Errorf("list %q: read ConfigMap %q: %w", l.Name, ref.Name, err)
 		}
 		data, ok := cm.Data[ref.Key]
 		if !ok {
-			return in, &inputProblem{reason: ReasonConfigMapNotFound, message: fmt.Sprintf("list %q: ConfigMap %q has no key %q", l.Name, ref.Name, ref.Key)}, nil
+			s.stall(ReasonConfigMapNotFound, fmt.Sprintf("list %q: ConfigMap %q has no key %q", l.Name, ref.Name, ref.Key))
+			in.lists[l.Name] = nil
+			continue
 		}
 		in.lists[l.Name] = rules.ParseListData(data)
 	}
-	return in, nil, nil
-}
-
-// stopped is appended to the message of a problem with the connector's own credential.
-func stopped(inbound bool) string {
-	if !inbound {
-		return ""
-	}
-	return "; no runtime pod serves the connector until it is fixed"
+	return in, inboundRevoked, nil
 }
 
 // inboundCredential names the Secret and keys Entra ID's requests are checked against; none for
@@ -265,20 +291,20 @@ const (
 )
 
 // checkInboundCredential checks the connector's own credential beyond its presence: a Basic
-// password long enough, a ca.crt that is a bundle of certificates. Nil when it is usable.
-func checkInboundCredential(conn *apiv1.APIConnector, name string, data map[string][]byte) *inputProblem {
+// password long enough, a ca.crt that is a bundle of certificates. An empty reason when usable.
+func checkInboundCredential(conn *apiv1.APIConnector, name string, data map[string][]byte) (reason, message string) {
 	auth := conn.Spec.Authentication
 	switch {
 	case auth.Basic != nil:
 		if err := checkPassword(data["password"]); err != nil {
-			return &inputProblem{ReasonWeakPassword, fmt.Sprintf("Secret %q key %q: %v", name, "password", err), true}
+			return ReasonWeakPassword, fmt.Sprintf("Secret %q key %q: %v", name, "password", err)
 		}
 	case auth.ClientCertificate != nil:
 		if err := checkCABundle(data["ca.crt"]); err != nil {
-			return &inputProblem{ReasonSecretInvalid, fmt.Sprintf("Secret %q key %q: %v", name, "ca.crt", err), true}
+			return ReasonSecretInvalid, fmt.Sprintf("Secret %q key %q: %v", name, "ca.crt", err)
 		}
 	}
-	return nil
+	return "", ""
 }
 
 // checkPassword enforces MinPasswordLength characters, MinPasswordDistinct of them different. Like
@@ -374,22 +400,16 @@ func requiredSecretKeys(conn *apiv1.APIConnector) map[string][]string {
 	return out
 }
 
-func (r *Reconciler) stallWithEvent(conn *apiv1.APIConnector, reason, message string) {
-	if !conditionIs(conn, ConditionStalled, metav1.ConditionTrue) || meta.FindStatusCondition(conn.Status.Conditions, ConditionStalled).Message != message {
-		r.Recorder.Eventf(conn, nil, corev1.EventTypeWarning, reason, "Reconcile", "%s", message)
-	}
-	stall(conn, reason, message)
-}
-
 // rulesCompile compiles the connector exactly as the runtime will (with lists resolved) and
-// records the outcome in RulesValid. The outcome is kept per connector and rendered config, so the
+// records the outcome in RulesValid (and a problem in s). The outcome is kept per connector and rendered config, so the
 // reconciles that only follow child events or resyncs do not compile the CEL again.
-func (r *Reconciler) rulesCompile(ctx context.Context, conn *apiv1.APIConnector, in inputs, config []byte) bool {
+func (r *Reconciler) rulesCompile(ctx context.Context, s *scope, in inputs, config []byte) {
+	conn := s.conn
 	out := r.compileOutcome(ctx, conn, in, config)
 	if out.err != "" {
 		setCondition(conn, ConditionRulesValid, metav1.ConditionFalse, ReasonInvalidRules, out.err)
-		r.stallWithEvent(conn, ReasonInvalidRules, out.err)
-		return false
+		s.stall(ReasonInvalidRules, out.err)
+		return
 	}
 	msg := "All expressions compile."
 	if len(out.warnings) > 0 {
@@ -397,7 +417,6 @@ func (r *Reconciler) rulesCompile(ctx context.Context, conn *apiv1.APIConnector,
 		msg += " Warnings: " + strings.Join(out.warnings, "; ")
 	}
 	setCondition(conn, ConditionRulesValid, metav1.ConditionTrue, ReasonCompiled, msg)
-	return true
 }
 
 // compiled is what compiling one rendered config gave.
@@ -446,109 +465,6 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 	r.compiledMu.Unlock()
 }
 
-// applyConfiguration is a typed client-go apply configuration.
-type applyConfiguration interface {
-	runtime.ApplyConfiguration
-	GetName() *string
-	GetKind() *string
-}
-
-// apply server-side applies a child as our field owner, taking over fields someone else changed:
-// the connector is the source of truth for its children.
-func (r *Reconciler) apply(ctx context.Context, ac applyConfiguration) error {
-	if err := r.Client.Apply(ctx, ac, client.FieldOwner(children.FieldOwner), client.ForceOwnership); err != nil {
-		return fmt.Errorf("apply %s %s: %w", ptr.Deref(ac.GetKind(), ""), ptr.Deref(ac.GetName(), ""), err)
-	}
-	return nil
-}
-
-// applyChildren applies every child with server-side apply and removes the ones the spec no longer
-// wants (an Ingress after switching to LoadBalancer, a PDB at one replica, a Certificate after
-// switching to a user Secret).
-func (r *Reconciler) applyChildren(ctx context.Context, conn *apiv1.APIConnector, config []byte, hash string) error {
-	objs := []applyConfiguration{
-		children.MakeConfigMap(conn, config),
-		children.MakeDeployment(conn, r.Options, hash),
-		children.MakeService(conn),
-		children.MakeMetricsService(conn),
-	}
-	type child struct {
-		gvk  schema.GroupVersionKind
-		name string
-	}
-	var stale []child
-	if children.WantsIngress(conn) {
-		objs = append(objs, children.MakeIngress(conn))
-	} else {
-		stale = append(stale, child{networkingv1.SchemeGroupVersion.WithKind("Ingress"), children.IngressName(conn)})
-	}
-	if np := children.MakeNetworkPolicy(conn); np != nil {
-		objs = append(objs, np)
-	} else {
-		stale = append(stale, child{networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), children.NetworkPolicyName(conn)})
-	}
-	if children.WantsPodDisruptionBudget(conn) {
-		objs = append(objs, children.MakePodDisruptionBudget(conn))
-	} else {
-		stale = append(stale, child{policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"), children.PDBName(conn)})
-	}
-	for _, o := range objs {
-		if err := r.apply(ctx, o); err != nil {
-			return err
-		}
-	}
-	for _, o := range stale {
-		if err := r.deleteOwned(ctx, conn, o.gvk, o.name); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// deleteOwned deletes a child we no longer want, but only if we control it. It reads metadata
-// only, from the informers the Owns watches already run.
-func (r *Reconciler) deleteOwned(ctx context.Context, conn *apiv1.APIConnector, gvk schema.GroupVersionKind, name string) error {
-	obj := &metav1.PartialObjectMetadata{}
-	obj.SetGroupVersionKind(gvk)
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: name}, obj); err != nil {
-		return client.IgnoreNotFound(err)
-	}
-	if !metav1.IsControlledBy(obj, conn) {
-		return nil
-	}
-	if err := r.Client.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
-		return fmt.Errorf("delete %s %s: %w", gvk.Kind, name, err)
-	}
-	return nil
-}
-
-// applyCertificate creates the Certificate when the connector names an issuer and cert-manager is
-// installed; it reports whether one was applied, so its readiness is worth reading.
-func (r *Reconciler) applyCertificate(ctx context.Context, conn *apiv1.APIConnector) (bool, error) {
-	cert := children.MakeCertificate(conn)
-	if cert == nil {
-		meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionCertificateReady)
-		return false, r.deleteIfInstalled(ctx, conn, certificateKind, children.CertificateName(conn))
-	}
-	installed, err := r.installed(ctx, certificateKind)
-	if err != nil {
-		return false, err
-	}
-	if !installed {
-		setCondition(conn, ConditionCertificateReady, metav1.ConditionFalse, ReasonCertManagerNotInstalled,
-			"spec.exposure.tls.issuerRef needs cert-manager, which is not installed; install it or set spec.exposure.tls.secretName")
-		return false, nil
-	}
-	if err := r.ensureWatch(certificateKind); err != nil {
-		return false, err
-	}
-	err = r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(cert), client.FieldOwner(children.FieldOwner), client.ForceOwnership)
-	if err != nil {
-		return false, fmt.Errorf("apply Certificate %s: %w", cert.GetName(), err)
-	}
-	return true, nil
-}
-
 // observeCertificate mirrors the Certificate's Ready condition into CertificateReady.
 func (r *Reconciler) observeCertificate(ctx context.Context, conn *apiv1.APIConnector) error {
 	cert := &unstructured.Unstructured{}
@@ -573,8 +489,11 @@ func (r *Reconciler) observeCertificate(ctx context.Context, conn *apiv1.APIConn
 	return nil
 }
 
-// observeDeployment mirrors what the kube-controller-manager reports about the rollout.
-func (r *Reconciler) observeDeployment(ctx context.Context, conn *apiv1.APIConnector) error {
+// observeDeployment mirrors what the kube-controller-manager reports about the rollout. The
+// configuration is rolled out when the Deployment's pod template carries hash and every replica of
+// that template is available; a Deployment still running an older template is rolling out.
+func (r *Reconciler) observeDeployment(ctx context.Context, s *scope, hash string) error {
+	conn := s.conn
 	d := &appsv1.Deployment{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: children.DeploymentName(conn)}, d); err != nil {
 		if apierrors.IsNotFound(err) {
@@ -584,27 +503,23 @@ func (r *Reconciler) observeDeployment(ctx context.Context, conn *apiv1.APIConne
 		return fmt.Errorf("read Deployment: %w", err)
 	}
 	conn.Status.ReadyReplicas = d.Status.ReadyReplicas
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	available := false
-	for _, c := range d.Status.Conditions {
-		if c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionTrue {
-			available = true
-		}
-	}
-	rolledOut := d.Status.ObservedGeneration >= d.Generation &&
-		d.Status.UpdatedReplicas == want && d.Status.Replicas == want && d.Status.AvailableReplicas == want
+	want := ptr.Deref(d.Spec.Replicas, 1)
+	current := d.Spec.Template.Annotations[children.ConfigHashKey] == hash && d.Status.ObservedGeneration >= d.Generation
+	rolledOut := current && d.Status.UpdatedReplicas == want && d.Status.Replicas == want
 	switch {
-	case want == 0:
-		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonDeploymentUnavailable, "spec.runtime.replicas is 0: nothing serves the endpoint.")
-	case available && rolledOut:
+	case want == 0 && ptr.Deref(conn.Spec.Runtime.Replicas, 1) == 0:
+		s.scaledToZero = true
+		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonScaledToZero, "spec.runtime.replicas is 0: nothing serves the endpoint.")
+	case rolledOut && d.Status.AvailableReplicas == want:
 		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionTrue, ReasonAvailable,
 			fmt.Sprintf("%d/%d replicas serve the current configuration.", d.Status.AvailableReplicas, want))
+	case rolledOut:
+		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonDeploymentUnavailable,
+			fmt.Sprintf("%d/%d replicas of the current configuration are available; the others are not ready (see `kubectl describe pods -l app.kubernetes.io/instance=%s`).",
+				d.Status.AvailableReplicas, want, conn.Name))
 	default:
 		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonDeploymentUnavailable,
-			fmt.Sprintf("Rolling out: %d/%d replicas updated, %d available.", d.Status.UpdatedReplicas, want, d.Status.AvailableReplicas))
+			fmt.Sprintf("Rolling out configuration %s: %d/%d replicas updated, %d available.", hash, d.Status.UpdatedReplicas, want, d.Status.AvailableReplicas))
 	}
 	return nil
 }

@@ -85,7 +85,7 @@ func newConnector(ns, name string) *apiv1.APIConnector {
 				When:            "has(claims.postalCode) && !claims.postalCode.matches('^[0-9]{5}$')",
 				ValidationError: &apiv1.Outcome{Message: "Please enter a valid postal code."},
 			}},
-			Exposure: apiv1.Exposure{Host: "signup.contoso.example"},
+			Exposure: apiv1.Exposure{Host: "signup.contoso.example", TLS: &apiv1.TLS{SecretName: "signup-tls"}},
 		},
 	}
 }
@@ -171,6 +171,9 @@ func kstatus(t *testing.T, c *apiv1.APIConnector) status.Status {
 		t.Fatal(err)
 	}
 	want := map[status.Status]string{status.InProgressStatus: "Progressing", status.CurrentStatus: "Healthy", status.FailedStatus: "Degraded"}[res.Status]
+	if ready := meta.FindStatusCondition(c.Status.Conditions, ConditionReady); res.Status == status.CurrentStatus && ready != nil && ready.Reason == ReasonScaledToZero {
+		want = "Suspended" // settled, deliberately serving nothing
+	}
 	if health.Status != want {
 		t.Errorf("Argo CD health = %s (%s) but kstatus = %s", health.Status, health.Message, res.Status)
 	}

@@ -34,7 +34,11 @@ const (
 	ReasonScoped                  = "Scoped"
 	ReasonTrustedProxiesTooWide   = "TrustedProxiesTooWide"
 	ReasonConfigMapNotFound       = "ConfigMapNotFound"
-	ReasonApplyFailed             = "ApplyFailed"
+	ReasonReconcileError          = "ReconcileError"
+	ReasonScaledToZero            = "ScaledToZero"
+	ReasonChildConflict           = "ChildConflict"
+	ReasonEndpointConflict        = "EndpointConflict"
+	ReasonNotHTTPS                = "NotHTTPS"
 	ReasonDeploymentUnavailable   = "DeploymentUnavailable"
 	ReasonCertManagerNotInstalled = "CertManagerNotInstalled"
 	ReasonCertificateNotReady     = "CertificateNotReady"
@@ -60,28 +64,4 @@ func setCondition(c *apiv1.APIConnector, typ string, status metav1.ConditionStat
 func conditionIs(c *apiv1.APIConnector, typ string, status metav1.ConditionStatus) bool {
 	cond := meta.FindStatusCondition(c.Status.Conditions, typ)
 	return cond != nil && cond.Status == status
-}
-
-// stall marks a problem that retrying cannot fix: only a change to the connector or to something
-// it references (both watched) can.
-func stall(c *apiv1.APIConnector, reason, message string) {
-	setCondition(c, ConditionStalled, metav1.ConditionTrue, reason, message)
-	setCondition(c, ConditionReady, metav1.ConditionFalse, reason, message)
-	meta.RemoveStatusCondition(&c.Status.Conditions, ConditionReconciling)
-}
-
-// summarize derives Ready and Reconciling from the detail conditions once every child was applied.
-func summarize(c *apiv1.APIConnector) {
-	meta.RemoveStatusCondition(&c.Status.Conditions, ConditionStalled)
-	for _, detail := range []string{ConditionRulesValid, ConditionDeploymentAvailable, ConditionCertificateReady, ConditionRouteReady} {
-		cond := meta.FindStatusCondition(c.Status.Conditions, detail)
-		if cond == nil || cond.Status == metav1.ConditionTrue {
-			continue
-		}
-		setCondition(c, ConditionReady, metav1.ConditionFalse, cond.Reason, cond.Message)
-		setCondition(c, ConditionReconciling, metav1.ConditionTrue, ReasonProgressing, cond.Message)
-		return
-	}
-	setCondition(c, ConditionReady, metav1.ConditionTrue, ReasonSucceeded, "The endpoint is served by the current configuration.")
-	meta.RemoveStatusCondition(&c.Status.Conditions, ConditionReconciling)
 }

@@ -235,7 +235,9 @@ func TestInvalidClientCABundleStopsTheRuntime(t *testing.T) {
 	conn.Spec.Step = apiv1.StepPostFederationSignup
 	conn.Spec.Rules = nil
 	conn.Spec.Authentication = apiv1.Authentication{ClientCertificate: &apiv1.ClientCertificateAuth{SecretRef: apiv1.SecretReference{Name: "entra-ca"}, AllowedSubjects: []string{"entra.contoso.example"}}}
-	create(t, ca, conn)
+	// The runtime terminates TLS for client certificates, so it needs the endpoint's certificate.
+	create(t, ca, conn, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "signup-tls"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": []byte("x"), "tls.key": []byte("y")}})
 	key := client.ObjectKeyFromObject(conn)
 	waitReplicas(t, key, 2)
 

@@ -89,45 +89,6 @@ func (r *Reconciler) deleteIfInstalled(ctx context.Context, conn *apiv1.APIConne
 	return r.deleteOwned(ctx, conn, k.gvk, name)
 }
 
-// applyRoute creates the connector's HTTPRoute or TLSRoute when it is exposed through a Gateway and
-// the Gateway API is installed; it reports whether one was applied, so its status is worth reading.
-func (r *Reconciler) applyRoute(ctx context.Context, conn *apiv1.APIConnector) (bool, error) {
-	route := children.MakeRoute(conn)
-	want := ""
-	if route != nil {
-		want = route.GetKind()
-	}
-	// Remove the route kinds the connector no longer wants (switched exposure, or TLS mode).
-	for _, k := range []optionalKind{httpRouteKind, tlsRouteKind} {
-		if k.gvk.Kind != want {
-			if err := r.deleteIfInstalled(ctx, conn, k, children.RouteName(conn)); err != nil {
-				return false, err
-			}
-		}
-	}
-	if route == nil {
-		meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionRouteReady)
-		return false, nil
-	}
-	k := routeKindOf(want)
-	ok, err := r.installed(ctx, k)
-	if err != nil {
-		return false, err
-	}
-	if !ok {
-		setCondition(conn, ConditionRouteReady, metav1.ConditionFalse, ReasonGatewayAPINotInstalled,
-			fmt.Sprintf("spec.exposure.type Gateway needs the Gateway API's %s CRD, which is not installed", want))
-		return false, nil
-	}
-	if err := r.ensureWatch(k); err != nil {
-		return false, err
-	}
-	if err := r.Client.Apply(ctx, client.ApplyConfigurationFromUnstructured(route), client.FieldOwner(children.FieldOwner), client.ForceOwnership); err != nil {
-		return false, fmt.Errorf("apply %s %s: %w", want, route.GetName(), err)
-	}
-	return true, nil
-}
-
 // observeRoute reads what each parent Gateway says about the route: Ready needs every parent to
 // have Accepted it and resolved its backend. A refusal (for example a cross-namespace Gateway whose
 // allowedRoutes exclude the connector's namespace) is reported with the Gateway's own reason.
@@ -204,4 +165,39 @@ func parentConditions(statuses []any, p apiv1.GatewayParentReference, connNamesp
 		return out
 	}
 	return nil
+}
+
+// gatewayGVK is the Gateway API's Gateway, read (never written) to learn whether its listeners
+// serve HTTPS.
+var gatewayGVK = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "Gateway"}
+
+// gatewayServesHTTPS says whether a parent Gateway of the connector's HTTPRoute has an HTTPS
+// listener the route attaches to (the one named by sectionName, or any). It reads the Gateways
+// live: their listeners rarely change and a change re-reports on the route, which is watched. A
+// Gateway that is missing or not readable with the operator's RBAC gives no verdict (true):
+// RouteReady already reports a Gateway that does not accept the route.
+func (r *Reconciler) gatewayServesHTTPS(ctx context.Context, conn *apiv1.APIConnector) (bool, error) {
+	for _, p := range conn.Spec.Exposure.Gateway.ParentRefs {
+		ns := p.Namespace
+		if ns == "" {
+			ns = conn.Namespace
+		}
+		gw := &unstructured.Unstructured{}
+		gw.SetGroupVersionKind(gatewayGVK)
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: p.Name}, gw)
+		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+			return true, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("read Gateway %s/%s: %w", ns, p.Name, err)
+		}
+		listeners, _, _ := unstructured.NestedSlice(gw.Object, "spec", "listeners")
+		for _, l := range listeners {
+			m, _ := l.(map[string]any)
+			if m["protocol"] == "HTTPS" && (p.SectionName == "" || m["name"] == p.SectionName) {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }

@@ -56,10 +56,20 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 		return fmt.Errorf("index ConfigMaps: %w", err)
 	}
 
+	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexEndpoint, func(o client.Object) []string {
+		return []string{endpointKey(o.(*apiv1.APIConnector))}
+	}); err != nil {
+		return fmt.Errorf("index endpoints: %w", err)
+	}
+
 	ctl, err := ctrl.NewControllerManagedBy(mgr).
 		Named("apiconnector").
 		For(&apiv1.APIConnector{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+		// A connector that lost its endpoint to an earlier one is reconciled again when that one
+		// moves or goes away.
+		Watches(&apiv1.APIConnector{}, handler.EnqueueRequestsFromMapFunc(r.sameEndpoint),
+			builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&appsv1.Deployment{}).
 		Owns(&corev1.Service{}, builder.OnlyMetadata).
 		Owns(&networkingv1.Ingress{}, builder.OnlyMetadata).

@@ -590,6 +590,13 @@ type Exposure struct {
 	// TLS says where the endpoint's certificate comes from. Entra only calls HTTPS endpoints.
 	// +optional
 	TLS *TLS `json:"tls,omitempty"`
+
+	// ExternalTLS says TLS is terminated in front of the cluster: a CDN, a cloud load balancer or
+	// an API gateway receives Entra ID's HTTPS calls and forwards them to the Ingress or Gateway
+	// over plain HTTP. Without it, an endpoint whose Ingress or Gateway serves no TLS is reported
+	// NotHTTPS and is not Ready, since Entra ID only calls HTTPS endpoints.
+	// +optional
+	ExternalTLS bool `json:"externalTLS,omitempty"`
 }
 
 // GatewayExposure attaches the connector's route to Gateways.

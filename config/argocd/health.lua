@@ -31,6 +31,11 @@ if reconciling ~= nil and reconciling.status == "True" then
   hs.message = reconciling.message or "Reconciling"
   return hs
 end
+if ready ~= nil and ready.status == "False" and ready.reason == "ScaledToZero" then
+  hs.status = "Suspended"
+  hs.message = ready.message or "Scaled to zero"
+  return hs
+end
 if ready ~= nil and ready.status == "False" then
   hs.status = "Degraded"
   hs.message = ready.reason .. ": " .. (ready.message or "")

@@ -33,8 +33,10 @@ func TestHealth(t *testing.T) {
 		{"ready but spec not observed", "Progressing", connector(3, 2, cond("Ready", "True", "Succeeded", "served"))},
 		{"rolling out", "Progressing", connector(1, 1, cond("Ready", "False", "DeploymentUnavailable", "1/2"), cond("Reconciling", "True", "Progressing", "1/2"))},
 		{"stalled", "Degraded", connector(1, 1, cond("Ready", "False", "InvalidRules", "spec.rules[0].when: ..."), cond("Stalled", "True", "InvalidRules", "spec.rules[0].when: ..."))},
-		{"not ready, not progressing", "Degraded", connector(1, 1, cond("Ready", "False", "ApplyFailed", "forbidden"))},
+		{"not ready, not progressing", "Degraded", connector(1, 1, cond("Ready", "False", "ReconcileError", "forbidden"))},
 		{"no conditions yet", "Progressing", connector(1, 1)},
+		{"scaled to zero", "Suspended", connector(4, 4, cond("Ready", "False", "ScaledToZero", "spec.runtime.replicas is 0"))},
+		{"defaulted status before the first reconcile", "Progressing", connector(1, 0)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

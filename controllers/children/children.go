@@ -84,9 +84,24 @@ func Path(c *apiv1.APIConnector) string {
 	return "/" + c.Namespace + "/" + c.Name
 }
 
-// Endpoint is the URL to configure in Entra ID.
-func Endpoint(c *apiv1.APIConnector) string {
-	return "https://" + c.Spec.Exposure.Host + Path(c)
+// ServesTLS says whether the connector's own children serve TLS: an Ingress or a LoadBalancer
+// with a certificate, or a TLSRoute to the runtime's TLS listener. Behind an HTTPRoute, TLS is the
+// Gateway listener's business, which the reconciler checks on the Gateway.
+func ServesTLS(c *apiv1.APIConnector) bool {
+	if WantsRoute(c) && RouteKind(c) == HTTPRouteKind {
+		return false
+	}
+	return TLSSecretName(c) != ""
+}
+
+// Endpoint is the URL to configure in Entra ID: https when TLS is served (https) or terminated in
+// front of the cluster (spec.exposure.externalTLS).
+func Endpoint(c *apiv1.APIConnector, https bool) string {
+	scheme := "http://"
+	if https || c.Spec.Exposure.ExternalTLS {
+		scheme = "https://"
+	}
+	return scheme + c.Spec.Exposure.Host + Path(c)
 }
 
 // Labels are the standard labels of every child. The connector's own labels and annotations are

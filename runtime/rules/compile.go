@@ -323,7 +323,7 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 		})
 	}
 
-	if err := c.err(); err != nil {
+	if err := c.err(s); err != nil {
 		return nil, err
 	}
 	e.warnings = budgetWarnings(s.Step, e.timeout, e.calls, e.events)

@@ -77,8 +77,9 @@ func TestCompileErrorsListsEveryProblem(t *testing.T) {
 	if !errors.As(err, &ce) || len(ce) != 3 {
 		t.Fatalf("want 3 problems, got %v", err)
 	}
-	for _, p := range []string{"spec.rules[0].when", "spec.rules[1].when", "spec.claims.givenName"} {
-		if !strings.Contains(err.Error(), p+": ") {
+	// Items are named as the user wrote them, not only by their index.
+	for _, p := range []string{`spec.rules[0].when (rule "a"): `, `spec.rules[1].when (rule "b"): `, "spec.claims.givenName: "} {
+		if !strings.Contains(err.Error(), p) {
 			t.Errorf("error does not name %s:\n%v", p, err)
 		}
 	}

@@ -48,7 +48,7 @@ func TestCostEstimateRejectsExpensiveExpressions(t *testing.T) {
 	for _, when := range []string{doublingChain(18), replaceChain(18),
 		"cel.bind(a, claims.givenName.replace('', claims.givenName), a.replace('', claims.givenName).size() > 0)"} {
 		_, err := rules.Compile(parse(t, costlySpec("Fail", when)), rules.Options{})
-		if err == nil || !strings.Contains(err.Error(), "spec.rules[0].when: estimated cost") {
+		if err == nil || !strings.Contains(err.Error(), `spec.rules[0].when (rule "costly"): estimated cost`) {
 			t.Errorf("%.60s...: %v, want the estimate refused", when, err)
 		}
 	}

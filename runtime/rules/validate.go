@@ -33,7 +33,7 @@ const (
 func Validate(conn *v1alpha1.APIConnector) error {
 	var c errs
 	validate(&c, conn)
-	return c.err()
+	return c.err(&conn.Spec)
 }
 
 func validate(c *errs, conn *v1alpha1.APIConnector) {

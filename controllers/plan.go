@@ -1,0 +1,255 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/controllers/children"
+	appsv1 "k8s.io/api/apps/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// applyConfiguration is a typed client-go apply configuration.
+type applyConfiguration interface {
+	runtime.ApplyConfiguration
+	GetName() *string
+	GetKind() *string
+	GetAPIVersion() *string
+}
+
+// child is one object the connector wants applied.
+type child struct {
+	gvk  schema.GroupVersionKind
+	name string
+	ac   runtime.ApplyConfiguration
+}
+
+// childRef names a child the connector no longer wants.
+type childRef struct {
+	kind optionalKind // gvk only for built-in kinds
+	name string
+}
+
+// plan is every child of one reconcile: what to apply and what to remove. Nothing is written
+// until the whole plan is checked (checkOwnership).
+type plan struct {
+	apply []child
+	stale []childRef
+	// certificate and route are set when the connector wants one and its kind is installed.
+	certificate, route *unstructured.Unstructured
+}
+
+func typedChild(ac applyConfiguration) child {
+	gv, _ := schema.ParseGroupVersion(ptr.Deref(ac.GetAPIVersion(), ""))
+	return child{gvk: gv.WithKind(ptr.Deref(ac.GetKind(), "")), name: ptr.Deref(ac.GetName(), ""), ac: ac}
+}
+
+func unstructuredChild(u *unstructured.Unstructured) child {
+	return child{gvk: u.GroupVersionKind(), name: u.GetName(), ac: client.ApplyConfigurationFromUnstructured(u)}
+}
+
+func builtin(gvk schema.GroupVersionKind, name string) childRef {
+	return childRef{kind: optionalKind{gvk: gvk}, name: name}
+}
+
+// plan lists the children the spec wants and those it no longer wants (an Ingress after switching
+// to LoadBalancer, a PDB at one replica, a Certificate after switching to a user Secret). A
+// Certificate or route whose CRD is missing is reported in its condition and left out.
+func (r *Reconciler) plan(ctx context.Context, conn *apiv1.APIConnector, config []byte, hash string) (*plan, error) {
+	p := &plan{}
+	for _, ac := range []applyConfiguration{
+		children.MakeConfigMap(conn, config),
+		children.MakeDeployment(conn, r.Options, hash),
+		children.MakeService(conn),
+		children.MakeMetricsService(conn),
+	} {
+		p.apply = append(p.apply, typedChild(ac))
+	}
+	if children.WantsIngress(conn) {
+		p.apply = append(p.apply, typedChild(children.MakeIngress(conn)))
+	} else {
+		p.stale = append(p.stale, builtin(networkingv1.SchemeGroupVersion.WithKind("Ingress"), children.IngressName(conn)))
+	}
+	if np := children.MakeNetworkPolicy(conn); np != nil {
+		p.apply = append(p.apply, typedChild(np))
+	} else {
+		p.stale = append(p.stale, builtin(networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), children.NetworkPolicyName(conn)))
+	}
+	if children.WantsPodDisruptionBudget(conn) {
+		p.apply = append(p.apply, typedChild(children.MakePodDisruptionBudget(conn)))
+	} else {
+		p.stale = append(p.stale, builtin(policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"), children.PDBName(conn)))
+	}
+
+	if cert := children.MakeCertificate(conn); cert == nil {
+		meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionCertificateReady)
+		p.stale = append(p.stale, childRef{certificateKind, children.CertificateName(conn)})
+	} else {
+		installed, err := r.installed(ctx, certificateKind)
+		if err != nil {
+			return nil, err
+		}
+		if installed {
+			if err := r.ensureWatch(certificateKind); err != nil {
+				return nil, err
+			}
+			p.certificate = cert
+			p.apply = append(p.apply, unstructuredChild(cert))
+		} else {
+			setCondition(conn, ConditionCertificateReady, metav1.ConditionFalse, ReasonCertManagerNotInstalled,
+				"spec.exposure.tls.issuerRef needs cert-manager, which is not installed; install it or set spec.exposure.tls.secretName")
+		}
+	}
+
+	route := children.MakeRoute(conn)
+	for _, k := range []optionalKind{httpRouteKind, tlsRouteKind} {
+		if route == nil || k.gvk.Kind != route.GetKind() {
+			// The route kinds the connector no longer wants (switched exposure, or TLS mode).
+			p.stale = append(p.stale, childRef{k, children.RouteName(conn)})
+		}
+	}
+	if route == nil {
+		meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionRouteReady)
+		return p, nil
+	}
+	k := routeKindOf(route.GetKind())
+	installed, err := r.installed(ctx, k)
+	if err != nil {
+		return nil, err
+	}
+	if !installed {
+		setCondition(conn, ConditionRouteReady, metav1.ConditionFalse, ReasonGatewayAPINotInstalled,
+			fmt.Sprintf("spec.exposure.type Gateway needs the Gateway API's %s CRD, which is not installed", route.GetKind()))
+		return p, nil
+	}
+	if err := r.ensureWatch(k); err != nil {
+		return nil, err
+	}
+	p.route = route
+	p.apply = append(p.apply, unstructuredChild(route))
+	return p, nil
+}
+
+// childConflictRecheck is how often a connector blocked by another owner's object looks again.
+const childConflictRecheck = 30 * time.Second
+
+// checkOwnership records a ChildConflict problem for every object the plan would write that
+// exists and is not controlled by this connector: someone else's Service or Ingress of the same
+// name is never rewritten, adopted or (through garbage collection) deleted.
+func (r *Reconciler) checkOwnership(ctx context.Context, s *scope, p *plan) error {
+	for _, c := range p.apply {
+		existing, err := r.existing(ctx, c.gvk, s.conn.Namespace, c.name)
+		if err != nil {
+			return err
+		}
+		if existing == nil || metav1.IsControlledBy(existing, s.conn) {
+			continue
+		}
+		// Only our own children are watched, so whether the other object went away is polled.
+		s.recheck = childConflictRecheck
+		s.stall(ReasonChildConflict, fmt.Sprintf("%s %q already exists and %s; it is left untouched: delete or rename it, or give the connector another name",
+			c.gvk.Kind, c.name, controlledBy(existing)))
+	}
+	return nil
+}
+
+// existing reads an object's metadata from the informer the controller already runs for its kind:
+// typed for Deployments, unstructured for the optional kinds, metadata-only for the rest. Nil when
+// there is none.
+func (r *Reconciler) existing(ctx context.Context, gvk schema.GroupVersionKind, namespace, name string) (client.Object, error) {
+	var obj client.Object
+	switch {
+	case gvk.Group == appsv1.GroupName && gvk.Kind == "Deployment":
+		obj = &appsv1.Deployment{}
+	case isOptionalKind(gvk):
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(gvk)
+		obj = u
+	default:
+		m := &metav1.PartialObjectMetadata{}
+		m.SetGroupVersionKind(gvk)
+		obj = m
+	}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("read %s %s: %w", gvk.Kind, name, err)
+	}
+	return obj, nil
+}
+
+func isOptionalKind(gvk schema.GroupVersionKind) bool {
+	for _, k := range optionalKinds {
+		if k.gvk == gvk {
+			return true
+		}
+	}
+	return false
+}
+
+// controlledBy describes who controls an object, for a conflict message.
+func controlledBy(obj client.Object) string {
+	if ref := metav1.GetControllerOf(obj); ref != nil {
+		return fmt.Sprintf("is controlled by %s %q", ref.Kind, ref.Name)
+	}
+	if len(obj.GetOwnerReferences()) > 0 {
+		owners := make([]string, 0, len(obj.GetOwnerReferences()))
+		for _, o := range obj.GetOwnerReferences() {
+			owners = append(owners, fmt.Sprintf("%s %q", o.Kind, o.Name))
+		}
+		return "is owned by " + strings.Join(owners, ", ")
+	}
+	return "was not created by this connector"
+}
+
+// applyPlan server-side applies every child as our field owner, taking over fields someone else
+// changed (the connector is the source of truth for its children), then removes stale children.
+func (r *Reconciler) applyPlan(ctx context.Context, conn *apiv1.APIConnector, p *plan) error {
+	for _, c := range p.apply {
+		if err := r.Client.Apply(ctx, c.ac, client.FieldOwner(children.FieldOwner), client.ForceOwnership); err != nil {
+			return fmt.Errorf("apply %s %s: %w", c.gvk.Kind, c.name, err)
+		}
+	}
+	for _, ref := range p.stale {
+		if ref.kind.crd != "" {
+			if err := r.deleteIfInstalled(ctx, conn, ref.kind, ref.name); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := r.deleteOwned(ctx, conn, ref.kind.gvk, ref.name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// deleteOwned deletes a child we no longer want, but only if we control it. It reads metadata
+// only, from the informers the Owns watches already run.
+func (r *Reconciler) deleteOwned(ctx context.Context, conn *apiv1.APIConnector, gvk schema.GroupVersionKind, name string) error {
+	obj := &metav1.PartialObjectMetadata{}
+	obj.SetGroupVersionKind(gvk)
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: name}, obj); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(obj, conn) {
+		return nil
+	}
+	if err := r.Client.Delete(ctx, obj); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("delete %s %s: %w", gvk.Kind, name, err)
+	}
+	return nil
+}
