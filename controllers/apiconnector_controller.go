@@ -72,7 +72,7 @@ type inputs struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;tlsroutes,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gateways,verbs=get
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gateways,verbs=get;list;watch
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -489,9 +489,7 @@ func (r *Reconciler) observeCertificate(ctx context.Context, conn *apiv1.APIConn
 	return nil
 }
 
-// observeDeployment mirrors what the kube-controller-manager reports about the rollout. The
-// configuration is rolled out when the Deployment's pod template carries hash and every replica of
-// that template is available; a Deployment still running an older template is rolling out.
+// observeDeployment mirrors what the kube-controller-manager reports about the rollout.
 func (r *Reconciler) observeDeployment(ctx context.Context, s *scope, hash string) error {
 	conn := s.conn
 	d := &appsv1.Deployment{}
@@ -503,25 +501,33 @@ func (r *Reconciler) observeDeployment(ctx context.Context, s *scope, hash strin
 		return fmt.Errorf("read Deployment: %w", err)
 	}
 	conn.Status.ReadyReplicas = d.Status.ReadyReplicas
+	st, reason, msg := rollout(conn, d, hash)
+	s.scaledToZero = reason == ReasonScaledToZero
+	setCondition(conn, ConditionDeploymentAvailable, st, reason, msg)
+	return nil
+}
+
+// rollout judges a Deployment: the configuration is rolled out when the pod template carries
+// hash, the Deployment controller has seen that template, and every replica runs it and is
+// available. A Deployment still running an older template is rolling out, whatever it reports
+// as available.
+func rollout(conn *apiv1.APIConnector, d *appsv1.Deployment, hash string) (metav1.ConditionStatus, string, string) {
 	want := ptr.Deref(d.Spec.Replicas, 1)
 	current := d.Spec.Template.Annotations[children.ConfigHashKey] == hash && d.Status.ObservedGeneration >= d.Generation
-	rolledOut := current && d.Status.UpdatedReplicas == want && d.Status.Replicas == want
+	updated := current && d.Status.UpdatedReplicas == want && d.Status.Replicas == want
 	switch {
 	case want == 0 && ptr.Deref(conn.Spec.Runtime.Replicas, 1) == 0:
-		s.scaledToZero = true
-		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonScaledToZero, "spec.runtime.replicas is 0: nothing serves the endpoint.")
-	case rolledOut && d.Status.AvailableReplicas == want:
-		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionTrue, ReasonAvailable,
-			fmt.Sprintf("%d/%d replicas serve the current configuration.", d.Status.AvailableReplicas, want))
-	case rolledOut:
-		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonDeploymentUnavailable,
+		return metav1.ConditionFalse, ReasonScaledToZero, "spec.runtime.replicas is 0: nothing serves the endpoint."
+	case updated && d.Status.AvailableReplicas == want:
+		return metav1.ConditionTrue, ReasonAvailable, fmt.Sprintf("%d/%d replicas serve the current configuration.", want, want)
+	case updated:
+		return metav1.ConditionFalse, ReasonDeploymentUnavailable,
 			fmt.Sprintf("%d/%d replicas of the current configuration are available; the others are not ready (see `kubectl describe pods -l app.kubernetes.io/instance=%s`).",
-				d.Status.AvailableReplicas, want, conn.Name))
+				d.Status.AvailableReplicas, want, conn.Name)
 	default:
-		setCondition(conn, ConditionDeploymentAvailable, metav1.ConditionFalse, ReasonDeploymentUnavailable,
-			fmt.Sprintf("Rolling out configuration %s: %d/%d replicas updated, %d available.", hash, d.Status.UpdatedReplicas, want, d.Status.AvailableReplicas))
+		return metav1.ConditionFalse, ReasonDeploymentUnavailable,
+			fmt.Sprintf("Rolling out configuration %s: %d/%d replicas updated, %d available.", hash, d.Status.UpdatedReplicas, want, d.Status.AvailableReplicas)
 	}
-	return nil
 }
 
 // indexKeys returns "namespace/name" keys, the form the watch indexes store.

@@ -624,6 +624,34 @@ func TestGatewayAPIAbsentThenInstalled(t *testing.T) {
 	waitCondition(t, key, ConditionRouteReady, metav1.ConditionTrue, ReasonAccepted)
 	waitCondition(t, key, ConditionReady, metav1.ConditionTrue, "")
 
+	// The endpoint's scheme is the parent Gateway's: a listener serving plain HTTP makes the
+	// connector NotHTTPS, switching it to HTTPS makes it Ready again (the Gateway is watched).
+	create(t, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "gateways"}})
+	gw := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+		"metadata": map[string]any{"namespace": "gateways", "name": "public"},
+		"spec": map[string]any{"gatewayClassName": "traefik", "listeners": []any{
+			map[string]any{"name": "https", "port": int64(8000), "protocol": "HTTP"},
+		}},
+	}}
+	create(t, gw)
+	c = waitCondition(t, key, ConditionStalled, metav1.ConditionTrue, ReasonNotHTTPS)
+	if c.Status.Endpoints[0] != "http://signup.contoso.example/"+ns+"/routed" {
+		t.Errorf("endpoint behind an HTTP listener = %v", c.Status.Endpoints)
+	}
+	eventually(t, timeout, func() error {
+		if err := get(t, client.ObjectKeyFromObject(gw), gw); err != nil {
+			return err
+		}
+		_ = unstructured.SetNestedSlice(gw.Object, []any{map[string]any{"name": "https", "port": int64(8443), "protocol": "HTTPS",
+			"tls": map[string]any{"mode": "Terminate", "certificateRefs": []any{map[string]any{"name": "public-tls"}}}}}, "spec", "listeners")
+		return k8s.Update(context.Background(), gw)
+	})
+	c = waitCondition(t, key, ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
+	if c.Status.Endpoints[0] != "https://signup.contoso.example/"+ns+"/routed" {
+		t.Errorf("endpoint behind an HTTPS listener = %v", c.Status.Endpoints)
+	}
+
 	// A client-certificate connector is routed by SNI to the runtime's own TLS listener.
 	create(t, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "entra-ca"}, Data: map[string][]byte{"ca.crt": caPEM(t)}},
 		&corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "routed-tls"}, Type: corev1.SecretTypeTLS, Data: map[string][]byte{"tls.crt": []byte("x"), "tls.key": []byte("y")}})

@@ -27,7 +27,9 @@ var (
 	certificateKind = optionalKind{"certificates.cert-manager.io", schema.GroupVersionKind{Group: "cert-manager.io", Version: "v1", Kind: children.CertificateKind}}
 	httpRouteKind   = optionalKind{"httproutes.gateway.networking.k8s.io", schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: children.HTTPRouteKind}}
 	tlsRouteKind    = optionalKind{"tlsroutes.gateway.networking.k8s.io", schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: children.TLSRouteKind}}
-	optionalKinds   = []optionalKind{certificateKind, httpRouteKind, tlsRouteKind}
+	// gatewayKind is only read, never written: whether a parent Gateway serves HTTPS.
+	gatewayKind   = optionalKind{"gateways.gateway.networking.k8s.io", schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "Gateway"}}
+	optionalKinds = []optionalKind{certificateKind, httpRouteKind, tlsRouteKind, gatewayKind}
 )
 
 // CertificateGVK is cert-manager's Certificate.
@@ -167,23 +169,26 @@ func parentConditions(statuses []any, p apiv1.GatewayParentReference, connNamesp
 	return nil
 }
 
-// gatewayGVK is the Gateway API's Gateway, read (never written) to learn whether its listeners
-// serve HTTPS.
-var gatewayGVK = schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "Gateway"}
-
 // gatewayServesHTTPS says whether a parent Gateway of the connector's HTTPRoute has an HTTPS
-// listener the route attaches to (the one named by sectionName, or any). It reads the Gateways
-// live: their listeners rarely change and a change re-reports on the route, which is watched. A
+// listener the route attaches to (the one named by sectionName, or any). Gateways are watched by
+// metadata (a spec change re-queues the connectors using them) and read live, like Secrets. A
 // Gateway that is missing or not readable with the operator's RBAC gives no verdict (true):
 // RouteReady already reports a Gateway that does not accept the route.
 func (r *Reconciler) gatewayServesHTTPS(ctx context.Context, conn *apiv1.APIConnector) (bool, error) {
+	installed, err := r.installed(ctx, gatewayKind)
+	if err != nil || !installed {
+		return true, err
+	}
+	if err := r.ensureWatch(gatewayKind); err != nil {
+		return false, err
+	}
 	for _, p := range conn.Spec.Exposure.Gateway.ParentRefs {
 		ns := p.Namespace
 		if ns == "" {
 			ns = conn.Namespace
 		}
 		gw := &unstructured.Unstructured{}
-		gw.SetGroupVersionKind(gatewayGVK)
+		gw.SetGroupVersionKind(gatewayKind.gvk)
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: p.Name}, gw)
 		if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
 			return true, nil

@@ -67,7 +67,7 @@ func (s *scope) stalledMessage() string {
 // status writes Ready, Reconciling and Stalled from what the reconcile observed:
 //   - problems: Stalled=True and Ready=False with the first problem's reason and every message;
 //   - an error: Ready=False and Reconciling=True (retried);
-//   - replicas 0: Ready=False, reason ScaledToZero, settled (neither reconciling nor stalled);
+//   - replicas 0: Ready=True, reason ScaledToZero, settled (neither reconciling nor stalled);
 //   - otherwise the first detail condition that is not True holds Ready and Reconciling, or the
 //     connector is Ready.
 func (s *scope) status() {
@@ -87,7 +87,10 @@ func (s *scope) status() {
 	}
 	meta.RemoveStatusCondition(&c.Status.Conditions, ConditionStalled)
 	if s.scaledToZero {
-		setCondition(c, ConditionReady, metav1.ConditionFalse, ReasonScaledToZero,
+		// True, not False: the connector is exactly as specified, and kstatus (Flux, kubectl
+		// wait) reads Ready=False without Stalled as "in progress", which would hang every
+		// pipeline waiting on a deliberate scale-down. The reason says nothing serves it.
+		setCondition(c, ConditionReady, metav1.ConditionTrue, ReasonScaledToZero,
 			"spec.runtime.replicas is 0: nothing serves the endpoint; set replicas to serve it again.")
 		meta.RemoveStatusCondition(&c.Status.Conditions, ConditionReconciling)
 		return

@@ -11,6 +11,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
@@ -24,11 +25,12 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 )
 
-// Field indexes on APIConnector: the "namespace/name" of every Secret and ConfigMap it references,
-// so a change to one enqueues only the connectors that use it.
+// Field indexes on APIConnector: the "namespace/name" of every Secret, ConfigMap and Gateway it
+// references, so a change to one enqueues only the connectors that use it.
 const (
 	IndexSecrets    = ".spec.secretRefs"
 	IndexConfigMaps = ".spec.configMapRefs"
+	IndexGateways   = ".spec.exposure.gateway.parentRefs"
 )
 
 // SetupWithManager registers the indexes and watches. Children are watched by owner; referenced
@@ -56,6 +58,11 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 		return fmt.Errorf("index ConfigMaps: %w", err)
 	}
 
+	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexGateways, func(o client.Object) []string {
+		return gatewayKeys(o.(*apiv1.APIConnector))
+	}); err != nil {
+		return fmt.Errorf("index Gateways: %w", err)
+	}
 	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexEndpoint, func(o client.Object) []string {
 		return []string{endpointKey(o.(*apiv1.APIConnector))}
 	}); err != nil {
@@ -92,6 +99,14 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 	// Owns(Certificate) or Owns(HTTPRoute) cannot be registered up front: a watch on a missing CRD
 	// fails the cache sync. Each starts the first time a connector needs it and its CRD is there.
 	r.watch = func(gvk schema.GroupVersionKind) error {
+		if gvk == gatewayKind.gvk {
+			// Gateways are not ours: their metadata is watched so a spec change (a listener
+			// added or switched to HTTPS) re-queues the connectors routed through them.
+			gw := &metav1.PartialObjectMetadata{}
+			gw.SetGroupVersionKind(gvk)
+			return ctl.Watch(source.Kind(mgr.GetCache(), client.Object(gw), handler.EnqueueRequestsFromMapFunc(r.referencing(IndexGateways)),
+				predicate.GenerationChangedPredicate{}))
+		}
 		obj := &unstructured.Unstructured{}
 		obj.SetGroupVersionKind(gvk)
 		return ctl.Watch(source.Kind(mgr.GetCache(), client.Object(obj),
@@ -100,12 +115,30 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 	return nil
 }
 
-// referencing maps a Secret or ConfigMap to the connectors whose index lists it.
+// gatewayKeys are the "namespace/name" of the Gateways a connector's route attaches to.
+func gatewayKeys(c *apiv1.APIConnector) []string {
+	if !children.WantsRoute(c) {
+		return nil
+	}
+	out := make([]string, 0, len(c.Spec.Exposure.Gateway.ParentRefs))
+	for _, p := range c.Spec.Exposure.Gateway.ParentRefs {
+		ns := p.Namespace
+		if ns == "" {
+			ns = c.Namespace
+		}
+		out = append(out, ns+"/"+p.Name)
+	}
+	return out
+}
+
+// referencing maps a Secret, ConfigMap or Gateway to the connectors whose index lists it.
 func (r *Reconciler) referencing(index string) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
 		var list apiv1.APIConnectorList
 		key := o.GetNamespace() + "/" + o.GetName()
-		if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: key}); err != nil {
+		// Keys carry the namespace, so this also finds connectors in other namespaces routed
+		// through a Gateway.
+		if err := r.Client.List(ctx, &list, client.MatchingFields{index: key}); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "list connectors referencing object", "index", index, "object", key)
 			return nil
 		}

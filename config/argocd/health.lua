@@ -21,6 +21,11 @@ if stalled ~= nil and stalled.status == "True" then
   hs.message = stalled.reason .. ": " .. (stalled.message or "")
   return hs
 end
+if ready ~= nil and ready.status == "True" and ready.reason == "ScaledToZero" then
+  hs.status = "Suspended"
+  hs.message = ready.message or "Scaled to zero"
+  return hs
+end
 if ready ~= nil and ready.status == "True" then
   hs.status = "Healthy"
   hs.message = ready.message or "Ready"
@@ -29,11 +34,6 @@ end
 if reconciling ~= nil and reconciling.status == "True" then
   hs.status = "Progressing"
   hs.message = reconciling.message or "Reconciling"
-  return hs
-end
-if ready ~= nil and ready.status == "False" and ready.reason == "ScaledToZero" then
-  hs.status = "Suspended"
-  hs.message = ready.message or "Scaled to zero"
   return hs
 end
 if ready ~= nil and ready.status == "False" then

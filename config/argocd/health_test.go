@@ -35,7 +35,7 @@ func TestHealth(t *testing.T) {
 		{"stalled", "Degraded", connector(1, 1, cond("Ready", "False", "InvalidRules", "spec.rules[0].when: ..."), cond("Stalled", "True", "InvalidRules", "spec.rules[0].when: ..."))},
 		{"not ready, not progressing", "Degraded", connector(1, 1, cond("Ready", "False", "ReconcileError", "forbidden"))},
 		{"no conditions yet", "Progressing", connector(1, 1)},
-		{"scaled to zero", "Suspended", connector(4, 4, cond("Ready", "False", "ScaledToZero", "spec.runtime.replicas is 0"))},
+		{"scaled to zero", "Suspended", connector(4, 4, cond("Ready", "True", "ScaledToZero", "spec.runtime.replicas is 0"))},
 		{"defaulted status before the first reconcile", "Progressing", connector(1, 0)},
 	}
 	for _, tt := range tests {
