@@ -19,6 +19,8 @@ import (
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
 	"github.com/apiconnector/operator/runtime/rules"
+	"github.com/apiconnector/operator/runtime/secretfile"
+	"golang.org/x/net/http/httpguts"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -212,6 +214,9 @@ func (r *Reconciler) readInputs(ctx context.Context, conn *apiv1.APIConnector) (
 				return in, p, nil
 			}
 		}
+		if p := checkSecretValues(conn, name, s.Data); p != nil {
+			return in, p, nil
+		}
 		in.secrets[name] = s.Data
 	}
 	for _, l := range conn.Spec.Lists {
@@ -284,7 +289,7 @@ func checkInboundCredential(conn *apiv1.APIConnector, name string, data map[stri
 // checkPassword enforces MinPasswordLength characters, MinPasswordDistinct of them different. Like
 // the runtime, it ignores one trailing newline. The error never quotes the password or its length.
 func checkPassword(p []byte) error {
-	p = bytes.TrimSuffix(bytes.TrimSuffix(p, []byte("\n")), []byte("\r")) // as the runtime reads it
+	p = secretfile.Trim(p) // as the runtime reads it
 	distinct := map[rune]bool{}
 	n := 0
 	for _, c := range string(p) {
@@ -321,6 +326,52 @@ func checkCABundle(b []byte) error {
 	}
 	if len(bytes.TrimSpace(rest)) > 0 {
 		return fmt.Errorf("has data after certificate %d that is not PEM", n)
+	}
+	return nil
+}
+
+// checkSecretValues checks the values that secretHeaders and secretQueryParams read from the
+// Secret name as the runtime reads them (secretfile.Trim): not empty, and a valid header value for
+// a header, so a bad value is reported here rather than as failing calls. Messages name the Secret,
+// the key and the header or parameter, never the value.
+func checkSecretValues(conn *apiv1.APIConnector, name string, data map[string][]byte) *inputProblem {
+	check := func(field, what, param string, ref apiv1.SecretKeySelector, header bool) *inputProblem {
+		if ref.Name != name {
+			return nil
+		}
+		v := secretfile.Trim(data[ref.Key])
+		switch {
+		case len(v) == 0:
+			return &inputProblem{reason: ReasonSecretKeyMissing,
+				message: fmt.Sprintf("%s %s %q: Secret %q key %q is empty", field, what, param, name, ref.Key)}
+		case header && !httpguts.ValidHeaderFieldValue(string(v)):
+			return &inputProblem{reason: ReasonSecretInvalid,
+				message: fmt.Sprintf("%s %s %q: Secret %q key %q is not a valid HTTP header value (it holds a line break or another control character)", field, what, param, name, ref.Key)}
+		}
+		return nil
+	}
+	checkAll := func(field string, sv apiv1.SecretValues) *inputProblem {
+		for _, h := range sv.SecretHeaders {
+			if p := check(field, "secret header", h.Name, h.ValueFrom.SecretKeyRef, true); p != nil {
+				return p
+			}
+		}
+		for _, q := range sv.SecretQueryParams {
+			if p := check(field, "secret query parameter", q.Name, q.ValueFrom.SecretKeyRef, false); p != nil {
+				return p
+			}
+		}
+		return nil
+	}
+	for _, c := range conn.Spec.Calls {
+		if p := checkAll("call "+c.Name+":", c.SecretValues); p != nil {
+			return p
+		}
+	}
+	for _, e := range conn.Spec.Events {
+		if p := checkAll("event "+e.Name+":", e.Sink.SecretValues); p != nil {
+			return p
+		}
 	}
 	return nil
 }
@@ -370,6 +421,9 @@ func requiredSecretKeys(conn *apiv1.APIConnector) map[string][]string {
 	}
 	for _, e := range conn.Spec.Events {
 		outbound(e.Sink.Auth)
+	}
+	for _, ref := range children.SecretKeyRefs(conn) {
+		add(ref.Name, ref.Key)
 	}
 	return out
 }
