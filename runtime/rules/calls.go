@@ -72,8 +72,8 @@ func DirSecrets(dir string) SecretSource {
 // DirSecrets it reads on every use.
 func DirSecretKeys(dir string) SecretKeySource {
 	return func(ref v1alpha1.SecretKeySelector) ([]byte, error) {
-		// The CRD's patterns keep both parts single path elements; a file loaded on a laptop is
-		// checked by Validate the same way.
+		// The CRD's patterns (and Validate, for a file loaded on a laptop) allow no separator in
+		// either part and no ".." as the Secret name: the path stays under secret-keys/.
 		return secretfile.Read(filepath.Join(dir, SecretKeyDir, ref.Name, ref.Key))
 	}
 }
