@@ -19,6 +19,8 @@ import (
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
 	"github.com/apiconnector/operator/runtime/rules"
+	"github.com/apiconnector/operator/runtime/secretfile"
+	"golang.org/x/net/http/httpguts"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -242,6 +244,7 @@ func (r *Reconciler) readInputs(ctx context.Context, s *scope) (in inputs, inbou
 				problem(reason, msg, true)
 			}
 		}
+		checkSecretValues(s, name, sec.Data)
 		in.secrets[name] = sec.Data
 	}
 	for _, l := range conn.Spec.Lists {
@@ -310,7 +313,7 @@ func checkInboundCredential(conn *apiv1.APIConnector, name string, data map[stri
 // checkPassword enforces MinPasswordLength characters, MinPasswordDistinct of them different. Like
 // the runtime, it ignores one trailing newline. The error never quotes the password or its length.
 func checkPassword(p []byte) error {
-	p = bytes.TrimSuffix(bytes.TrimSuffix(p, []byte("\n")), []byte("\r")) // as the runtime reads it
+	p = secretfile.Trim(p) // as the runtime reads it
 	distinct := map[rune]bool{}
 	n := 0
 	for _, c := range string(p) {
@@ -349,6 +352,39 @@ func checkCABundle(b []byte) error {
 		return fmt.Errorf("has data after certificate %d that is not PEM", n)
 	}
 	return nil
+}
+
+// checkSecretValues checks the values that secretHeaders and secretQueryParams read from the
+// Secret name as the runtime reads them (secretfile.Trim): not empty, and a valid header value for
+// a header, so a bad value is reported here rather than as failing calls. Messages name the Secret,
+// the key and the header or parameter, never the value.
+func checkSecretValues(s *scope, name string, data map[string][]byte) {
+	check := func(field, what, param string, ref apiv1.SecretKeySelector, header bool) {
+		if ref.Name != name || len(data[ref.Key]) == 0 {
+			return // a missing key is already reported
+		}
+		v := secretfile.Trim(data[ref.Key])
+		switch {
+		case len(v) == 0:
+			s.stall(ReasonSecretKeyMissing, fmt.Sprintf("%s %s %q: Secret %q key %q is empty", field, what, param, name, ref.Key))
+		case header && !httpguts.ValidHeaderFieldValue(string(v)):
+			s.stall(ReasonSecretInvalid, fmt.Sprintf("%s %s %q: Secret %q key %q is not a valid HTTP header value (it holds a line break or another control character)", field, what, param, name, ref.Key))
+		}
+	}
+	checkAll := func(field string, sv apiv1.SecretValues) {
+		for _, h := range sv.SecretHeaders {
+			check(field, "secret header", h.Name, h.ValueFrom.SecretKeyRef, true)
+		}
+		for _, q := range sv.SecretQueryParams {
+			check(field, "secret query parameter", q.Name, q.ValueFrom.SecretKeyRef, false)
+		}
+	}
+	for _, c := range s.conn.Spec.Calls {
+		checkAll("call "+c.Name+":", c.SecretValues)
+	}
+	for _, e := range s.conn.Spec.Events {
+		checkAll("event "+e.Name+":", e.Sink.SecretValues)
+	}
 }
 
 // stopRuntime scales the connector's Deployment to zero, so no pod keeps accepting credentials
@@ -396,6 +432,9 @@ func requiredSecretKeys(conn *apiv1.APIConnector) map[string][]string {
 	}
 	for _, e := range conn.Spec.Events {
 		outbound(e.Sink.Auth)
+	}
+	for _, ref := range children.SecretKeyRefs(conn) {
+		add(ref.Name, ref.Key)
 	}
 	return out
 }

@@ -363,6 +363,9 @@ type ConfigMapKeyReference struct {
 }
 
 // Call is an outbound HTTP request made before the rules are evaluated.
+// +kubebuilder:validation:XValidation:rule="!has(self.secretHeaders) || !has(self.headers) || self.secretHeaders.all(h, !self.headers.exists(k, k.lowerAscii() == h.name.lowerAscii()))",message="a header must not be both in headers and in secretHeaders (names compare case-insensitively)",fieldPath=".secretHeaders"
+// +kubebuilder:validation:XValidation:rule="!has(self.auth) || !has(self.secretHeaders) || self.secretHeaders.all(h, h.name.lowerAscii() != 'authorization')",message="secretHeaders must not set Authorization when auth is set: auth writes that header",fieldPath=".secretHeaders"
+// +kubebuilder:validation:XValidation:rule="!has(self.secretQueryParams) || !isURL(self.url) || self.secretQueryParams.all(p, !(p.name in url(self.url).getQuery()))",message="a query parameter must not be both in url and in secretQueryParams",fieldPath=".secretQueryParams"
 type Call struct {
 	// Name is how rules refer to the result: calls.<name>.status and calls.<name>.body.
 	// +required
@@ -383,10 +386,14 @@ type Call struct {
 	// +kubebuilder:validation:Enum=GET;POST;PUT;PATCH
 	Method string `json:"method,omitempty"`
 
-	// Headers are static request headers.
+	// Headers are static request headers. Put API keys in secretHeaders instead: the connector is
+	// readable by whoever can read it, and its rendered configuration by whoever can read
+	// ConfigMaps.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=16
 	Headers map[string]string `json:"headers,omitempty"`
+
+	SecretValues `json:",inline"`
 
 	// Body is a CEL expression producing the JSON request body (a map). When empty, the request's
 	// claims are sent.
@@ -522,6 +529,8 @@ type Event struct {
 }
 
 // Sink is where an event is delivered.
+// +kubebuilder:validation:XValidation:rule="!has(self.auth) || !has(self.secretHeaders) || self.secretHeaders.all(h, h.name.lowerAscii() != 'authorization')",message="secretHeaders must not set Authorization when auth is set: auth writes that header",fieldPath=".secretHeaders"
+// +kubebuilder:validation:XValidation:rule="!has(self.secretQueryParams) || !isURL(self.url) || self.secretQueryParams.all(p, !(p.name in url(self.url).getQuery()))",message="a query parameter must not be both in url and in secretQueryParams",fieldPath=".secretQueryParams"
 type Sink struct {
 	// URL of the sink.
 	// +required
@@ -532,6 +541,87 @@ type Sink struct {
 	// Auth authenticates the delivery.
 	// +optional
 	Auth *OutboundAuth `json:"auth,omitempty"`
+
+	SecretValues `json:",inline"`
+}
+
+// SecretValues are request headers and query parameters of a call or an event delivery whose
+// values are read from Secrets: API keys such as an Azure Functions key (x-functions-key header
+// or code parameter) or an x-api-key header. The values are never written in the connector or
+// its rendered configuration, and never logged: a failed request is reported with its URL
+// without the query. Like auth, they are only sent over https, or plain http to a Service of the
+// cluster (*.svc, *.svc.cluster.local) or loopback.
+type SecretValues struct {
+	// SecretHeaders are request headers whose values are read from Secrets. One trailing newline
+	// of a value is ignored. A header must not also be in a call's headers, nor be Authorization
+	// when auth is set.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	// +kubebuilder:validation:XValidation:rule="self.all(h, self.exists_one(o, o.name.lowerAscii() == h.name.lowerAscii()))",message="header names must be unique (they compare case-insensitively)"
+	SecretHeaders []SecretHeader `json:"secretHeaders,omitempty"`
+
+	// SecretQueryParams are query parameters whose values are read from Secrets, added to the
+	// URL (and to a GET call's parameters from body, which they override). One trailing newline
+	// of a value is ignored. A parameter must not also be in url.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=8
+	SecretQueryParams []SecretQueryParam `json:"secretQueryParams,omitempty"`
+}
+
+// SecretHeader is a request header whose value is read from a Secret.
+type SecretHeader struct {
+	// Name of the header, for example x-functions-key or x-api-key: an HTTP header name (a token).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:Pattern="^[-!#$%&'*+.^_`|~0-9A-Za-z]+$"
+	Name string `json:"name"`
+
+	// ValueFrom is the Secret key holding the value.
+	// +required
+	ValueFrom SecretValueSource `json:"valueFrom"`
+}
+
+// SecretQueryParam is a query parameter whose value is read from a Secret.
+type SecretQueryParam struct {
+	// Name of the query parameter, for example code.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	Name string `json:"name"`
+
+	// ValueFrom is the Secret key holding the value.
+	// +required
+	ValueFrom SecretValueSource `json:"valueFrom"`
+}
+
+// SecretValueSource says where a value is read from.
+type SecretValueSource struct {
+	// SecretKeyRef selects a key of a Secret in the connector's namespace. The controller stalls
+	// the connector (SecretNotFound, SecretKeyMissing) until it exists, mounts it read-only into
+	// the runtime pods, and rolls them when the value changes.
+	// +required
+	SecretKeyRef SecretKeySelector `json:"secretKeyRef"`
+}
+
+// SecretKeySelector selects a key of a Secret in the connector's namespace.
+type SecretKeySelector struct {
+	// Name of the Secret.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`
+	Name string `json:"name"`
+	// Key in the Secret's data.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:Pattern=`^[-._a-zA-Z0-9]+$`
+	Key string `json:"key"`
 }
 
 // ExposureType is how the endpoint is published.

@@ -177,6 +177,36 @@ func create(t *testing.T, obj map[string]any) error {
 	return err
 }
 
+// secretValue is a secretHeaders or secretQueryParams entry.
+func secretValue(name, secret, key string) map[string]any {
+	return map[string]any{"name": name, "valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": secret, "key": key}}}
+}
+
+// secretCall is a call the API server accepts, with a header and a query parameter from a Secret.
+func secretCall() map[string]any {
+	return map[string]any{
+		"name":              "approve",
+		"url":               "https://approvals.contoso.example/api/approve?tenant=contoso",
+		"headers":           map[string]any{"Accept": "application/json"},
+		"auth":              map[string]any{"type": "Bearer", "secretRef": map[string]any{"name": "approvals-token"}},
+		"secretHeaders":     []any{secretValue("X-Functions-Key", "approvals-key", "key")},
+		"secretQueryParams": []any{secretValue("code", "approvals-key", "code")},
+	}
+}
+
+func TestSecretHeadersAndQueryParamsAreAccepted(t *testing.T) {
+	obj := base(t)
+	set(obj, "spec.calls", []any{secretCall()})
+	set(obj, "spec.events", []any{map[string]any{"name": "audit", "sink": map[string]any{
+		"url":               "https://audit.contoso.example/events",
+		"secretHeaders":     []any{secretValue("x-api-key", "audit-key", "key"), secretValue("Authorization", "audit-key", "sas")},
+		"secretQueryParams": []any{secretValue("sig", "audit-key", "sig")},
+	}}})
+	if err := create(t, obj); err != nil {
+		t.Fatalf("a call and a sink with Secret headers and query parameters must be accepted: %v", err)
+	}
+}
+
 func TestBaseIsValid(t *testing.T) {
 	if err := create(t, base(t)); err != nil {
 		t.Fatalf("the base object must be valid: %v", err)
@@ -262,6 +292,75 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"call URL not absolute", func(o map[string]any) {
 			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "/status"}})
 		}, []string{"spec.calls[0].url", "must be an absolute http or https URL"}},
+		{"secret header name not a token", func(o map[string]any) {
+			c := secretCall()
+			c["secretHeaders"] = []any{secretValue("x functions key", "k", "key")}
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretHeaders[0].name", "should match"}},
+		{"secret headers differing only in case", func(o map[string]any) {
+			c := secretCall()
+			c["secretHeaders"] = []any{secretValue("X-Api-Key", "k", "a"), secretValue("x-api-key", "k", "b")}
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretHeaders", "header names must be unique"}},
+		{"secret header also a static header", func(o map[string]any) {
+			c := secretCall()
+			c["headers"] = map[string]any{"X-Functions-Key": "in clear"}
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretHeaders", "a header must not be both in headers and in secretHeaders"}},
+		{"secret Authorization with auth", func(o map[string]any) {
+			c := secretCall()
+			c["auth"] = map[string]any{"type": "Bearer", "secretRef": map[string]any{"name": "t"}}
+			c["secretHeaders"] = []any{secretValue("authorization", "k", "a")}
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretHeaders", "secretHeaders must not set Authorization when auth is set"}},
+		{"secret query parameter also in the URL", func(o map[string]any) {
+			c := secretCall()
+			c["url"] = "https://approvals.contoso.example/api/approve?code=clear"
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretQueryParams", "a query parameter must not be both in url and in secretQueryParams"}},
+		{"secret query parameter without a name", func(o map[string]any) {
+			c := secretCall()
+			c["secretQueryParams"] = []any{secretValue("", "k", "code")}
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretQueryParams[0].name", "should be at least 1 chars long"}},
+		{"duplicate secret query parameters", func(o map[string]any) {
+			c := secretCall()
+			c["secretQueryParams"] = []any{secretValue("code", "k", "a"), secretValue("code", "k", "b")}
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretQueryParams[1]", "Duplicate value"}},
+		{"secret value without a key", func(o map[string]any) {
+			c := secretCall()
+			c["secretHeaders"] = []any{map[string]any{"name": "x-api-key", "valueFrom": map[string]any{"secretKeyRef": map[string]any{"name": "k"}}}}
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretHeaders[0].valueFrom.secretKeyRef.key", "Required value"}},
+		{"secret value without a Secret", func(o map[string]any) {
+			c := secretCall()
+			c["secretQueryParams"] = []any{map[string]any{"name": "code", "valueFrom": map[string]any{"secretKeyRef": map[string]any{"key": "code"}}}}
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretQueryParams[0].valueFrom.secretKeyRef.name", "Required value"}},
+		{"secret value without valueFrom", func(o map[string]any) {
+			c := secretCall()
+			c["secretHeaders"] = []any{map[string]any{"name": "x-api-key"}}
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretHeaders[0].valueFrom", "Required value"}},
+		{"secret key not a Secret key", func(o map[string]any) {
+			c := secretCall()
+			c["secretHeaders"] = []any{secretValue("x-api-key", "k", "a/b")}
+			set(o, "spec.calls", []any{c})
+		}, []string{"spec.calls[0].secretHeaders[0].valueFrom.secretKeyRef.key", "should match"}},
+		{"sink secret Authorization with auth", func(o map[string]any) {
+			set(o, "spec.events", []any{map[string]any{"name": "audit", "sink": map[string]any{
+				"url":           "https://audit.contoso.example/",
+				"auth":          map[string]any{"type": "Basic", "secretRef": map[string]any{"name": "b"}},
+				"secretHeaders": []any{secretValue("Authorization", "k", "a")},
+			}}})
+		}, []string{"spec.events[0].sink.secretHeaders", "secretHeaders must not set Authorization when auth is set"}},
+		{"sink secret query parameter also in the URL", func(o map[string]any) {
+			set(o, "spec.events", []any{map[string]any{"name": "audit", "sink": map[string]any{
+				"url":               "https://audit.contoso.example/?code=clear",
+				"secretQueryParams": []any{secretValue("code", "k", "code")},
+			}}})
+		}, []string{"spec.events[0].sink.secretQueryParams", "a query parameter must not be both in url and in secretQueryParams"}},
 		{"connector timeout above 15s", func(o map[string]any) {
 			set(o, "spec.timeout", "20s")
 		}, []string{"spec.timeout", "at most 15s"}},

@@ -1,10 +1,12 @@
 package children
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/runtime/rules"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -201,8 +203,11 @@ func secretsVolume(c *apiv1.APIConnector) *corev1ac.VolumeApplyConfiguration {
 }
 
 // secretProjections project every referenced Secret into one directory: the inbound credentials
-// at the top (username/password or ca.crt) and outbound ones under calls/<name>/ and
-// events/<name>/, the layout the runtime's --secrets-dir expects.
+// at the top (username/password or ca.crt), outbound ones under calls/<name>/ and events/<name>/,
+// and the keys of secretHeaders and secretQueryParams under secret-keys/<Secret name>/<key>, the
+// layout the runtime's --secrets-dir and --outbound-secrets-dir expect. The last are placed by
+// Secret and key rather than by header: a pod that reloads a newer configuration before it is
+// replaced then finds a key it does not have missing, never another key's value.
 func secretProjections(c *apiv1.APIConnector) []*corev1ac.VolumeProjectionApplyConfiguration {
 	project := func(secret string, keys []string, dir string) *corev1ac.VolumeProjectionApplyConfiguration {
 		src := corev1ac.SecretProjection().WithName(secret).WithOptional(false)
@@ -235,6 +240,41 @@ func secretProjections(c *apiv1.APIConnector) []*corev1ac.VolumeProjectionApplyC
 			out = append(out, project(ev.Sink.Auth.SecretRef.Name, outboundKeys(ev.Sink.Auth), "events/"+ev.Name+"/"))
 		}
 	}
+	// Each Secret key once: a projected volume refuses two sources writing the same path.
+	keys := map[string][]string{}
+	var names []string
+	for _, ref := range SecretKeyRefs(c) {
+		if keys[ref.Name] == nil {
+			names = append(names, ref.Name)
+		}
+		if !slices.Contains(keys[ref.Name], ref.Key) {
+			keys[ref.Name] = append(keys[ref.Name], ref.Key)
+		}
+	}
+	for _, name := range names {
+		out = append(out, project(name, keys[name], rules.SecretKeyDir+"/"+name+"/"))
+	}
+	return out
+}
+
+// SecretKeyRefs lists the Secret keys of every call's and sink's secretHeaders and
+// secretQueryParams, in spec order, repetitions included.
+func SecretKeyRefs(c *apiv1.APIConnector) []apiv1.SecretKeySelector {
+	var out []apiv1.SecretKeySelector
+	add := func(sv apiv1.SecretValues) {
+		for _, h := range sv.SecretHeaders {
+			out = append(out, h.ValueFrom.SecretKeyRef)
+		}
+		for _, q := range sv.SecretQueryParams {
+			out = append(out, q.ValueFrom.SecretKeyRef)
+		}
+	}
+	for _, call := range c.Spec.Calls {
+		add(call.SecretValues)
+	}
+	for _, ev := range c.Spec.Events {
+		add(ev.Sink.SecretValues)
+	}
 	return out
 }
 
@@ -264,6 +304,9 @@ func SecretNames(c *apiv1.APIConnector) []string {
 		if ev.Sink.Auth != nil {
 			add(ev.Sink.Auth.SecretRef.Name)
 		}
+	}
+	for _, ref := range SecretKeyRefs(c) {
+		add(ref.Name)
 	}
 	if RuntimeTerminatesTLS(c) {
 		add(TLSSecretName(c))

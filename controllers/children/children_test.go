@@ -60,7 +60,7 @@ func golden(t *testing.T, name string, objs ...any) {
 
 func TestGolden(t *testing.T) {
 	opts := Options{RuntimeImage: "apiconnector-runtime:v0.1.0"}
-	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer", "forwarded"} {
+	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer", "forwarded", "secret-values"} {
 		t.Run(name, func(t *testing.T) {
 			c := connector(t, name)
 			resolved := map[string][]string{}
@@ -191,6 +191,10 @@ func TestChildrenNeverCopyConnectorLabels(t *testing.T) {
 func TestSecretNames(t *testing.T) {
 	got := strings.Join(SecretNames(connector(t, "full")), ",")
 	if want := "entra-basic,approvals-token,audit-basic"; got != want {
+		t.Errorf("SecretNames = %s, want %s", got, want)
+	}
+	got = strings.Join(SecretNames(connector(t, "secret-values")), ",")
+	if want := "risk-token,approvals-key,audit-key"; got != want {
 		t.Errorf("SecretNames = %s, want %s", got, want)
 	}
 	got = strings.Join(SecretNames(connector(t, "client-certificate")), ",")

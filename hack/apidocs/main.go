@@ -160,7 +160,7 @@ func constraints(p *apiextensionsv1.JSONSchemaProps) string {
 		c = append(c, fmt.Sprintf("at most %d entries", *p.MaxProperties))
 	}
 	if p.Pattern != "" {
-		c = append(c, "pattern `"+p.Pattern+"`")
+		c = append(c, "pattern "+codeSpan(p.Pattern))
 	}
 	if len(c) == 0 {
 		return ""
@@ -191,4 +191,14 @@ func collectRules(path string, s *apiextensionsv1.JSONSchemaProps) []string {
 func oneLine(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
 	return strings.ReplaceAll(s, "|", "\\|")
+}
+
+// codeSpan quotes s as inline code inside a table cell: pipes escaped, and double backticks when s
+// holds a backtick (a header name pattern does).
+func codeSpan(s string) string {
+	s = strings.ReplaceAll(s, "|", "\\|")
+	if strings.Contains(s, "`") {
+		return "`` " + s + " ``"
+	}
+	return "`" + s + "`"
 }

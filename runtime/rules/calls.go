@@ -19,10 +19,12 @@ import (
 
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/entra"
+	"github.com/apiconnector/operator/runtime/secretfile"
 )
 
 // Target identifies the call or event an outbound HTTP request belongs to. It is attached to the
@@ -49,20 +51,78 @@ func DirSecrets(dir string) SecretSource {
 		base := filepath.Join(dir, kind, name)
 		out := map[string][]byte{}
 		for _, key := range []string{"username", "password", "token"} {
-			b, err := os.ReadFile(filepath.Join(base, key))
+			b, err := secretfile.Read(filepath.Join(base, key))
 			if errors.Is(err, os.ErrNotExist) {
 				continue
 			}
 			if err != nil {
 				return nil, fmt.Errorf("read secret %s: %w", filepath.Join(base, key), err)
 			}
-			out[key] = bytes.TrimRight(b, "\r\n")
+			out[key] = b
 		}
 		if len(out) == 0 {
 			return nil, fmt.Errorf("no credentials in %s", base)
 		}
 		return out, nil
 	}
+}
+
+// DirSecretKeys reads the values of secretHeaders and secretQueryParams from files at
+// <dir>/secret-keys/<Secret name>/<key>, the layout the runtime Deployment mounts. Like
+// DirSecrets it reads on every use.
+func DirSecretKeys(dir string) SecretKeySource {
+	return func(ref v1alpha1.SecretKeySelector) ([]byte, error) {
+		// The CRD's patterns (and Validate, for a file loaded on a laptop) allow no separator in
+		// either part and no ".." as the Secret name: the path stays under secret-keys/.
+		return secretfile.Read(filepath.Join(dir, SecretKeyDir, ref.Name, ref.Key))
+	}
+}
+
+// addSecretValues sets the request's headers and query parameters whose values come from
+// Secrets. Errors name the header or parameter and the Secret and key, never a value.
+func (e *Engine) addSecretValues(req *http.Request, kind, name string, sv v1alpha1.SecretValues) error {
+	if len(sv.SecretHeaders) == 0 && len(sv.SecretQueryParams) == 0 {
+		return nil
+	}
+	if e.opts.SecretKeys == nil {
+		return fmt.Errorf("%s %s needs values from Secrets but no secret source is configured", kind, name)
+	}
+	read := func(what, field string, src v1alpha1.SecretValueSource) ([]byte, error) {
+		ref := src.SecretKeyRef
+		v, err := e.opts.SecretKeys(ref)
+		if err == nil && len(v) == 0 {
+			err = errors.New("is empty")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: Secret %s key %s: %w", what, field, ref.Name, ref.Key, err)
+		}
+		return v, nil
+	}
+	for _, h := range sv.SecretHeaders {
+		v, err := read("secret header", h.Name, h.ValueFrom)
+		if err != nil {
+			return err
+		}
+		if !httpguts.ValidHeaderFieldValue(string(v)) {
+			return fmt.Errorf("secret header %s: Secret %s key %s is not a valid header value (it holds a line break or another control character)",
+				h.Name, h.ValueFrom.SecretKeyRef.Name, h.ValueFrom.SecretKeyRef.Key)
+		}
+		req.Header.Set(h.Name, string(v))
+	}
+	if len(sv.SecretQueryParams) == 0 {
+		return nil
+	}
+	// Set last, so a GET call's parameters from body (claims) can never replace a key.
+	q := req.URL.Query()
+	for _, p := range sv.SecretQueryParams {
+		v, err := read("secret query parameter", p.Name, p.ValueFrom)
+		if err != nil {
+			return err
+		}
+		q.Set(p.Name, string(v))
+	}
+	req.URL.RawQuery = q.Encode()
+	return nil
 }
 
 type callResult struct {
@@ -201,13 +261,16 @@ func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any) (int,
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
+	if err := e.addSecretValues(req, SecretKindCall, c.spec.Name, c.spec.SecretValues); err != nil {
+		return 0, nil, err
+	}
 	if err := e.authorize(req, SecretKindCall, c.spec.Name, c.spec.Auth); err != nil {
 		return 0, nil, err
 	}
 
 	resp, err := e.opts.HTTPClient.Do(req)
 	if err != nil {
-		return 0, nil, e.transportError(err)
+		return 0, nil, e.transportError(err, c.spec.SecretValues)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))

@@ -36,9 +36,17 @@ const (
 	SecretKindEvent = "events"
 )
 
+// SecretKeyDir is the directory, under the outbound secrets directory, where the runtime mounts
+// the Secret keys of secretHeaders and secretQueryParams, at <Secret name>/<key>.
+const SecretKeyDir = "secret-keys"
+
 // SecretSource returns the data of the outbound-auth Secret of the call or event name (kind is
 // SecretKindCall or SecretKindEvent). Keys: username and password (Basic) or token (Bearer).
 type SecretSource func(kind, name string) (map[string][]byte, error)
+
+// SecretKeySource returns the value of one Secret key that a secretHeaders or secretQueryParams
+// entry references, without its trailing newline (see DirSecretKeys).
+type SecretKeySource func(ref v1alpha1.SecretKeySelector) ([]byte, error)
 
 // ListResolver returns the entries of a list read from a ConfigMap key. See ParseListData.
 type ListResolver func(ref v1alpha1.ConfigMapKeyReference) ([]string, error)
@@ -77,6 +85,9 @@ type Options struct {
 	EgressAllow []netip.Prefix
 	// Secrets provides outbound credentials. A call or event with auth fails when it is nil.
 	Secrets SecretSource
+	// SecretKeys provides the values of secretHeaders and secretQueryParams. A call or event with
+	// any fails when it is nil.
+	SecretKeys SecretKeySource
 	// ResolveList provides the entries of lists with a configMapRef. When nil, such a list is a
 	// compile error: silently using an empty allow or deny list would be a security bug.
 	ResolveList ListResolver

@@ -141,12 +141,15 @@ func (e *Engine) send(ctx context.Context, ev *compiledEvent, ce *CloudEvent) er
 		return err
 	}
 	req.Header.Set("Content-Type", CloudEventContentType)
+	if err := e.addSecretValues(req, SecretKindEvent, ev.spec.Name, ev.spec.Sink.SecretValues); err != nil {
+		return err
+	}
 	if err := e.authorize(req, SecretKindEvent, ev.spec.Name, ev.spec.Sink.Auth); err != nil {
 		return err
 	}
 	resp, err := e.opts.HTTPClient.Do(req)
 	if err != nil {
-		return e.transportError(err)
+		return e.transportError(err, ev.spec.Sink.SecretValues)
 	}
 	defer resp.Body.Close()
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, MaxResponseBytes)) // lets the connection be reused

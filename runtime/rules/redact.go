@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
 )
 
 // Claims are personal data: what the runtime logs, counts or reports about a failure names the
@@ -13,7 +15,8 @@ import (
 // errors may quote values (a claim used as a regular expression is echoed by the regexp parser,
 // a failed conversion quotes its input, a map look-up names the key), and transport errors quote
 // the URL, whose query a GET call fills with claims. Options.ErrorDetail keeps the full text, for
-// the local test and eval commands and for debugging with --log-claims.
+// the local test and eval commands and for debugging with --log-claims. Values read from Secrets
+// are never reported, not even then.
 
 // celErrorKinds maps substrings of cel-go's and its libraries' error messages to what is reported
 // instead of the message; the first match wins.
@@ -61,10 +64,11 @@ func errorKind(err error) string {
 }
 
 // transportError reports an outbound request's error with the URL's query and credentials left
-// out (net/http quotes the whole URL).
-func (e *Engine) transportError(err error) error {
+// out (net/http quotes the whole URL). Options.ErrorDetail keeps the query, unless the request
+// carries query parameters from Secrets: their values are never reported.
+func (e *Engine) transportError(err error, sv v1alpha1.SecretValues) error {
 	var ue *url.Error
-	if e.opts.ErrorDetail || !errors.As(err, &ue) {
+	if (e.opts.ErrorDetail && len(sv.SecretQueryParams) == 0) || !errors.As(err, &ue) {
 		return err
 	}
 	return fmt.Errorf("%s %s: %w", ue.Op, redactURL(ue.URL), ue.Err)

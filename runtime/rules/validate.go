@@ -18,6 +18,9 @@ var (
 	ruleOrEventRE    = regexp.MustCompile(`^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
 	claimNameRE      = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]*$`)
 	guidRE           = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+	headerNameRE     = regexp.MustCompile("^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")
+	secretNameRE     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+	secretKeyRE      = regexp.MustCompile(`^[-._a-zA-Z0-9]+$`)
 )
 
 const (
@@ -25,6 +28,7 @@ const (
 	maxCallTimeout      = 10 * time.Second
 	maxExpressionLength = 4096
 	maxMessageLength    = 1024
+	maxSecretValues     = 8
 )
 
 // Validate runs the structural checks the CRD's schema and CEL validation rules perform (one
@@ -131,7 +135,8 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		}
 		checkPolicy(c, p+".failurePolicy", call.FailurePolicy)
 		checkAuth(c, p+".auth", call.Auth)
-		checkCredentialsOverTLS(c, p+".url", call.URL, call.Auth)
+		checkSecretValues(c, p, call.URL, call.Headers, call.Auth, call.SecretValues)
+		checkCredentialsOverTLS(c, p+".url", call.URL, call.Auth, call.SecretValues)
 	}
 
 	names = map[string]bool{}
@@ -186,7 +191,8 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		checkName(c, p+".name", ev.Name, ruleOrEventRE, names)
 		checkURL(c, p+".sink.url", ev.Sink.URL)
 		checkAuth(c, p+".sink.auth", ev.Sink.Auth)
-		checkCredentialsOverTLS(c, p+".sink.url", ev.Sink.URL, ev.Sink.Auth)
+		checkSecretValues(c, p+".sink", ev.Sink.URL, nil, ev.Sink.Auth, ev.Sink.SecretValues)
+		checkCredentialsOverTLS(c, p+".sink.url", ev.Sink.URL, ev.Sink.Auth, ev.Sink.SecretValues)
 		switch ev.Delivery {
 		case "", v1alpha1.DeliverySync, v1alpha1.DeliveryAsync:
 		default:
@@ -218,12 +224,22 @@ func checkURL(c *errs, path, raw string) {
 }
 
 // checkCredentialsOverTLS refuses to send credentials in clear text over a network: a call or
-// sink with auth must use https, unless its host is a Service of this cluster (*.svc,
-// *.svc.cluster.local; the traffic stays on the cluster network) or loopback (a sidecar in the
-// same pod).
-func checkCredentialsOverTLS(c *errs, path, raw string, a *v1alpha1.OutboundAuth) {
+// sink with auth, secretHeaders or secretQueryParams must use https, unless its host is a Service
+// of this cluster (*.svc, *.svc.cluster.local; the traffic stays on the cluster network) or
+// loopback (a sidecar in the same pod).
+func checkCredentialsOverTLS(c *errs, path, raw string, a *v1alpha1.OutboundAuth, sv v1alpha1.SecretValues) {
+	var sent []string
+	if a != nil {
+		sent = append(sent, "auth")
+	}
+	if len(sv.SecretHeaders) > 0 {
+		sent = append(sent, "secretHeaders")
+	}
+	if len(sv.SecretQueryParams) > 0 {
+		sent = append(sent, "secretQueryParams")
+	}
 	u, err := url.Parse(raw)
-	if a == nil || err != nil || u.Scheme != "http" {
+	if len(sent) == 0 || err != nil || u.Scheme != "http" {
 		return
 	}
 	host := strings.TrimSuffix(u.Hostname(), ".")
@@ -233,7 +249,67 @@ func checkCredentialsOverTLS(c *errs, path, raw string, a *v1alpha1.OutboundAuth
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return
 	}
-	c.add(path, "sends credentials (auth) over plain http to %s; use https (http is allowed only for in-cluster Service hosts *.svc and *.svc.cluster.local, and loopback)", host)
+	c.add(path, "sends credentials (%s) over plain http to %s; use https (http is allowed only for in-cluster Service hosts *.svc and *.svc.cluster.local, and loopback)",
+		strings.Join(sent, ", "), host)
+}
+
+// checkSecretValues mirrors the CRD's rules on secretHeaders and secretQueryParams. path is the
+// call or the sink; headers are the call's static headers.
+func checkSecretValues(c *errs, path, rawURL string, headers map[string]string, a *v1alpha1.OutboundAuth, sv v1alpha1.SecretValues) {
+	if len(sv.SecretHeaders) > maxSecretValues {
+		c.add(path+".secretHeaders", "must have at most %d items", maxSecretValues)
+	}
+	if len(sv.SecretQueryParams) > maxSecretValues {
+		c.add(path+".secretQueryParams", "must have at most %d items", maxSecretValues)
+	}
+	static := map[string]bool{}
+	for k := range headers {
+		static[strings.ToLower(k)] = true
+	}
+	seen := map[string]bool{}
+	for i, h := range sv.SecretHeaders {
+		p := fmt.Sprintf("%s.secretHeaders[%d]", path, i)
+		lower := strings.ToLower(h.Name)
+		switch {
+		case len(h.Name) > 256 || !headerNameRE.MatchString(h.Name):
+			c.add(p+".name", "must be an HTTP header name of at most 256 characters (letters, digits and !#$%%&'*+-.^_`|~), got %q", h.Name)
+		case seen[lower]:
+			c.add(path+".secretHeaders", "header names must be unique (they compare case-insensitively): %q", h.Name)
+		case static[lower]:
+			c.add(path+".secretHeaders", "a header must not be both in headers and in secretHeaders (names compare case-insensitively): %q", h.Name)
+		case a != nil && lower == "authorization":
+			c.add(path+".secretHeaders", "secretHeaders must not set Authorization when auth is set: auth writes that header")
+		}
+		seen[lower] = true
+		checkSecretKeyRef(c, p+".valueFrom.secretKeyRef", h.ValueFrom.SecretKeyRef)
+	}
+	var inURL url.Values
+	if u, err := url.Parse(rawURL); err == nil {
+		inURL = u.Query()
+	}
+	seen = map[string]bool{}
+	for i, q := range sv.SecretQueryParams {
+		p := fmt.Sprintf("%s.secretQueryParams[%d]", path, i)
+		switch {
+		case q.Name == "" || len(q.Name) > 256:
+			c.add(p+".name", "must be 1 to 256 characters")
+		case seen[q.Name]:
+			c.add(p, "duplicate name %q", q.Name)
+		case inURL.Has(q.Name):
+			c.add(path+".secretQueryParams", "a query parameter must not be both in url and in secretQueryParams: %q", q.Name)
+		}
+		seen[q.Name] = true
+		checkSecretKeyRef(c, p+".valueFrom.secretKeyRef", q.ValueFrom.SecretKeyRef)
+	}
+}
+
+func checkSecretKeyRef(c *errs, path string, ref v1alpha1.SecretKeySelector) {
+	if len(ref.Name) > 253 || !secretNameRE.MatchString(ref.Name) {
+		c.add(path+".name", "must be a Secret name (lower-case letters, digits, '-' and '.'; at most 253 characters), got %q", ref.Name)
+	}
+	if len(ref.Key) > 253 || !secretKeyRE.MatchString(ref.Key) {
+		c.add(path+".key", "must be a Secret key (letters, digits, '-', '_' and '.'; at most 253 characters), got %q", ref.Key)
+	}
 }
 
 func checkHTTPSURL(c *errs, path, raw string) {

@@ -244,6 +244,7 @@ func EvalRequest(conn *v1alpha1.APIConnector, resolve rules.ListResolver, req *e
 		Secrets: func(kind, name string) (map[string][]byte, error) {
 			return map[string][]byte{"username": []byte("test"), "password": []byte("test"), "token": []byte("test")}, nil
 		},
+		SecretKeys:    func(v1alpha1.SecretKeySelector) ([]byte, error) { return []byte("test"), nil },
 		ResolveList:   resolve,
 		EventAttempts: 1,
 		// Test cases are written by the connector's author: show errors in full.

@@ -62,3 +62,46 @@ func TestUnknownCaseFieldIsAnError(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+// Calls and sinks with values from Secrets run in tests like calls with auth: the values are the
+// stand-in "test", sent where production sends the real ones.
+func TestSecretValuesAreStoodIn(t *testing.T) {
+	dir := t.TempDir()
+	conn := filepath.Join(dir, "c.yaml")
+	os.WriteFile(conn, []byte(`apiVersion: apiconnector.dev/v1alpha1
+kind: APIConnector
+metadata: {name: fn, namespace: identity}
+spec:
+  step: PostAttributeCollection
+  authentication: {basic: {secretRef: {name: entra-basic}}}
+  exposure: {host: signup.contoso.example}
+  calls:
+  - name: approve
+    url: https://approvals.contoso.example/api/approve?tenant=contoso
+    secretHeaders:
+    - {name: x-functions-key, valueFrom: {secretKeyRef: {name: approvals-key, key: key}}}
+    secretQueryParams:
+    - {name: code, valueFrom: {secretKeyRef: {name: approvals-key, key: code}}}
+  rules:
+  - {name: denied, when: "!calls.approve.body.approved", block: {message: Not approved.}}
+`), 0o600)
+	cases := filepath.Join(dir, "cases.yaml")
+	os.WriteFile(cases, []byte(`cases:
+- name: approved
+  claims: {email: ada@fabrikam.example}
+  calls: {approve: {body: {approved: true}}}
+  expect: {action: Continue}
+`), 0o600)
+	results, err := RunFile([]string{conn}, cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !Passed(results) {
+		t.Fatalf("%+v", results[0].Problems)
+	}
+	calls := results[0].Outcome.Calls
+	if len(calls) != 1 || calls[0].Header.Get("X-Functions-Key") != "test" ||
+		calls[0].URL != "https://approvals.contoso.example/api/approve?code=test&tenant=contoso" {
+		t.Errorf("captured call %+v", calls)
+	}
+}

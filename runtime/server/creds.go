@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/apiconnector/operator/runtime/secretfile"
 )
 
 // Names of the credential files in the secrets directory (the keys of the connector's Secret).
@@ -87,16 +89,9 @@ func reasonText(what string, c *credentials, err func(*credentials) error) strin
 	return what + ": " + err(c).Error()
 }
 
-// readSecretFile reads one credential file. A single trailing newline (CR LF or LF) is removed,
-// since `kubectl create secret --from-file` of a file written by an editor keeps it and nobody means
-// it to be part of a password.
+// readSecretFile reads one credential file, without its trailing newline (secretfile.Trim).
 func readSecretFile(dir, name string) ([]byte, error) {
-	b, err := os.ReadFile(filepath.Join(dir, name))
-	if err != nil {
-		return nil, err
-	}
-	b = bytes.TrimSuffix(b, []byte("\n"))
-	return bytes.TrimSuffix(b, []byte("\r")), nil
+	return secretfile.Read(filepath.Join(dir, name))
 }
 
 func loadBasic(dir string) (*basicCreds, error) {

@@ -138,7 +138,7 @@ func serveFlags(w io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.SetOutput(w)
 	fs.StringVar(&c.connector, "connector", "", "APIConnector file to serve (required); reloaded when it changes")
 	fs.StringVar(&c.secretsDir, "secrets-dir", "", "directory with username and password (basic) or ca.crt (client certificate) (required)")
-	fs.StringVar(&c.outboundSecretsDir, "outbound-secrets-dir", "", "directory with outbound credentials at calls/<name>/ and events/<name>/")
+	fs.StringVar(&c.outboundSecretsDir, "outbound-secrets-dir", "", "directory with outbound credentials at calls/<name>/ and events/<name>/, and the Secret keys of secretHeaders and secretQueryParams at secret-keys/<Secret>/<key>")
 	fs.StringVar(&c.listen, "listen", ":8080", "connector endpoint address")
 	fs.StringVar(&c.opsListen, "ops-listen", ":9090", "address of /healthz, /readyz and /metrics")
 	fs.StringVar(&c.tlsCert, "tls-cert", "", "TLS certificate file; with --tls-key the endpoint terminates TLS itself")
@@ -201,7 +201,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	}
 	opts := rules.Options{Observer: server.EngineObserver{Metrics: metrics}, Logger: log, ErrorDetail: c.logClaims, EgressAllow: c.egressAllow}
 	if c.outboundSecretsDir != "" {
-		opts.Secrets = rules.DirSecrets(c.outboundSecretsDir)
+		opts.Secrets, opts.SecretKeys = rules.DirSecrets(c.outboundSecretsDir), rules.DirSecretKeys(c.outboundSecretsDir)
 	}
 	load := loader(opts)
 	ev, conn, err := load(c.connector)
@@ -305,7 +305,7 @@ func evalFlags(w io.Writer) (*flag.FlagSet, *evalConfig) {
 	fs.SetOutput(w)
 	fs.StringVar(&c.connector, "connector", "", "APIConnector file (required)")
 	fs.StringVar(&c.claims, "claims", "", "request body as Entra would send it, a JSON object (required; - reads stdin); the extension envelope at On... steps")
-	fs.StringVar(&c.outboundSecretsDir, "outbound-secrets-dir", "", "directory with outbound credentials at calls/<name>/ and events/<name>/")
+	fs.StringVar(&c.outboundSecretsDir, "outbound-secrets-dir", "", "directory with outbound credentials at calls/<name>/ and events/<name>/, and the Secret keys of secretHeaders and secretQueryParams at secret-keys/<Secret>/<key>")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime eval --connector FILE --claims FILE\n\nPrints the HTTP status and body Entra would receive. Calls and events are really sent.")
 		fs.PrintDefaults()
@@ -336,7 +336,7 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	opts := rules.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil)), ErrorDetail: true}
 	if c.outboundSecretsDir != "" {
-		opts.Secrets = rules.DirSecrets(c.outboundSecretsDir)
+		opts.Secrets, opts.SecretKeys = rules.DirSecrets(c.outboundSecretsDir), rules.DirSecretKeys(c.outboundSecretsDir)
 	}
 	ev, conn, err := loader(opts)(c.connector)
 	if err != nil {

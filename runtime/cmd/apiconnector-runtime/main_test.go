@@ -242,3 +242,54 @@ func TestEvalExtensionEnvelope(t *testing.T) {
 		t.Errorf("legacy body: code %d %s", code, out)
 	}
 }
+
+// eval and test run connectors whose calls send values from Secrets: eval reads them from
+// --outbound-secrets-dir (secret-keys/<Secret>/<key>), test stands them in.
+func TestEvalAndTestWithSecretValues(t *testing.T) {
+	dir := t.TempDir()
+	closed := freePort(t)
+	conn := filepath.Join(dir, "connector.yaml")
+	os.WriteFile(conn, []byte(`apiVersion: apiconnector.dev/v1alpha1
+kind: APIConnector
+metadata: {name: fn, namespace: identity}
+spec:
+  step: PostAttributeCollection
+  authentication: {basic: {secretRef: {name: entra-basic}}}
+  exposure: {host: signup.contoso.example}
+  calls:
+  - name: approve
+    url: http://`+closed+`/api/approve
+    secretHeaders:
+    - {name: x-functions-key, valueFrom: {secretKeyRef: {name: approvals-key, key: key}}}
+    secretQueryParams:
+    - {name: code, valueFrom: {secretKeyRef: {name: approvals-key, key: code}}}
+  rules:
+  - {name: denied, when: "!calls.approve.body.approved", block: {message: Not approved.}}
+`), 0o600)
+	claims := filepath.Join(dir, "claims.json")
+	os.WriteFile(claims, []byte(`{"email":"ada@fabrikam.example"}`), 0o600)
+
+	// Without the directory the call cannot get its values.
+	code, out, errOut := runCmd(t, "eval", "--connector", conn, "--claims", claims)
+	if code != 0 || !strings.Contains(out, "ShowBlockPage") || !strings.Contains(errOut, "needs values from Secrets but no secret source is configured") {
+		t.Errorf("without --outbound-secrets-dir: code %d\n%s\n%s", code, out, errOut)
+	}
+	// With it, the request is built and sent (the egress guard refuses loopback), and the failure
+	// shows the URL without the Secret's query parameter.
+	secrets := filepath.Join(dir, "secrets")
+	os.MkdirAll(filepath.Join(secrets, "secret-keys", "approvals-key"), 0o700)
+	os.WriteFile(filepath.Join(secrets, "secret-keys", "approvals-key", "key"), []byte("canary-key\n"), 0o600)
+	os.WriteFile(filepath.Join(secrets, "secret-keys", "approvals-key", "code"), []byte("canary-code\n"), 0o600)
+	code, out, errOut = runCmd(t, "eval", "--connector", conn, "--claims", claims, "--outbound-secrets-dir", secrets)
+	want := "call approve: Post http://" + closed + "/api/approve: dial tcp " + closed + ": egress to 127.0.0.1 refused"
+	if code != 0 || !strings.Contains(out, "ShowBlockPage") || !strings.Contains(errOut, want) || strings.Contains(out+errOut, "canary") {
+		t.Errorf("with --outbound-secrets-dir: code %d\n%s\n%s\nwant stderr to contain %q", code, out, errOut, want)
+	}
+
+	cases := filepath.Join(dir, "cases.yaml")
+	os.WriteFile(cases, []byte("cases:\n- name: approved\n  calls: {approve: {body: {approved: true}}}\n  expect: {action: Continue}\n"+
+		"- name: refused\n  calls: {approve: {body: {approved: false}}}\n  expect: {action: ShowBlockPage, rule: denied}\n"), 0o600)
+	if code, out, errOut := runCmd(t, "test", "--cases", cases, conn); code != 0 || !strings.Contains(out, "2 passed, 0 failed") {
+		t.Errorf("test: code %d\n%s\n%s", code, out, errOut)
+	}
+}
