@@ -549,7 +549,12 @@ func (c *cluster) startProc(name string, onHost bool, env []string, bin string, 
 		return err
 	}
 	pid := cmd.Process.Pid
-	if err := os.WriteFile(c.path("pids", name+".pid"), []byte(fmt.Sprintf("%d\n%s\n", pid, bin)), 0o644); err != nil {
+	// alive compares with /proc/<pid>/exe, which is the binary's real path.
+	exe := bin
+	if real, err := filepath.EvalSymlinks(bin); err == nil {
+		exe = real
+	}
+	if err := os.WriteFile(c.path("pids", name+".pid"), []byte(fmt.Sprintf("%d\n%s\n", pid, exe)), 0o644); err != nil {
 		return err
 	}
 	go func() { _ = cmd.Wait() }() // reap if it dies while up still runs
@@ -582,6 +587,25 @@ func (c *cluster) alive(name string) int {
 		}
 	}
 	return pid
+}
+
+// exited reports whether the process up started for a component is gone (or a zombie). Unlike
+// alive it does not check the binary: right after the start it is still nsenter.
+func (c *cluster) exited(name string) bool {
+	b, err := os.ReadFile(c.path("pids", name+".pid"))
+	if err != nil {
+		return true
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.Split(string(b), "\n")[0]))
+	if err != nil || pid <= 1 {
+		return true
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	_, after, _ := strings.Cut(string(st), ") ")
+	return strings.HasPrefix(after, "Z")
 }
 
 // stopProc sends SIGTERM, waits up to grace, then SIGKILL.
@@ -631,7 +655,7 @@ type exitedError struct{ error }
 func (c *cluster) waitComponent(names []string, what string, timeout time.Duration, check func() error) error {
 	return waitFor(what, timeout, func() error {
 		for _, n := range names {
-			if c.alive(n) == 0 {
+			if c.exited(n) {
 				return exitedError{fmt.Errorf("%s exited; last lines of %s:\n%s", n, c.path("logs", n+".log"), strings.Join(c.tail(n, 20), "\n"))}
 			}
 		}
@@ -776,7 +800,7 @@ func (c *cluster) startNetworkPolicy() error {
 		"--kubeconfig="+c.kubeconfig("kube-router"), "--hostname-override="+nodeName,
 		"--run-firewall=true", "--run-router=false", "--run-service-proxy=false", "--enable-cni=false",
 		"--enable-ipv4=true", "--enable-ipv6=false", "--service-cluster-ip-range="+serviceCIDR,
-		"--health-port=20244", "--metrics-port=0", "--v=1"); err != nil {
+		"--health-port=20244", "--metrics-port=0", "--v=0"); err != nil {
 		return err
 	}
 	hc := &http.Client{Timeout: 2 * time.Second}
