@@ -2,7 +2,8 @@
 // parts available without Docker or a registry: containerd, runc and the CNI plugins from Debian;
 // etcd, the Kubernetes components and kubectl built from their Go modules (hack/tools/*); images
 // built by hack/images and imported into containerd; the Gateway API CRDs from their Go module;
-// Traefik on the host as ingress controller and Gateway API implementation.
+// Traefik on the host as ingress controller and Gateway API implementation; kube-router's network
+// policy controller on the node, so NetworkPolicy objects are enforced (the bridge CNI does not).
 //
 //	go run ./hack/cluster up      build or reuse everything, start the cluster, install the operator
 //	go run ./hack/cluster status  what runs
@@ -25,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,11 +54,13 @@ const (
 	ingressAddr = "127.0.0.1:18443"
 	// GatewayAddr is Traefik's entry point for Gateway API listeners: a Gateway listener binds to
 	// the entry point whose address ends in the listener's port, so listeners use port 18444.
-	gatewayAddr  = "127.0.0.1:18444"
-	pauseImage   = "docker.io/library/apiconnector-pause:dev"
-	traefikVer   = "v3.6.12"
-	cniBinDir    = "/usr/lib/cni"
-	waitReadyFor = 3 * time.Minute
+	gatewayAddr = "127.0.0.1:18444"
+	pauseImage  = "docker.io/library/apiconnector-pause:dev"
+	traefikVer  = "v3.6.12"
+	cniBinDir   = "/usr/lib/cni"
+	// kubeRouterHealth is kube-router's health endpoint on the node IP (reachable from the host).
+	kubeRouterHealth = "http://" + nodeIP + ":20244/healthz"
+	waitReadyFor     = 3 * time.Minute
 )
 
 // aptPackages are installed when a command or file they provide is missing.
@@ -68,6 +72,7 @@ var aptPackages = map[string]string{
 	"conntrack":                   "/usr/sbin/conntrack",
 	"iproute2":                    "/usr/sbin/ip",
 	"util-linux":                  "/usr/bin/nsenter",
+	"ipset":                       "/usr/sbin/ipset", // kube-router's policy sets
 }
 
 // fixedHostPaths are paths outside the state folder that the kubelet or containerd use whatever
@@ -91,6 +96,13 @@ func main() {
 	c := &cluster{root: root, state: os.Getenv("APIC_E2E_STATE")}
 	if c.state == "" {
 		c.state = filepath.Join(root, "bin", "cluster")
+	}
+	// Mount points are listed by their real path: with a symlink in the state path (bin/ often is
+	// one), down would not recognise the kubelet's mounts as its own.
+	if real, err := filepath.EvalSymlinks(c.state); err == nil {
+		c.state = real
+	} else if dir, err := filepath.EvalSymlinks(filepath.Dir(c.state)); err == nil {
+		c.state = filepath.Join(dir, filepath.Base(c.state))
 	}
 	if os.Geteuid() != 0 && os.Args[1] != "env" {
 		fatal(errors.New("must run as root (containerd, kubelet, network namespaces)"))
@@ -157,6 +169,7 @@ func (c *cluster) printEnv() {
 	fmt.Printf("export APIC_E2E_GATEWAY=%s\n", gatewayAddr)
 	fmt.Printf("export APIC_E2E_HARNESS_CA=%s\n", c.path("pki", "harness-ca"))
 	fmt.Printf("export APIC_E2E_STATE=%s\n", c.state)
+	fmt.Printf("export APIC_E2E_NETPOL_HEALTH=%s\n", kubeRouterHealth)
 	fmt.Printf("export PATH=%s:$PATH\n", c.kubeBinDir())
 }
 
@@ -207,6 +220,7 @@ func (c *cluster) up() error {
 		{"image import", c.importImages},
 		{"control plane", c.startControlPlane},
 		{"node", c.startNode},
+		{"network policy", c.startNetworkPolicy},
 		{"addons", c.installAddons},
 	}
 	for _, s := range steps {
@@ -319,8 +333,19 @@ func (c *cluster) ensureBinaries() error {
 	if err != nil {
 		return err
 	}
-	return goBuild(filepath.Join(c.root, "hack/tools/traefik"), c.traefikBin(tv), "github.com/traefik/traefik/v3/cmd/traefik",
-		"-s -w -X github.com/traefik/traefik/v3/pkg/version.Version="+tv)
+	if err := goBuild(filepath.Join(c.root, "hack/tools/traefik"), c.traefikBin(tv), "github.com/traefik/traefik/v3/cmd/traefik",
+		"-s -w -X github.com/traefik/traefik/v3/pkg/version.Version="+tv); err != nil {
+		return err
+	}
+	return goBuild(filepath.Join(c.root, "hack/tools/kube-router"), c.kubeRouterBin(), "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router", "-s -w")
+}
+
+func (c *cluster) kubeRouterBin() string {
+	v, err := modVersion(filepath.Join(c.root, "hack/tools/kube-router/go.mod"), "github.com/cloudnativelabs/kube-router/v2")
+	if err != nil {
+		fatal(err)
+	}
+	return filepath.Join(c.root, "bin", "kube-router", v, "kube-router")
 }
 
 func (c *cluster) traefikBin(v string) string {
@@ -344,7 +369,7 @@ func (c *cluster) ensurePKIAndKubeconfigs() error {
 	if err := c.ensurePKI(); err != nil {
 		return err
 	}
-	for _, n := range []string{"admin", "controller-manager", "scheduler", "kubelet", "kube-proxy", "traefik"} {
+	for _, n := range []string{"admin", "controller-manager", "scheduler", "kubelet", "kube-proxy", "traefik", "kube-router"} {
 		if err := c.writeKubeconfig(n); err != nil {
 			return err
 		}
@@ -524,7 +549,12 @@ func (c *cluster) startProc(name string, onHost bool, env []string, bin string, 
 		return err
 	}
 	pid := cmd.Process.Pid
-	if err := os.WriteFile(c.path("pids", name+".pid"), []byte(fmt.Sprintf("%d\n%s\n", pid, bin)), 0o644); err != nil {
+	// alive compares with /proc/<pid>/exe, which is the binary's real path.
+	exe := bin
+	if real, err := filepath.EvalSymlinks(bin); err == nil {
+		exe = real
+	}
+	if err := os.WriteFile(c.path("pids", name+".pid"), []byte(fmt.Sprintf("%d\n%s\n", pid, exe)), 0o644); err != nil {
 		return err
 	}
 	go func() { _ = cmd.Wait() }() // reap if it dies while up still runs
@@ -559,6 +589,25 @@ func (c *cluster) alive(name string) int {
 	return pid
 }
 
+// exited reports whether the process up started for a component is gone (or a zombie). Unlike
+// alive it does not check the binary: right after the start it is still nsenter.
+func (c *cluster) exited(name string) bool {
+	b, err := os.ReadFile(c.path("pids", name+".pid"))
+	if err != nil {
+		return true
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.Split(string(b), "\n")[0]))
+	if err != nil || pid <= 1 {
+		return true
+	}
+	st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	_, after, _ := strings.Cut(string(st), ") ")
+	return strings.HasPrefix(after, "Z")
+}
+
 // stopProc sends SIGTERM, waits up to grace, then SIGKILL.
 func (c *cluster) stopProc(name string, grace time.Duration) {
 	pid := c.alive(name)
@@ -581,7 +630,8 @@ func (c *cluster) stopProc(name string, grace time.Duration) {
 	_ = os.Remove(c.path("pids", name+".pid"))
 }
 
-// waitFor polls check until it returns nil or the timeout passes.
+// waitFor polls check until it returns nil or the timeout passes; it gives up at once on an
+// exitedError.
 func waitFor(what string, timeout time.Duration, check func() error) error {
 	deadline := time.Now().Add(timeout)
 	var err error
@@ -589,9 +639,28 @@ func waitFor(what string, timeout time.Duration, check func() error) error {
 		if err = check(); err == nil {
 			return nil
 		}
+		if errors.As(err, new(exitedError)) {
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
 		time.Sleep(250 * time.Millisecond)
 	}
 	return fmt.Errorf("timed out after %s waiting for %s: %v", timeout, what, err)
+}
+
+// exitedError says a component up started is no longer running: waiting longer cannot help.
+type exitedError struct{ error }
+
+// waitComponent is waitFor for components up started: it fails as soon as one of them has
+// exited, with the end of its log, instead of waiting out the timeout.
+func (c *cluster) waitComponent(names []string, what string, timeout time.Duration, check func() error) error {
+	return waitFor(what, timeout, func() error {
+		for _, n := range names {
+			if c.exited(n) {
+				return exitedError{fmt.Errorf("%s exited; last lines of %s:\n%s", n, c.path("logs", n+".log"), strings.Join(c.tail(n, 20), "\n"))}
+			}
+		}
+		return check()
+	})
 }
 
 func dialCheck(netns bool, addr string) func() error {
@@ -612,7 +681,7 @@ func (c *cluster) startContainerd() error {
 	if err := c.startProc("containerd", false, nil, "/usr/bin/containerd", "--config", c.path("config", "containerd.toml")); err != nil {
 		return err
 	}
-	return waitFor("containerd", time.Minute, func() error {
+	return c.waitComponent([]string{"containerd"}, "containerd", time.Minute, func() error {
 		_, err := run(5*time.Second, "ctr", "--address", c.containerdSock(), "version")
 		return err
 	})
@@ -641,7 +710,7 @@ func (c *cluster) startControlPlane() error {
 		"--initial-cluster", "default=http://127.0.0.1:2380", "--unsafe-no-fsync", "--log-level", "warn"); err != nil {
 		return err
 	}
-	if err := waitFor("etcd", time.Minute, dialCheck(true, "127.0.0.1:2379")); err != nil {
+	if err := c.waitComponent([]string{"etcd"}, "etcd", time.Minute, dialCheck(true, "127.0.0.1:2379")); err != nil {
 		return err
 	}
 	p := func(f string) string { return filepath.Join(pki, f) }
@@ -655,11 +724,12 @@ func (c *cluster) startControlPlane() error {
 		"--kubelet-client-certificate="+p("apiserver-kubelet-client.crt"), "--kubelet-client-key="+p("apiserver-kubelet-client.key"),
 		"--kubelet-certificate-authority="+p("ca.crt"),
 		"--kubelet-preferred-address-types=InternalIP,Hostname",
-		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
+		// PodSecurity is on by default; named so the e2e's restricted namespaces cannot lose it.
+		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction,PodSecurity",
 		"--allow-privileged=true", "--profiling=false", "--v=1"); err != nil {
 		return err
 	}
-	if err := waitFor("kube-apiserver /readyz", 2*time.Minute, func() error {
+	if err := c.waitComponent([]string{"etcd", "kube-apiserver"}, "kube-apiserver /readyz", 2*time.Minute, func() error {
 		out, err := c.kubectl(5*time.Second, "get", "--raw", "/readyz")
 		if err == nil && strings.TrimSpace(out) != "ok" {
 			return errors.New(out)
@@ -702,7 +772,7 @@ func (c *cluster) startNode() error {
 		return err
 	}
 	t := time.Now()
-	if err := waitFor("node Ready", waitReadyFor, func() error {
+	if err := c.waitComponent([]string{"containerd", "kubelet", "kube-proxy"}, "node Ready", waitReadyFor, func() error {
 		out, err := c.kubectl(5*time.Second, "get", "node", nodeName, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 		if err == nil && out != "True" {
 			return fmt.Errorf("Ready=%q", out)
@@ -714,6 +784,40 @@ func (c *cluster) startNode() error {
 	logf("node Ready after %s", time.Since(t).Round(100*time.Millisecond))
 	return waitFor("default ServiceAccount", time.Minute, func() error {
 		_, err := c.kubectl(5*time.Second, "-n", "default", "get", "serviceaccount", "default")
+		return err
+	})
+}
+
+// startNetworkPolicy runs kube-router's network policy controller in the cluster's network
+// namespace: only its firewall (the bridge CNI and kube-proxy do pod networking and services). It
+// turns NetworkPolicy objects into iptables rules and ipsets in that namespace, so policies are
+// enforced as on a real cluster, and they vanish with it. Test tooling only (hack/tools/kube-router).
+func (c *cluster) startNetworkPolicy() error {
+	if err := c.applyStdin(kubeRouterRBAC); err != nil {
+		return err
+	}
+	if err := c.startProc("kube-router", false, nil, c.kubeRouterBin(),
+		"--kubeconfig="+c.kubeconfig("kube-router"), "--hostname-override="+nodeName,
+		"--run-firewall=true", "--run-router=false", "--run-service-proxy=false", "--enable-cni=false",
+		"--enable-ipv4=true", "--enable-ipv6=false", "--service-cluster-ip-range="+serviceCIDR,
+		"--health-port=20244", "--metrics-port=0", "--v=0"); err != nil {
+		return err
+	}
+	hc := &http.Client{Timeout: 2 * time.Second}
+	// Healthy once its caches synced; its chain in FORWARD once the first policy sync ran.
+	return c.waitComponent([]string{"kube-router"}, "kube-router healthy and its FORWARD chain in place", time.Minute, func() error {
+		resp, err := hc.Get(kubeRouterHealth)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", kubeRouterHealth, resp.Status)
+		}
+		out, err := inNS(10*time.Second, "iptables", "-S", "FORWARD")
+		if err == nil && !strings.Contains(out, "-j KUBE-ROUTER-FORWARD") {
+			return errors.New("no jump to KUBE-ROUTER-FORWARD in FORWARD yet")
+		}
 		return err
 	})
 }
@@ -755,7 +859,7 @@ func (c *cluster) installAddons() error {
 			return err
 		}
 		for _, addr := range []string{ingressAddr, gatewayAddr} {
-			if err := waitFor("traefik on "+addr, time.Minute, dialCheck(false, addr)); err != nil {
+			if err := c.waitComponent([]string{"traefik"}, "traefik on "+addr, time.Minute, dialCheck(false, addr)); err != nil {
 				return err
 			}
 		}
@@ -892,9 +996,34 @@ subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: Group, name: "system:nodes"}
 `
 
+// kubeRouterRBAC is what kube-router's informers read (its client certificate's user).
+const kubeRouterRBAC = `apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: apic-e2e-kube-router
+rules:
+- apiGroups: [""]
+  resources: [namespaces, pods, services, nodes, endpoints]
+  verbs: [get, list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [get, list, watch]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [get, list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: apic-e2e-kube-router
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: apic-e2e-kube-router}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "apic-e2e:kube-router"}
+`
+
 // --- status ---
 
-var components = []string{"containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "traefik"}
+var components = []string{"containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kube-router", "traefik"}
 
 func (c *cluster) status() {
 	for _, n := range components {
@@ -913,20 +1042,27 @@ func (c *cluster) status() {
 // dumpTails prints the last lines of every component log.
 func (c *cluster) dumpTails() {
 	for _, n := range components {
-		f, err := os.Open(c.path("logs", n+".log"))
-		if err != nil {
-			continue
+		if lines := c.tail(n, 40); lines != nil {
+			fmt.Fprintf(os.Stderr, "===== %s (last %d lines of %s)\n%s\n", n, len(lines), c.path("logs", n+".log"), strings.Join(lines, "\n"))
 		}
-		var lines []string
-		s := bufio.NewScanner(f)
-		s.Buffer(make([]byte, 1<<20), 1<<20)
-		for s.Scan() {
-			lines = append(lines, s.Text())
-			if len(lines) > 40 {
-				lines = lines[1:]
-			}
-		}
-		f.Close()
-		fmt.Fprintf(os.Stderr, "===== %s (last %d lines of %s)\n%s\n", n, len(lines), c.path("logs", n+".log"), strings.Join(lines, "\n"))
 	}
+}
+
+// tail returns the last n lines of a component's log, nil when it has none.
+func (c *cluster) tail(name string, n int) []string {
+	f, err := os.Open(c.path("logs", name+".log"))
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	lines := []string{}
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		lines = append(lines, s.Text())
+		if len(lines) > n {
+			lines = lines[1:]
+		}
+	}
+	return lines
 }

@@ -139,6 +139,7 @@ func (c *cluster) ensurePKI() error {
 		{name: "kubelet-serving", cn: nodeName, server: true, dns: []string{nodeName}, ips: []string{nodeIP}},
 		{name: "kube-proxy", cn: "system:kube-proxy", client: true},
 		{name: "traefik", cn: "apic-e2e:traefik", client: true},
+		{name: "kube-router", cn: "apic-e2e:kube-router", client: true},
 	}
 	for _, s := range specs {
 		if err := issue(dir, ca, s); err != nil {

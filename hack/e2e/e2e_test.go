@@ -40,6 +40,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -59,6 +60,7 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -128,6 +130,7 @@ func TestE2E(t *testing.T) {
 		{"services", s.deployServices},
 		{"apply-samples", s.applySamples},
 		{"ready", s.waitReady},
+		{"pod-security", s.podSecurityEnforced},
 		{"unauthorized", s.unauthorized},
 		{"sample-cases", s.sampleCases},
 		{"gateway-api", s.gatewayAPI},
@@ -137,6 +140,7 @@ func TestE2E(t *testing.T) {
 		{"client-certificate", s.clientCertificate},
 		{"secret-rotation", s.secretRotation},
 		{"rules-edit-under-load", s.rulesEditUnderLoad},
+		{"network-policy", s.networkPolicy},
 		{"delete-connector", s.deleteConnector},
 	}
 	for _, st := range steps {
@@ -201,9 +205,54 @@ func (s *suite) setup() {
 		})
 	}
 	for _, n := range []string{ns, svcNS} {
-		s.apply(&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: n}})
-		s.waitServiceAccount(n)
+		s.createNamespace(n, nil)
 	}
+}
+
+// podSecurity labels every namespace the suite creates: the API server's PodSecurity admission
+// refuses any pod that breaks the restricted profile, so a runtime (or service) pod template that
+// stops complying fails the suite.
+var podSecurity = map[string]string{
+	"pod-security.kubernetes.io/enforce":         "restricted",
+	"pod-security.kubernetes.io/enforce-version": "latest",
+}
+
+// createNamespace applies a namespace that enforces the restricted Pod Security profile and waits
+// for its default ServiceAccount.
+func (s *suite) createNamespace(name string, labels map[string]string) {
+	s.t.Helper()
+	l := maps.Clone(podSecurity)
+	maps.Copy(l, labels)
+	s.apply(&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: name, Labels: l}})
+	s.waitServiceAccount(name)
+}
+
+// podSecurityEnforced proves that the namespaces the connectors and services run in enforce the
+// restricted profile: a privileged pod is refused there (dry run), while their pods, Ready by
+// now, were admitted.
+func (s *suite) podSecurityEnforced(t *testing.T) {
+	names := append([]string{svcNS}, slices.Sorted(maps.Keys(s.namespaces))...)
+	for _, n := range names {
+		var obj corev1.Namespace
+		if err := s.c.Get(s.ctx, client.ObjectKey{Name: n}, &obj); err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range podSecurity {
+			if obj.Labels[k] != v {
+				t.Errorf("namespace %s: label %s=%q, want %q", n, k, obj.Labels[k], v)
+			}
+		}
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "psa-probe-", Namespace: n},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "probe", Image: svcImage,
+				SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}}},
+		}
+		err := s.c.Create(s.ctx, pod, client.DryRunAll)
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "violates PodSecurity") {
+			t.Errorf("namespace %s admitted a privileged pod (err %v): Pod Security restricted is not enforced", n, err)
+		}
+	}
+	t.Logf("restricted enforced in %v", names)
 }
 
 // waitServiceAccount waits for a new namespace's default ServiceAccount: pods created before it
@@ -276,8 +325,12 @@ func (s *suite) deployServices(t *testing.T) {
 				Template: corev1.PodTemplateSpec{
 					ObjectMeta: metav1.ObjectMeta{Labels: labels},
 					Spec: corev1.PodSpec{
+						SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true),
+							SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
 						Containers: []corev1.Container{{
 							Name: role, Image: svcImage, ImagePullPolicy: corev1.PullNever,
+							SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+								Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}},
 							Args: []string{role, "--tls-cert=/tls/tls.crt", "--tls-key=/tls/tls.key"},
 							Env:  env,
 							Ports: []corev1.ContainerPort{
@@ -362,9 +415,8 @@ func (s *suite) applySamples(t *testing.T) {
 				u.SetNamespace(ns)
 			}
 			if u.GetKind() != "Namespace" && !s.namespaces[u.GetNamespace()] {
-				s.apply(&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: u.GetNamespace(), Labels: map[string]string{"apic-e2e": "sample"}}})
+				s.createNamespace(u.GetNamespace(), map[string]string{"apic-e2e": "sample"})
 				s.namespaces[u.GetNamespace()] = true
-				s.waitServiceAccount(u.GetNamespace())
 			}
 			if u.GetKind() == "APIConnector" {
 				if _, bearer, _ := unstructured.NestedMap(u.Object, "spec", "authentication", "bearer"); bearer {
@@ -383,6 +435,7 @@ func (s *suite) applySamples(t *testing.T) {
 		}
 	}
 	s.applyMTLSConnector()
+	s.applyForwardedConnector()
 	t.Logf("applied %d connectors from %d sample files", len(s.connectors), len(files))
 }
 
@@ -538,6 +591,7 @@ func (s *suite) waitCurrent(t *testing.T, name string, timeout time.Duration) {
 			return err
 		}
 		if res.Status != status.CurrentStatus {
+			s.failOnReplicaFailure(t, u)
 			return fmt.Errorf("%s: %s", res.Status, res.Message)
 		}
 		eps, _, _ := unstructured.NestedStringSlice(u.Object, "status", "endpoints")
@@ -547,6 +601,21 @@ func (s *suite) waitCurrent(t *testing.T, name string, timeout time.Duration) {
 		s.endpoints[name] = eps[0]
 		return nil
 	})
+}
+
+// failOnReplicaFailure fails at once when the connector's pods cannot be created (Pod Security
+// admission refusing the runtime's pod template, a quota...): waiting would not help.
+func (s *suite) failOnReplicaFailure(t *testing.T, u *unstructured.Unstructured) {
+	t.Helper()
+	var d appsv1.Deployment
+	if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: u.GetNamespace(), Name: children.DeploymentName(typed(t, u))}, &d); err != nil {
+		return
+	}
+	for _, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue {
+			t.Fatalf("connector %s/%s: its pods cannot be created: %s: %s", u.GetNamespace(), u.GetName(), c.Reason, c.Message)
+		}
+	}
 }
 
 // --- Entra-like client ---
@@ -1148,7 +1217,7 @@ func (s *suite) deleteConnector(t *testing.T) {
 	eventually(t, s.ctx, 2*time.Minute, "children of "+conn+" gone", func() error {
 		var left []string
 		for _, l := range []client.ObjectList{&appsv1.DeploymentList{}, &corev1.ServiceList{}, &netv1.IngressList{},
-			&corev1.ConfigMapList{}, &policyv1.PodDisruptionBudgetList{}, &corev1.PodList{}} {
+			&corev1.ConfigMapList{}, &policyv1.PodDisruptionBudgetList{}, &netv1.NetworkPolicyList{}, &corev1.PodList{}} {
 			if err := s.c.List(s.ctx, l, client.InNamespace(ns), sel); err != nil {
 				return err
 			}
@@ -1206,7 +1275,7 @@ func (s *suite) dump() {
 		out, _ := exec.CommandContext(ctx, "kubectl", args...).CombinedOutput()
 		t.Logf("$ kubectl %s\n%s", strings.Join(args, " "), out)
 	}
-	kubectl("get", "nodes,all,ingress,apiconnectors,secrets,configmaps,gatewayclasses,gateways,httproutes", "-A", "-o", "wide")
+	kubectl("get", "nodes,all,ingress,networkpolicies,apiconnectors,secrets,configmaps,gatewayclasses,gateways,httproutes", "-A", "-o", "wide")
 	kubectl("get", "events", "-A", "--sort-by=.lastTimestamp")
 	kubectl("get", "apiconnectors", "-A", "-o", "yaml")
 	kubectl("get", "gatewayclasses,gateways,httproutes", "-A", "-o", "yaml")

@@ -110,7 +110,7 @@ func (s *suite) gatewayAPI(t *testing.T) {
 	start := time.Now()
 	// The Gateway: HTTPS listener on Traefik's gateway entry point, certificate from the harness
 	// CA, routes only from namespaces labelled apic-e2e/gateway-access=true.
-	s.apply(&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: gwNS}})
+	s.createNamespace(gwNS, nil)
 	s.applySecret(gwNS, gwTLS, corev1.SecretTypeTLS, s.serverCert("*."+gwDomain))
 	s.apply(gwObject("GatewayClass", "", gwClass, map[string]any{"controllerName": gwController}))
 	s.apply(gwObject("Gateway", gwNS, gwName, map[string]any{
@@ -169,8 +169,7 @@ func (s *suite) gatewayAPI(t *testing.T) {
 		t.Fatal("none of the Gateway copies' samples is present")
 	}
 	// A copy in a namespace the Gateway does not allow.
-	s.apply(&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: outsiderNS}})
-	s.waitServiceAccount(outsiderNS)
+	s.createNamespace(outsiderNS, nil)
 	out := s.connectors[copies[0]].DeepCopy()
 	out.SetName(outsiderName)
 	out.SetNamespace(outsiderNS)

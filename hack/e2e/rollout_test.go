@@ -52,10 +52,8 @@ func TestRollout(t *testing.T) {
 	var conn string
 	for _, u := range decodeYAML(t, filepath.Join(root, rolloutConnector)) {
 		if !s.namespaces[u.GetNamespace()] {
-			s.apply(&corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
-				ObjectMeta: metav1.ObjectMeta{Name: u.GetNamespace(), Labels: map[string]string{"apic-e2e": "sample"}}})
+			s.createNamespace(u.GetNamespace(), map[string]string{"apic-e2e": "sample"})
 			s.namespaces[u.GetNamespace()] = true
-			s.waitServiceAccount(u.GetNamespace())
 		}
 		if u.GetKind() == "APIConnector" {
 			s.adaptConnector(t, u)

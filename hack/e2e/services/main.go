@@ -9,7 +9,8 @@
 // serves HTTPS on --tls-listen (default :8443): the connectors call the services over HTTPS, as
 // they would call the real systems. The /admin/ endpoints let the e2e client act as the approver
 // and read what the connectors sent (each record says whether it came over TLS); they use the
-// same credentials.
+// same credentials. GET /admin/dial?addr=IP:PORT (every role) opens a TCP connection from the
+// service's pod, so the e2e client can check which pods a NetworkPolicy lets through.
 package main
 
 import (
@@ -19,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -43,6 +45,7 @@ func main() {
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /admin/dial", dial)
 	switch role {
 	case "approvals":
 		newApprovals(os.Getenv("APPROVALS_TOKEN"), os.Getenv("PREAPPROVED_DOMAINS")).register(mux)
@@ -66,6 +69,17 @@ func main() {
 	log.Printf("%s listening on %s", role, *listen)
 	go func() { errs <- srv.ListenAndServe() }()
 	log.Fatal(<-errs)
+}
+
+// dial answers 200 when a TCP connection to ?addr= opens within 3 s, else 502 with the error.
+func dial(w http.ResponseWriter, r *http.Request) {
+	conn, err := net.DialTimeout("tcp", r.URL.Query().Get("addr"), 3*time.Second)
+	if err != nil {
+		writeJSON(w, http.StatusBadGateway, map[string]string{"error": err.Error()})
+		return
+	}
+	_ = conn.Close()
+	writeJSON(w, http.StatusOK, map[string]string{"connected": conn.RemoteAddr().String()})
 }
 
 func logged(h http.Handler) http.Handler {
