@@ -36,7 +36,7 @@ func TestForeignObjectsAreNeverTakenOver(t *testing.T) {
 	foreignCM := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "payments-config"}, Data: map[string]string{"mode": "live"}}
 	foreignIng := &networkingv1.Ingress{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "payments"},
-		Spec: networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{{Host: "payments.contoso.example"}}},
+		Spec:       networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{{Host: "payments.contoso.example"}}},
 	}
 	create(t, foreignSvc, foreignCM, foreignIng)
 	conn := newConnector(ns, "payments")
