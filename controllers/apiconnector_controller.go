@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
@@ -31,6 +32,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -106,9 +108,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ct
 		}
 	}()
 
-	if msg := r.imageProblem(conn); msg != "" {
-		// The last good Deployment keeps serving; nothing is applied until the image is allowed.
-		r.stallWithEvent(conn, ReasonImageNotAllowed, msg)
+	if reason, msg := r.policyProblem(conn); reason != "" {
+		// The last good children keep serving; nothing is applied until the connector complies.
+		r.stallWithEvent(conn, reason, msg)
 		return ctrl.Result{}, nil
 	}
 	in, problem, err := r.readInputs(ctx, conn)
@@ -376,9 +378,27 @@ func requiredSecretKeys(conn *apiv1.APIConnector) map[string][]string {
 
 func (r *Reconciler) stallWithEvent(conn *apiv1.APIConnector, reason, message string) {
 	if !conditionIs(conn, ConditionStalled, metav1.ConditionTrue) || meta.FindStatusCondition(conn.Status.Conditions, ConditionStalled).Message != message {
-		r.Recorder.Eventf(conn, nil, corev1.EventTypeWarning, reason, "Reconcile", "%s", message)
+		r.Recorder.Eventf(conn, nil, corev1.EventTypeWarning, reason, "Reconcile", "%s", eventNote(message))
 	}
 	stall(conn, reason, message)
+}
+
+// maxEventNote is the API server's limit on an events.k8s.io Event's note, in bytes; a longer
+// one is refused and the event lost.
+const maxEventNote = 1024
+
+// eventNote shortens a message to fit an Event's note, cutting at a character boundary. The
+// condition keeps the whole message.
+func eventNote(message string) string {
+	const more = " ..."
+	if len(message) <= maxEventNote {
+		return message
+	}
+	cut := maxEventNote - len(more)
+	for cut > 0 && !utf8.RuneStart(message[cut]) {
+		cut--
+	}
+	return message[:cut] + more
 }
 
 // rulesCompile compiles the connector exactly as the runtime will (with lists resolved) and
@@ -482,8 +502,12 @@ func (r *Reconciler) applyChildren(ctx context.Context, conn *apiv1.APIConnector
 	} else {
 		stale = append(stale, child{networkingv1.SchemeGroupVersion.WithKind("Ingress"), children.IngressName(conn)})
 	}
-	if np := children.MakeNetworkPolicy(conn); np != nil {
-		objs = append(objs, np)
+	if children.WantsNetworkPolicy(conn, r.Options) {
+		ports, err := r.serviceTargetPorts(ctx, conn)
+		if err != nil {
+			return err
+		}
+		objs = append(objs, children.MakeNetworkPolicy(conn, r.Options, ports))
 	} else {
 		stale = append(stale, child{networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), children.NetworkPolicyName(conn)})
 	}
@@ -503,6 +527,37 @@ func (r *Reconciler) applyChildren(ctx context.Context, conn *apiv1.APIConnector
 		}
 	}
 	return nil
+}
+
+// serviceTargetPorts finds, for each destination that is a cluster Service (ServiceHost), the
+// port of the Service's pods behind the destination's port: NetworkPolicies see connections after
+// the Service's address translation. A Service that does not exist (yet) or has no such port is
+// left out, and its URL's port is used; the Service watch reconciles again when it changes.
+func (r *Reconciler) serviceTargetPorts(ctx context.Context, conn *apiv1.APIConnector) (map[children.Destination]intstr.IntOrString, error) {
+	out := map[children.Destination]intstr.IntOrString{}
+	for _, d := range children.Destinations(conn) {
+		ns, name, ok := children.ServiceHost(d.Host)
+		if !ok {
+			continue
+		}
+		svc := &corev1.Service{}
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, svc); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("read Service %s/%s of %s: %w", ns, name, d.Host, err)
+		}
+		if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+			continue // no translation: the URL's port is the one connected to
+		}
+		for _, p := range svc.Spec.Ports {
+			tcp := p.Protocol == "" || p.Protocol == corev1.ProtocolTCP
+			if tcp && p.Port == d.Port && p.TargetPort != (intstr.IntOrString{}) {
+				out[d] = p.TargetPort
+			}
+		}
+	}
+	return out, nil
 }
 
 // deleteOwned deletes a child we no longer want, but only if we control it. It reads metadata

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
@@ -25,10 +26,12 @@ import (
 )
 
 // Field indexes on APIConnector: the "namespace/name" of every Secret and ConfigMap it references,
-// so a change to one enqueues only the connectors that use it.
+// and of every cluster Service its calls and event sinks connect to (whose target ports its
+// NetworkPolicy admits), so a change to one enqueues only the connectors that use it.
 const (
 	IndexSecrets    = ".spec.secretRefs"
 	IndexConfigMaps = ".spec.configMapRefs"
+	IndexServices   = ".spec.serviceRefs"
 )
 
 // SetupWithManager registers the indexes and watches. Children are watched by owner; referenced
@@ -55,6 +58,11 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 	}); err != nil {
 		return fmt.Errorf("index ConfigMaps: %w", err)
 	}
+	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexServices, func(o client.Object) []string {
+		return serviceKeys(o.(*apiv1.APIConnector))
+	}); err != nil {
+		return fmt.Errorf("index Services: %w", err)
+	}
 
 	ctl, err := ctrl.NewControllerManagedBy(mgr).
 		Named("apiconnector").
@@ -69,6 +77,8 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexSecrets)),
 			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexConfigMaps)),
+			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
+		WatchesMetadata(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexServices)),
 			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
 		// cert-manager and the Gateway API may be installed after the operator: their CRDs
 		// appearing re-queue the connectors that wait for them.
@@ -90,17 +100,30 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 	return nil
 }
 
-// referencing maps a Secret or ConfigMap to the connectors whose index lists it.
+// referencing maps a Secret, ConfigMap or Service to the connectors whose index lists it. A
+// Service may be called from connectors of any namespace.
 func (r *Reconciler) referencing(index string) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
 		var list apiv1.APIConnectorList
 		key := o.GetNamespace() + "/" + o.GetName()
-		if err := r.Client.List(ctx, &list, client.InNamespace(o.GetNamespace()), client.MatchingFields{index: key}); err != nil {
+		if err := r.Client.List(ctx, &list, client.MatchingFields{index: key}); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "list connectors referencing object", "index", index, "object", key)
 			return nil
 		}
 		return requests(list.Items)
 	}
+}
+
+// serviceKeys are the "namespace/name" of the cluster Services the connector connects to.
+func serviceKeys(c *apiv1.APIConnector) []string {
+	var out []string
+	for _, d := range children.Destinations(c) {
+		if ns, name, ok := children.ServiceHost(d.Host); ok && !slices.Contains(out, ns+"/"+name) {
+			out = append(out, ns+"/"+name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func isOptionalCRD(o client.Object) bool {
