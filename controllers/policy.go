@@ -73,11 +73,11 @@ func (r *Reconciler) imageProblem(conn *apiv1.APIConnector) string {
 // DefaultAllowedExposureAnnotations are the annotation keys a connector may set on its Ingress
 // unless the operator is given --allowed-exposure-annotations: what the documented setups need
 // (TLS passthrough, client-certificate verification for forwarded certificates, rate limits,
-// source ranges, timeouts, entry points). Each is rated Low or Medium by ingress-nginx's own
-// annotation risk levels and references no object of another namespace except auth-tls-secret's
-// CA bundle. Left out on purpose: Traefik's router.middlewares, which can name a Middleware of any
-// namespace; redirects, rewrites, CORS, canaries and external authentication, which a connector
-// called only by Entra ID does not need.
+// source ranges, timeouts, entry points). The ingress-nginx ones are rated Low or Medium by
+// ingress-nginx's own annotation risk levels; none references an object of another namespace
+// except auth-tls-secret, which names a CA bundle. Left out on purpose: Traefik's
+// router.middlewares, which can name a Middleware of any namespace; redirects, rewrites, CORS,
+// canaries and external authentication, which a connector called only by Entra ID does not need.
 var DefaultAllowedExposureAnnotations = []string{
 	"nginx.ingress.kubernetes.io/ssl-passthrough",
 	"nginx.ingress.kubernetes.io/backend-protocol",
@@ -90,7 +90,10 @@ var DefaultAllowedExposureAnnotations = []string{
 	"nginx.ingress.kubernetes.io/proxy-connect-timeout",
 	"nginx.ingress.kubernetes.io/proxy-read-timeout",
 	"nginx.ingress.kubernetes.io/proxy-send-timeout",
-	"nginx.ingress.kubernetes.io/auth-tls-*",
+	"nginx.ingress.kubernetes.io/auth-tls-verify-client",
+	"nginx.ingress.kubernetes.io/auth-tls-secret",
+	"nginx.ingress.kubernetes.io/auth-tls-verify-depth",
+	"nginx.ingress.kubernetes.io/auth-tls-pass-certificate-to-upstream",
 	"traefik.ingress.kubernetes.io/router.entrypoints",
 	"traefik.ingress.kubernetes.io/router.tls",
 	"haproxy.org/ssl-passthrough",

@@ -84,8 +84,9 @@ func TestAnnotationRefusal(t *testing.T) {
 		{"traefik.ingress.kubernetes.io/router.middlewares", DefaultAllowedExposureAnnotations, "do not list it"},
 		{"nginx.ingress.kubernetes.io/rewrite-target", DefaultAllowedExposureAnnotations, "do not list it"},
 		{"example.com/anything", nil, "do not list it"},
-		// The built-in deny list wins over the defaults' auth-tls-* and over a platform's broad pattern.
-		{"nginx.ingress.kubernetes.io/auth-tls-match-cn", DefaultAllowedExposureAnnotations, "CVE-2025-1097"},
+		{"nginx.ingress.kubernetes.io/auth-tls-error-page", DefaultAllowedExposureAnnotations, "do not list it"},
+		// The built-in deny list wins over a platform's broad pattern.
+		{"nginx.ingress.kubernetes.io/auth-tls-match-cn", []string{"nginx.ingress.kubernetes.io/auth-tls-*"}, "CVE-2025-1097"},
 		{"nginx.ingress.kubernetes.io/configuration-snippet", []string{"nginx.ingress.kubernetes.io/*"}, "raw configuration"},
 		{"nginx.ingress.kubernetes.io/server-snippet", []string{"*/*"}, "raw configuration"},
 		{"nginx.ingress.kubernetes.io/auth-snippet", []string{"*/*"}, "raw configuration"},
