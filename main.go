@@ -78,7 +78,7 @@ func run() error {
 	metricsNamespaces := flag.String("metrics-namespace-selector", children.DefaultMetricsNamespaces,
 		"Label selector of the namespaces whose pods (metrics scrapers) the NetworkPolicies admit to the metrics port; empty selects every namespace.")
 	flag.Func("ingress-cidrs", "Comma-separated address ranges the NetworkPolicies also admit to the connector port: load balancers that send to pod addresses directly (GKE container-native, AWS ALB in IP mode).", func(v string) error {
-		c, err := cidrs(v)
+		c, err := networkCIDRs(v)
 		netpol.IngressCIDRs = append(netpol.IngressCIDRs, c...)
 		return err
 	})
@@ -225,6 +225,21 @@ func cidrs(v string) ([]string, error) {
 		out = append(out, c)
 	}
 	return out, nil
+}
+
+// networkCIDRs splits a comma-separated list of network addresses: the API server refuses a
+// NetworkPolicy ipBlock with host bits set, which would fail every connector's reconcile.
+func networkCIDRs(v string) ([]string, error) {
+	c, err := cidrs(v)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range c {
+		if p := netip.MustParsePrefix(s); p != p.Masked() {
+			return nil, fmt.Errorf("%s has host bits set; did you mean %s?", s, p.Masked())
+		}
+	}
+	return c, nil
 }
 
 // operatorNamespace is where the operator runs: $POD_NAMESPACE (the manifests set it from the
