@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -48,6 +49,7 @@ func run() error {
 		qps                                              float64
 		burst                                            int
 		egressAllow, allowedImages                       []string
+		netpol                                           children.NetworkPolicyOptions
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint (:8443 for HTTPS, 0 to disable).")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization through the API server.")
@@ -58,23 +60,27 @@ func run() error {
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to reconcile; empty means all.")
 	flag.IntVar(&concurrency, "concurrency", 8, "Connectors reconciled in parallel.")
 	flag.Func("allowed-runtime-images", "Comma-separated patterns (path.Match globs on the whole reference, e.g. registry.example/apiconnector-runtime:*) a connector's spec.runtime.image must match; default: the repository of --runtime-image only.", func(v string) error {
-		for _, p := range strings.Split(v, ",") {
-			p = strings.TrimSpace(p)
-			if _, err := path.Match(p, ""); err != nil {
-				return fmt.Errorf("pattern %q: %w", p, err)
-			}
-			allowedImages = append(allowedImages, p)
-		}
-		return nil
+		p, err := patterns(v)
+		allowedImages = append(allowedImages, p...)
+		return err
 	})
 	flag.Func("runtime-egress-allow-cidrs", "Comma-separated address ranges the runtime's calls and events may reach although its egress guard refuses them (loopback, link-local, metadata, the API server).", func(v string) error {
-		for _, c := range strings.Split(v, ",") {
-			if _, err := netip.ParsePrefix(strings.TrimSpace(c)); err != nil {
-				return err
-			}
-			egressAllow = append(egressAllow, strings.TrimSpace(c))
-		}
-		return nil
+		c, err := cidrs(v)
+		egressAllow = append(egressAllow, c...)
+		return err
+	})
+	allowedAnnotations := flag.String("allowed-exposure-annotations", strings.Join(controllers.DefaultAllowedExposureAnnotations, ","),
+		"Comma-separated patterns (path.Match globs on the key) every key of a connector's spec.exposure.annotations must match; empty allows none. "+
+			"Keys that inject configuration into the ingress controller (*-snippet and others, see docs/exposure.md) are refused whatever this says.")
+	flag.BoolVar(&netpol.Enabled, "network-policies", true, "Fence every connector's runtime pods with a NetworkPolicy unless the connector sets spec.runtime.networkPolicy.enabled: false.")
+	ingressNamespaces := flag.String("ingress-namespace-selector", children.DefaultIngressNamespaces,
+		"Label selector of the namespaces whose pods (ingress controllers, Gateways) the NetworkPolicies admit to the connector port; empty selects every namespace.")
+	metricsNamespaces := flag.String("metrics-namespace-selector", children.DefaultMetricsNamespaces,
+		"Label selector of the namespaces whose pods (metrics scrapers) the NetworkPolicies admit to the metrics port; empty selects every namespace.")
+	flag.Func("ingress-cidrs", "Comma-separated address ranges the NetworkPolicies also admit to the connector port: load balancers that send to pod addresses directly (GKE container-native, AWS ALB in IP mode).", func(v string) error {
+		c, err := networkCIDRs(v)
+		netpol.IngressCIDRs = append(netpol.IngressCIDRs, c...)
+		return err
 	})
 	flag.StringVar(&hashKeySecret, "hash-key-secret", controllers.DefaultHashKeySecret,
 		"Secret holding the key of the connectors' config hash; created with a random key if missing.")
@@ -91,6 +97,16 @@ func run() error {
 
 	if runtimeImage == "" {
 		return fmt.Errorf("--runtime-image is required")
+	}
+	annotations, err := patterns(*allowedAnnotations)
+	if err != nil {
+		return fmt.Errorf("--allowed-exposure-annotations: %w", err)
+	}
+	if netpol.IngressNamespaces, err = namespaceSelector("--ingress-namespace-selector", *ingressNamespaces); err != nil {
+		return err
+	}
+	if netpol.MetricsNamespaces, err = namespaceSelector("--metrics-namespace-selector", *metricsNamespaces); err != nil {
+		return err
 	}
 	if hashKeyNamespace == "" {
 		hashKeyNamespace = operatorNamespace()
@@ -159,7 +175,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey, EgressAllow: egressAllow, AllowedRuntimeImages: allowedImages})
+	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey, EgressAllow: egressAllow,
+		AllowedRuntimeImages: allowedImages, AllowedExposureAnnotations: annotations, NetworkPolicy: netpol})
 	if err := r.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
@@ -171,6 +188,58 @@ func run() error {
 	}
 	ctrl.Log.WithName("setup").Info("starting manager", "runtimeImage", runtimeImage, "namespaces", namespaces)
 	return mgr.Start(ctx)
+}
+
+// patterns splits a comma-separated list of path.Match patterns, checking each.
+func patterns(v string) ([]string, error) {
+	out := []string{}
+	for _, p := range strings.Split(v, ",") {
+		if p = strings.TrimSpace(p); p == "" {
+			continue
+		}
+		if _, err := path.Match(p, ""); err != nil {
+			return nil, fmt.Errorf("pattern %q: %w", p, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// namespaceSelector parses a label selector flag (kubectl's syntax: a=b,c in (d,e)).
+func namespaceSelector(flagName, v string) (metav1.LabelSelector, error) {
+	sel, err := metav1.ParseToLabelSelector(v)
+	if err != nil {
+		return metav1.LabelSelector{}, fmt.Errorf("%s: %w", flagName, err)
+	}
+	return *sel, nil
+}
+
+// cidrs splits a comma-separated list of address ranges, checking each.
+func cidrs(v string) ([]string, error) {
+	var out []string
+	for _, c := range strings.Split(v, ",") {
+		c = strings.TrimSpace(c)
+		if _, err := netip.ParsePrefix(c); err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// networkCIDRs splits a comma-separated list of network addresses: the API server refuses a
+// NetworkPolicy ipBlock with host bits set, which would fail every connector's reconcile.
+func networkCIDRs(v string) ([]string, error) {
+	c, err := cidrs(v)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range c {
+		if p := netip.MustParsePrefix(s); p != p.Masked() {
+			return nil, fmt.Errorf("%s has host bits set; did you mean %s?", s, p.Masked())
+		}
+	}
+	return c, nil
 }
 
 // operatorNamespace is where the operator runs: $POD_NAMESPACE (the manifests set it from the

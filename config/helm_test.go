@@ -3,6 +3,7 @@ package config_test
 import (
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -177,6 +178,11 @@ func TestHelmValues(t *testing.T) {
 			t.Errorf("args %q lack %s", joined, want)
 		}
 	}
+	for _, absent := range []string{"--allowed-exposure-annotations", "--network-policies", "--ingress-namespace-selector", "--ingress-cidrs", "--metrics-namespace-selector"} {
+		if strings.Contains(joined, absent) {
+			t.Errorf("args %q set %s although its value was not given", joined, absent)
+		}
+	}
 	if strings.Contains(joined, "--leader-elect") {
 		t.Error("leader election was disabled but the flag is set")
 	}
@@ -185,6 +191,56 @@ func TestHelmValues(t *testing.T) {
 	}
 	if _, ok := objs["ServiceMonitor/apiconnector-controller-manager"]; !ok {
 		t.Error("ServiceMonitor not rendered when enabled")
+	}
+}
+
+// The exposure annotation allow-list and the NetworkPolicy settings reach the manager: a list or
+// selector as given, an empty list or selector as an empty flag (none allowed, every namespace),
+// and nothing when left unset so the operator's documented defaults apply.
+func TestHelmNetworkPolicyAndAnnotationValues(t *testing.T) {
+	args := func(values map[string]any) []string {
+		objs := renderChart(t, values)
+		d := objs["Deployment/apiconnector-controller-manager"]
+		spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+		var out []string
+		for _, a := range spec["containers"].([]any)[0].(map[string]any)["args"].([]any) {
+			out = append(out, a.(string))
+		}
+		return out
+	}
+	for _, c := range []struct {
+		name   string
+		values map[string]any
+		want   []string
+	}{
+		{"given", map[string]any{
+			"allowedExposureAnnotations": []any{"nginx.ingress.kubernetes.io/limit-*", "traefik.ingress.kubernetes.io/router.tls"},
+			"networkPolicy": map[string]any{
+				"enabled":                  false,
+				"ingressNamespaceSelector": "kubernetes.io/metadata.name in (traefik, gateways)",
+				"ingressCIDRs":             []any{"130.211.0.0/22", "35.191.0.0/16"},
+				"metricsNamespaceSelector": "team=observability",
+			},
+		}, []string{
+			"--allowed-exposure-annotations=nginx.ingress.kubernetes.io/limit-*,traefik.ingress.kubernetes.io/router.tls",
+			"--network-policies=false",
+			"--ingress-namespace-selector=kubernetes.io/metadata.name in (traefik, gateways)",
+			"--ingress-cidrs=130.211.0.0/22,35.191.0.0/16",
+			"--metrics-namespace-selector=team=observability",
+		}},
+		{"empty", map[string]any{
+			"allowedExposureAnnotations": []any{},
+			"networkPolicy":              map[string]any{"ingressNamespaceSelector": "", "metricsNamespaceSelector": ""},
+		}, []string{"--allowed-exposure-annotations=", "--ingress-namespace-selector=", "--metrics-namespace-selector="}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := args(c.values)
+			for _, w := range c.want {
+				if !slices.Contains(got, w) {
+					t.Errorf("args %q lack %q", got, w)
+				}
+			}
+		})
 	}
 }
 

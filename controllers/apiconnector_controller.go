@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
@@ -30,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -112,8 +114,8 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // children only when none blocks them. It returns only errors worth retrying.
 func (r *Reconciler) reconcile(ctx context.Context, s *scope) error {
 	conn := s.conn
-	if msg := r.imageProblem(conn); msg != "" {
-		s.stall(ReasonImageNotAllowed, msg)
+	if reason, msg := r.policyProblem(conn); reason != "" {
+		s.stall(reason, msg)
 	}
 	in, inboundRevoked, err := r.readInputs(ctx, s)
 	if err != nil {
@@ -198,7 +200,7 @@ func (r *Reconciler) reportProblems(s *scope) {
 	if cond := meta.FindStatusCondition(s.conn.Status.Conditions, ConditionStalled); cond != nil && cond.Status == metav1.ConditionTrue && cond.Message == msg {
 		return
 	}
-	r.Recorder.Eventf(s.conn, nil, corev1.EventTypeWarning, s.problems[0].reason, "Reconcile", "%s", msg)
+	r.Recorder.Eventf(s.conn, nil, corev1.EventTypeWarning, s.problems[0].reason, "Reconcile", "%s", eventNote(msg))
 }
 
 // readInputs reads every referenced Secret and ConfigMap. Every missing or invalid one is recorded
@@ -439,6 +441,24 @@ func requiredSecretKeys(conn *apiv1.APIConnector) map[string][]string {
 	return out
 }
 
+// maxEventNote is the API server's limit on an events.k8s.io Event's note, in bytes; a longer
+// one is refused and the event lost.
+const maxEventNote = 1024
+
+// eventNote shortens a message to fit an Event's note, cutting at a character boundary. The
+// condition keeps the whole message.
+func eventNote(message string) string {
+	const more = " ..."
+	if len(message) <= maxEventNote {
+		return message
+	}
+	cut := maxEventNote - len(more)
+	for cut > 0 && !utf8.RuneStart(message[cut]) {
+		cut--
+	}
+	return message[:cut] + more
+}
+
 // rulesCompile compiles the connector exactly as the runtime will (with lists resolved) and
 // records the outcome in RulesValid (and a problem in s). The outcome is kept per connector and rendered config, so the
 // reconciles that only follow child events or resyncs do not compile the CEL again.
@@ -502,6 +522,37 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 	r.compiledMu.Lock()
 	delete(r.compiled, key)
 	r.compiledMu.Unlock()
+}
+
+// serviceTargetPorts finds, for each destination that is a cluster Service (ServiceHost), the
+// port of the Service's pods behind the destination's port: NetworkPolicies see connections after
+// the Service's address translation. A Service that does not exist (yet) or has no such port is
+// left out, and its URL's port is used; the Service watch reconciles again when it changes.
+func (r *Reconciler) serviceTargetPorts(ctx context.Context, conn *apiv1.APIConnector) (map[children.Destination]intstr.IntOrString, error) {
+	out := map[children.Destination]intstr.IntOrString{}
+	for _, d := range children.Destinations(conn) {
+		ns, name, ok := children.ServiceHost(d.Host)
+		if !ok {
+			continue
+		}
+		svc := &corev1.Service{}
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, svc); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, fmt.Errorf("read Service %s/%s of %s: %w", ns, name, d.Host, err)
+		}
+		if svc.Spec.Type == corev1.ServiceTypeExternalName || svc.Spec.ClusterIP == corev1.ClusterIPNone {
+			continue // no translation: the URL's port is the one connected to
+		}
+		for _, p := range svc.Spec.Ports {
+			tcp := p.Protocol == "" || p.Protocol == corev1.ProtocolTCP
+			if tcp && p.Port == d.Port && p.TargetPort != (intstr.IntOrString{}) {
+				out[d] = p.TargetPort
+			}
+		}
+	}
+	return out, nil
 }
 
 // observeCertificate mirrors the Certificate's Ready condition into CertificateReady.

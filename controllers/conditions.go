@@ -31,6 +31,7 @@ const (
 	ReasonSecretInvalid           = "SecretInvalid"
 	ReasonWeakPassword            = "WeakPassword"
 	ReasonImageNotAllowed         = "ImageNotAllowed"
+	ReasonAnnotationNotAllowed    = "AnnotationNotAllowed"
 	ReasonScoped                  = "Scoped"
 	ReasonTrustedProxiesTooWide   = "TrustedProxiesTooWide"
 	ReasonConfigMapNotFound       = "ConfigMapNotFound"

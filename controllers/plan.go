@@ -82,8 +82,12 @@ func (r *Reconciler) plan(ctx context.Context, conn *apiv1.APIConnector, config 
 	} else {
 		p.stale = append(p.stale, builtin(networkingv1.SchemeGroupVersion.WithKind("Ingress"), children.IngressName(conn)))
 	}
-	if np := children.MakeNetworkPolicy(conn); np != nil {
-		p.apply = append(p.apply, typedChild(np))
+	if children.WantsNetworkPolicy(conn, r.Options) {
+		ports, err := r.serviceTargetPorts(ctx, conn)
+		if err != nil {
+			return nil, err
+		}
+		p.apply = append(p.apply, typedChild(children.MakeNetworkPolicy(conn, r.Options, ports)))
 	} else {
 		p.stale = append(p.stale, builtin(networkingv1.SchemeGroupVersion.WithKind("NetworkPolicy"), children.NetworkPolicyName(conn)))
 	}

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
@@ -25,12 +26,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 )
 
-// Field indexes on APIConnector: the "namespace/name" of every Secret, ConfigMap and Gateway it
-// references, so a change to one enqueues only the connectors that use it.
+// Field indexes on APIConnector: the "namespace/name" of every Secret and ConfigMap it references,
+// of every Gateway its route attaches to, and of every cluster Service its calls and event sinks
+// connect to (whose target ports its NetworkPolicy admits), so a change to one enqueues only the
+// connectors that use it.
 const (
 	IndexSecrets    = ".spec.secretRefs"
 	IndexConfigMaps = ".spec.configMapRefs"
 	IndexGateways   = ".spec.exposure.gateway.parentRefs"
+	IndexServices   = ".spec.serviceRefs"
 )
 
 // SetupWithManager registers the indexes and watches. Children are watched by owner; referenced
@@ -56,6 +60,11 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 		return indexKeys(c.Namespace, children.ConfigMapNames(c))
 	}); err != nil {
 		return fmt.Errorf("index ConfigMaps: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexServices, func(o client.Object) []string {
+		return serviceKeys(o.(*apiv1.APIConnector))
+	}); err != nil {
+		return fmt.Errorf("index Services: %w", err)
 	}
 
 	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexGateways, func(o client.Object) []string {
@@ -86,6 +95,8 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexSecrets)),
 			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexConfigMaps)),
+			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
+		WatchesMetadata(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexServices)),
 			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
 		// cert-manager and the Gateway API may be installed after the operator: their CRDs
 		// appearing re-queue the connectors that wait for them.
@@ -131,19 +142,30 @@ func gatewayKeys(c *apiv1.APIConnector) []string {
 	return out
 }
 
-// referencing maps a Secret, ConfigMap or Gateway to the connectors whose index lists it.
+// referencing maps a Secret, ConfigMap, Service or Gateway to the connectors whose index lists it.
+// Services and Gateways may be used by connectors of any namespace; keys carry the namespace.
 func (r *Reconciler) referencing(index string) handler.MapFunc {
 	return func(ctx context.Context, o client.Object) []reconcile.Request {
 		var list apiv1.APIConnectorList
 		key := o.GetNamespace() + "/" + o.GetName()
-		// Keys carry the namespace, so this also finds connectors in other namespaces routed
-		// through a Gateway.
 		if err := r.Client.List(ctx, &list, client.MatchingFields{index: key}); err != nil {
 			ctrl.LoggerFrom(ctx).Error(err, "list connectors referencing object", "index", index, "object", key)
 			return nil
 		}
 		return requests(list.Items)
 	}
+}
+
+// serviceKeys are the "namespace/name" of the cluster Services the connector connects to.
+func serviceKeys(c *apiv1.APIConnector) []string {
+	var out []string
+	for _, d := range children.Destinations(c) {
+		if ns, name, ok := children.ServiceHost(d.Host); ok && !slices.Contains(out, ns+"/"+name) {
+			out = append(out, ns+"/"+name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func isOptionalCRD(o client.Object) bool {

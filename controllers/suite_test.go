@@ -127,7 +127,20 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "hash key:", err)
 		return 1
 	}
-	r := NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey})
+	// The manager's defaults (main.go): the default annotation allow-list and NetworkPolicies on.
+	ingressNamespaces, err := metav1.ParseToLabelSelector(children.DefaultIngressNamespaces)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ingress namespaces:", err)
+		return 1
+	}
+	metricsNamespaces, err := metav1.ParseToLabelSelector(children.DefaultMetricsNamespaces)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "metrics namespaces:", err)
+		return 1
+	}
+	r := NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey,
+		AllowedExposureAnnotations: DefaultAllowedExposureAnnotations,
+		NetworkPolicy:              children.NetworkPolicyOptions{Enabled: true, IngressNamespaces: *ingressNamespaces, MetricsNamespaces: *metricsNamespaces}})
 	counter.next = r
 	if err := r.setup(ctx, mgr, controller.Options{MaxConcurrentReconciles: 2, SkipNameValidation: ptrTrue()}, counter); err != nil {
 		fmt.Fprintln(os.Stderr, "setup:", err)

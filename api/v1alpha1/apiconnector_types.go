@@ -1,6 +1,8 @@
 package v1alpha1
 
 import (
+	"strings"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -77,6 +79,7 @@ const (
 // +kubebuilder:validation:XValidation:rule="!(self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart']) || has(self.authentication.bearer)",message="custom authentication extension steps (On...) authenticate with bearer",fieldPath=".authentication"
 // +kubebuilder:validation:XValidation:rule="self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart'] || !has(self.authentication.bearer)",message="bearer authentication is only for custom authentication extension steps; PostFederationSignup and PostAttributeCollection use basic or clientCertificate",fieldPath=".authentication"
 // +kubebuilder:validation:XValidation:rule="!has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded) || !has(self.exposure.type) || self.exposure.type != 'LoadBalancer'",message="clientCertificate.forwarded cannot be used with exposure type LoadBalancer: the load balancer can make any internet client look like a trusted proxy; use type Ingress or Gateway, or drop forwarded so the runtime checks the certificate in its own TLS handshake",fieldPath=".authentication.clientCertificate.forwarded"
+// +kubebuilder:validation:XValidation:rule="!has(self.runtime) || !has(self.runtime.networkPolicy) || !has(self.runtime.networkPolicy.enabled) || self.runtime.networkPolicy.enabled || !has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded)",message="networkPolicy.enabled cannot be false with authentication.clientCertificate.forwarded: the NetworkPolicy is what keeps pods other than the ingress controller from sending the forwarded certificate header",fieldPath=".runtime.networkPolicy.enabled"
 type APIConnectorSpec struct {
 	// Step is the user-flow step this connector serves. PostFederationSignup runs after the user
 	// signs in with an identity provider (returned claims prefill the attribute page);
@@ -223,6 +226,18 @@ type BearerAuth struct {
 	// +kubebuilder:validation:items:MinLength=1
 	// +kubebuilder:validation:items:MaxLength=256
 	AllowedAuthorizedParties []string `json:"allowedAuthorizedParties,omitempty"`
+}
+
+// DiscoveryURL is the OpenID configuration the runtime reads the signing keys' location from.
+func (b *BearerAuth) DiscoveryURL() string {
+	switch {
+	case b.OpenIDConfigurationURL != "":
+		return b.OpenIDConfigurationURL
+	case b.Issuer != "":
+		return strings.TrimSuffix(b.Issuer, "/") + "/.well-known/openid-configuration"
+	default:
+		return "https://login.microsoftonline.com/" + strings.ToLower(b.TenantID) + "/v2.0/.well-known/openid-configuration"
+	}
 }
 
 // BasicAuth is HTTP Basic authentication.
@@ -672,7 +687,10 @@ type Exposure struct {
 	// +kubebuilder:validation:MaxLength=253
 	IngressClassName *string `json:"ingressClassName,omitempty"`
 
-	// Annotations are added to the Ingress (for example for the ingress controller).
+	// Annotations are added to the Ingress (for example for the ingress controller). Only keys the
+	// operator allows (--allowed-exposure-annotations) are accepted, and never those that inject
+	// configuration into the ingress controller (such as ingress-nginx's *-snippet); another key
+	// stalls the connector with reason AnnotationNotAllowed and the last good Ingress is kept.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=32
 	Annotations map[string]string `json:"annotations,omitempty"`
@@ -774,6 +792,22 @@ type RuntimeSpec struct {
 	// +optional
 	// +kubebuilder:validation:MaxItems=16
 	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+
+	// NetworkPolicy controls the NetworkPolicy <name> that fences the runtime pods: the connector
+	// port only from the ingress controller (anywhere with exposure type LoadBalancer), the metrics
+	// port only from the metrics scraper, and out only DNS and the ports of the connector's calls,
+	// event sinks and bearer key discovery. See docs/exposure.md.
+	// +optional
+	NetworkPolicy *RuntimeNetworkPolicy `json:"networkPolicy,omitempty"`
+}
+
+// RuntimeNetworkPolicy turns the connector's NetworkPolicy on or off.
+type RuntimeNetworkPolicy struct {
+	// Enabled creates the NetworkPolicy (true) or removes it (false). Unset follows the operator
+	// (--network-policies, on by default). A connector with
+	// authentication.clientCertificate.forwarded always has one: false is refused.
+	// +optional
+	Enabled *bool `json:"enabled,omitempty"`
 }
 
 // APIConnectorStatus is the observed state of the connector.

@@ -168,6 +168,23 @@ func TestForwardedIsValidBehindAnIngress(t *testing.T) {
 	}
 }
 
+// A connector may turn its NetworkPolicy off or on, and keep it on with a forwarded certificate.
+func TestNetworkPolicyOptOut(t *testing.T) {
+	for _, enabled := range []bool{false, true} {
+		obj := base(t)
+		set(obj, "spec.runtime.networkPolicy", map[string]any{"enabled": enabled})
+		if err := create(t, obj); err != nil {
+			t.Errorf("networkPolicy.enabled %v refused: %v", enabled, err)
+		}
+	}
+	obj := base(t)
+	setForwarded(obj, validForwarded())
+	set(obj, "spec.runtime.networkPolicy", map[string]any{"enabled": true})
+	if err := create(t, obj); err != nil {
+		t.Errorf("networkPolicy.enabled true with forwarded refused: %v", err)
+	}
+}
+
 func create(t *testing.T, obj map[string]any) error {
 	t.Helper()
 	u := &unstructured.Unstructured{Object: obj}
@@ -393,6 +410,10 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			f["ingressPodSelector"] = map[string]any{"matchLabels": map[string]any{}}
 			setForwarded(o, f)
 		}, []string{"spec.authentication.clientCertificate.forwarded.ingressPodSelector", "an empty selector matches every pod"}},
+		{"forwarded certificate without the NetworkPolicy", func(o map[string]any) {
+			setForwarded(o, validForwarded())
+			set(o, "spec.runtime.networkPolicy", map[string]any{"enabled": false})
+		}, []string{"spec.runtime.networkPolicy.enabled", "cannot be false with authentication.clientCertificate.forwarded"}},
 		{"client certificate without a constraint", func(o map[string]any) {
 			set(o, "spec.authentication", map[string]any{"clientCertificate": map[string]any{"secretRef": map[string]any{"name": "ca"}}})
 		}, []string{"spec.authentication.clientCertificate", "set allowedFingerprints or allowedSubjects"}},

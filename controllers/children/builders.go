@@ -8,7 +8,6 @@ import (
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/rules"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -406,40 +405,6 @@ func MakeMetricsService(c *apiv1.APIConnector) *corev1ac.ServiceApplyConfigurati
 			WithSelector(SelectorLabels(c)).
 			WithPorts(
 				corev1ac.ServicePort().WithName("metrics").WithPort(OpsPort).WithTargetPort(intstr.FromString("ops")).WithProtocol(corev1.ProtocolTCP),
-			))
-}
-
-// WantsNetworkPolicy reports whether the connector trusts a forwarded client certificate: then the
-// header is a bearer credential and only the ingress controller's pods may reach the runtime.
-func WantsNetworkPolicy(c *apiv1.APIConnector) bool {
-	cc := c.Spec.Authentication.ClientCertificate
-	return cc != nil && cc.Forwarded != nil
-}
-
-// MakeNetworkPolicy admits to the runtime's connector port only the pods that
-// spec.authentication.clientCertificate.forwarded selects (the ingress controller that verifies
-// the client certificate and forwards it). The ops port stays open inside the cluster for the
-// kubelet's probes and metrics scrapers; it serves no connector traffic. Nil when the connector
-// does not trust a forwarded certificate.
-func MakeNetworkPolicy(c *apiv1.APIConnector) *netv1ac.NetworkPolicyApplyConfiguration {
-	if !WantsNetworkPolicy(c) {
-		return nil
-	}
-	f := c.Spec.Authentication.ClientCertificate.Forwarded
-	return netv1ac.NetworkPolicy(NetworkPolicyName(c), c.Namespace).
-		WithLabels(Labels(c)).
-		WithOwnerReferences(ownerRef(c)).
-		WithSpec(netv1ac.NetworkPolicySpec().
-			WithPodSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(c))).
-			WithPolicyTypes(networkingv1.PolicyTypeIngress).
-			WithIngress(
-				netv1ac.NetworkPolicyIngressRule().
-					WithFrom(netv1ac.NetworkPolicyPeer().
-						WithNamespaceSelector(labelSelector(f.IngressNamespaceSelector)).
-						WithPodSelector(labelSelector(f.IngressPodSelector))).
-					WithPorts(netv1ac.NetworkPolicyPort().WithProtocol(corev1.ProtocolTCP).WithPort(intstr.FromInt32(HTTPPort))),
-				netv1ac.NetworkPolicyIngressRule().
-					WithPorts(netv1ac.NetworkPolicyPort().WithProtocol(corev1.ProtocolTCP).WithPort(intstr.FromInt32(OpsPort))),
 			))
 }
 

@@ -42,6 +42,12 @@ type Options struct {
 	// AllowedRuntimeImages are the path.Match patterns spec.runtime.image must match; empty: the
 	// repository of RuntimeImage only (the reconciler checks, the builders use what it allowed).
 	AllowedRuntimeImages []string
+	// AllowedExposureAnnotations are the path.Match patterns every key of
+	// spec.exposure.annotations must match (the reconciler checks, see
+	// controllers.DefaultAllowedExposureAnnotations); empty allows none.
+	AllowedExposureAnnotations []string
+	// NetworkPolicy are the settings of the connectors' NetworkPolicies.
+	NetworkPolicy NetworkPolicyOptions
 	// EgressAllow are address ranges (CIDRs) the runtime's calls and events may reach although its
 	// egress guard refuses them (serve --egress-allow-cidr).
 	EgressAllow []string

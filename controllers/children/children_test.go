@@ -5,13 +5,18 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 )
 
@@ -58,9 +63,25 @@ func golden(t *testing.T, name string, objs ...any) {
 	}
 }
 
+// testNetworkPolicy are the operator's NetworkPolicy settings in the golden files.
+var testNetworkPolicy = NetworkPolicyOptions{
+	Enabled:           true,
+	IngressNamespaces: metav1.LabelSelector{MatchLabels: map[string]string{NamespaceLabel: "traefik"}},
+	IngressCIDRs:      []string{"35.191.0.0/16"},
+	MetricsNamespaces: metav1.LabelSelector{MatchLabels: map[string]string{NamespaceLabel: "monitoring"}},
+}
+
+// testTargetPorts stand for what the reconciler reads from the Services of in-cluster calls:
+// approvals.identity.svc:80 sends to the pods' port named http, crm.sales.svc...:8081 to 9000.
+var testTargetPorts = map[Destination]intstr.IntOrString{
+	{Host: "approvals.identity.svc", Port: 80}:        intstr.FromString("http"),
+	{Host: "crm.sales.svc.cluster.local", Port: 8081}: intstr.FromInt32(9000),
+	{Host: "not-called.identity.svc", Port: 80}:       intstr.FromInt32(1234),
+}
+
 func TestGolden(t *testing.T) {
-	opts := Options{RuntimeImage: "apiconnector-runtime:v0.1.0"}
-	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer", "forwarded", "secret-values"} {
+	opts := Options{RuntimeImage: "apiconnector-runtime:v0.1.0", NetworkPolicy: testNetworkPolicy}
+	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer", "forwarded", "secret-values", "in-cluster"} {
 		t.Run(name, func(t *testing.T) {
 			c := connector(t, name)
 			resolved := map[string][]string{}
@@ -81,7 +102,7 @@ func TestGolden(t *testing.T) {
 			if WantsPodDisruptionBudget(c) {
 				objs = append(objs, MakePodDisruptionBudget(c))
 			}
-			if np := MakeNetworkPolicy(c); np != nil {
+			if np := MakeNetworkPolicy(c, opts, testTargetPorts); np != nil {
 				objs = append(objs, np)
 			}
 			if cert := MakeCertificate(c); cert != nil {
@@ -244,5 +265,75 @@ func TestDerivedNamesFitTheirLimits(t *testing.T) {
 	}
 	for k, v := range SelectorLabels(c) {
 		check("selector label "+k, validation.IsValidLabelValue(v))
+	}
+}
+
+// A connector is fenced by default, opts out with spec.runtime.networkPolicy.enabled: false, and
+// cannot opt out while it trusts a forwarded client certificate; the operator's default decides
+// for connectors that say nothing.
+func TestWantsNetworkPolicy(t *testing.T) {
+	on, off := Options{NetworkPolicy: NetworkPolicyOptions{Enabled: true}}, Options{}
+	for _, c := range []struct {
+		input   string
+		enabled *bool
+		opts    Options
+		want    bool
+	}{
+		{"basic", nil, on, true},
+		{"basic", nil, off, false},
+		{"basic", ptr.To(false), on, false},
+		{"basic", ptr.To(true), off, true},
+		{"forwarded", ptr.To(false), on, true},
+		{"forwarded", nil, off, true},
+	} {
+		conn := connector(t, c.input)
+		if c.enabled != nil {
+			conn.Spec.Runtime.NetworkPolicy = &apiv1.RuntimeNetworkPolicy{Enabled: c.enabled}
+		}
+		if got := WantsNetworkPolicy(conn, c.opts); got != c.want {
+			t.Errorf("%s with enabled %v and operator default %v: WantsNetworkPolicy = %v, want %v",
+				c.input, ptr.Deref(c.enabled, false), c.opts.NetworkPolicy.Enabled, got, c.want)
+		}
+		if np := MakeNetworkPolicy(conn, c.opts, nil); (np != nil) != c.want {
+			t.Errorf("%s: MakeNetworkPolicy returned %v, want a policy: %v", c.input, np, c.want)
+		}
+	}
+}
+
+func TestDestinations(t *testing.T) {
+	c := connector(t, "in-cluster")
+	c.Spec.Authentication = apiv1.Authentication{Bearer: &apiv1.BearerAuth{TenantID: "AAAABBBB-0000-cccc-1111-dddd2222eeee", Audience: "a"}}
+	var got []string
+	for _, d := range Destinations(c) {
+		got = append(got, fmt.Sprintf("%s:%d", d.Host, d.Port))
+	}
+	want := "approvals.identity.svc:80 audit.contoso.example:443 crm.sales.svc.cluster.local:8081 kyc.contoso.example:8443 login.microsoftonline.com:443"
+	if strings.Join(got, " ") != want {
+		t.Errorf("Destinations = %s\nwant          %s", strings.Join(got, " "), want)
+	}
+	c.Spec.Authentication.Bearer.OpenIDConfigurationURL = "https://keys.contoso.example:9443/.well-known/openid-configuration"
+	if d := Destinations(c); !slices.Contains(d, Destination{"keys.contoso.example", 9443}) {
+		t.Errorf("the OpenID configuration's own port is missing: %v", d)
+	}
+}
+
+func TestServiceHost(t *testing.T) {
+	for host, want := range map[string]string{
+		"approvals.identity.svc":               "identity/approvals",
+		"approvals.identity.svc.cluster.local": "identity/approvals",
+		"approvals.svc":                        "",
+		"a.b.c.svc":                            "",
+		".identity.svc":                        "",
+		"approvals.identity.example":           "",
+		"svc":                                  "",
+	} {
+		ns, name, ok := ServiceHost(host)
+		got := ""
+		if ok {
+			got = ns + "/" + name
+		}
+		if got != want {
+			t.Errorf("ServiceHost(%q) = %q, want %q", host, got, want)
+		}
 	}
 }

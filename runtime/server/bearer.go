@@ -113,14 +113,7 @@ func parseBearer(b *v1alpha1.BearerAuth, insecureLoopback bool) (*bearerConfig, 
 
 		insecureLoopback: insecureLoopback,
 	}
-	switch {
-	case b.OpenIDConfigurationURL != "":
-		c.configURL = b.OpenIDConfigurationURL
-	case c.issuer != "":
-		c.configURL = c.issuer + "/.well-known/openid-configuration"
-	default:
-		c.configURL = "https://login.microsoftonline.com/" + c.tenant + "/v2.0/.well-known/openid-configuration"
-	}
+	c.configURL = b.DiscoveryURL()
 	if err := checkKeysURL(c.configURL, insecureLoopback); err != nil {
 		return nil, fmt.Errorf("authentication: bearer OpenID configuration: %w", err)
 	}
