@@ -25,7 +25,11 @@ CERT_MANAGER_CRDS = $$($(GO) mod download -json github.com/cert-manager/cert-man
 # The Gateway API's real CRDs, read from its Go module, validate every route the controller writes.
 GATEWAY_API_VERSION ?= v1.6.3
 GATEWAY_API_CRDS = $$($(GO) mod download -json sigs.k8s.io/gateway-api@$(GATEWAY_API_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/config/crd/standard
-TEST_ENV = KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" CERT_MANAGER_CRDS="$(CERT_MANAGER_CRDS)" GATEWAY_API_CRDS="$(GATEWAY_API_CRDS)"
+# Flux's Kustomization CRD, read from the kustomize-controller module, validates config/samples/flux
+# (v1.9.6: the newest whose go.mod asks for no newer Go than go.mod's toolchain).
+FLUX_KUSTOMIZE_VERSION ?= v1.9.6
+FLUX_CRDS = $$($(GO) mod download -json github.com/fluxcd/kustomize-controller@$(FLUX_KUSTOMIZE_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/config/crd/bases
+TEST_ENV = KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" CERT_MANAGER_CRDS="$(CERT_MANAGER_CRDS)" GATEWAY_API_CRDS="$(GATEWAY_API_CRDS)" FLUX_CRDS="$(FLUX_CRDS)"
 
 .PHONY: help
 help: ## Show this help.

@@ -36,8 +36,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test` (it builds kube-apiserver and etcd from source)")
 		os.Exit(1)
 	}
+	if os.Getenv("FLUX_CRDS") == "" {
+		fmt.Fprintln(os.Stderr, "FLUX_CRDS is not set: run `make test` (it reads Flux's CRDs from its Go module)")
+		os.Exit(1)
+	}
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
+		// Flux's Kustomization CRD validates the Flux sample as a cluster running Flux would.
+		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases"), os.Getenv("FLUX_CRDS")},
 		ErrorIfCRDPathMissing: true,
 	}
 	testEnv = env
@@ -765,4 +770,21 @@ func openAPI() ([]byte, error) {
 		}
 	}
 	return nil, fmt.Errorf("the API server did not publish the APIConnector OpenAPI schema: %v", err)
+}
+
+// The Flux example users copy is a valid Kustomization for Flux's own CRD and waits for health.
+func TestFluxSampleIsAccepted(t *testing.T) {
+	docs := readDocs(t, filepath.Join("..", "..", "config", "samples", "flux", "kustomization.yaml"))
+	if len(docs) != 1 || docs[0]["kind"] != "Kustomization" {
+		t.Fatalf("want one Kustomization, got %d documents", len(docs))
+	}
+	if wait := lookup(docs[0], "spec.wait"); wait != true {
+		t.Errorf("spec.wait = %v, want true: the example exists to wait on connectors", wait)
+	}
+	u := &unstructured.Unstructured{Object: docs[0]}
+	ensureNamespace(t, u.GetNamespace())
+	// Strict: a misspelt field (`wiat: true`) is an error, not silently pruned.
+	if err := k8sClient.Create(context.Background(), u, client.DryRunAll, client.FieldValidation("Strict")); err != nil {
+		t.Fatalf("Flux's Kustomization CRD rejects the sample: %v", err)
+	}
 }
