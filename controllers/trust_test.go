@@ -9,6 +9,7 @@ import (
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -314,4 +315,101 @@ func waitTemplateChange(t *testing.T, key types.NamespacedName, before string) {
 		}
 		return nil
 	})
+}
+
+// An API error on any path leaves no earlier Ready=True behind: here a ValidatingAdmissionPolicy
+// (a real admission refusal, as a cluster's policy engine would give) refuses the update of the
+// connector's ConfigMap after a rule change.
+func TestApplyErrorNeverLeavesStaleReady(t *testing.T) {
+	ctx := context.Background()
+	ns := newNamespace(t)
+	conn := newConnector(ns, "refused")
+	create(t, basicSecret(ns, "entra-basic", strongPassword), conn)
+	key := client.ObjectKeyFromObject(conn)
+	markDeploymentAvailable(t, key)
+	waitCondition(t, key, ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
+
+	policy := &admissionregistrationv1.ValidatingAdmissionPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "freeze-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
+			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
+			MatchConstraints: &admissionregistrationv1.MatchResources{ResourceRules: []admissionregistrationv1.NamedRuleWithOperations{{
+				RuleWithOperations: admissionregistrationv1.RuleWithOperations{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Update},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"configmaps"}},
+				},
+			}}},
+			Validations: []admissionregistrationv1.Validation{{Expression: "false", Message: "configuration is frozen"}},
+		},
+	}
+	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "freeze-" + ns},
+		Spec: admissionregistrationv1.ValidatingAdmissionPolicyBindingSpec{
+			PolicyName:        policy.Name,
+			ValidationActions: []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny},
+			MatchResources: &admissionregistrationv1.MatchResources{NamespaceSelector: &metav1.LabelSelector{
+				MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}},
+		},
+	}
+	create(t, policy, binding)
+	t.Cleanup(func() {
+		_ = k8s.Delete(ctx, binding)
+		_ = k8s.Delete(ctx, policy)
+	})
+
+	// The policy takes effect once the API server has loaded it; keep changing the message until a
+	// reconcile is refused.
+	i := 0
+	var c *apiv1.APIConnector
+	eventually(t, timeout, func() error {
+		i++
+		update(t, key, func(c *apiv1.APIConnector) {
+			c.Spec.Rules[0].ValidationError.Message = fmt.Sprintf("Postal codes have five digits (%d).", i)
+		})
+		var err error
+		c, err = waitConditionOnce(key, ConditionReady)
+		if err != nil {
+			return err
+		}
+		if cond := meta.FindStatusCondition(c.Status.Conditions, ConditionReady); cond.Reason != ReasonReconcileError {
+			return fmt.Errorf("Ready = %s/%s", cond.Status, cond.Reason)
+		}
+		return nil
+	})
+	cond := meta.FindStatusCondition(c.Status.Conditions, ConditionReady)
+	if cond.Status != metav1.ConditionFalse || cond.ObservedGeneration != c.Generation || !strings.Contains(cond.Message, "configuration is frozen") {
+		t.Errorf("Ready = %+v, want False for generation %d with the API server's refusal", cond, c.Generation)
+	}
+	if got := kstatus(t, c); got != status.InProgressStatus {
+		t.Errorf("kstatus = %s, want InProgress (retried)", got)
+	}
+
+	_ = k8s.Delete(ctx, binding)
+	eventually(t, timeout, func() error {
+		markDeploymentAvailable(t, key)
+		c := connectorOf(t, key)
+		if !conditionIs(c, ConditionReady, metav1.ConditionTrue) {
+			return fmt.Errorf("not Ready yet: %+v", meta.FindStatusCondition(c.Status.Conditions, ConditionReady))
+		}
+		return nil
+	})
+}
+
+// waitConditionOnce waits until the connector's status describes its current generation and
+// returns it with the condition present.
+func waitConditionOnce(key types.NamespacedName, typ string) (*apiv1.APIConnector, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c := &apiv1.APIConnector{}
+		if err := k8s.Get(context.Background(), key, c); err != nil {
+			return nil, err
+		}
+		if c.Status.ObservedGeneration == c.Generation && meta.FindStatusCondition(c.Status.Conditions, typ) != nil {
+			return c, nil
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("generation %d not reconciled", c.Generation)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
