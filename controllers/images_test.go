@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -11,25 +12,20 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-func TestImageAllowed(t *testing.T) {
-	const def = "registry.example:5000/apiconnector-runtime:v1.2.3"
-	for _, c := range []struct {
-		ref      string
-		patterns []string
-		want     bool
-	}{
-		{"registry.example:5000/apiconnector-runtime:v1.3.0", nil, true},
-		{"registry.example:5000/apiconnector-runtime@sha256:" + strings.Repeat("a", 64), nil, true},
-		{"registry.example:5000/apiconnector-runtime", nil, true},
-		{"registry.example:5000/apiconnector-runtime-evil:v1", nil, false},
-		{"evil.example/apiconnector-runtime:v1.2.3", nil, false},
-		{"registry.example:5000/other/apiconnector-runtime:v1.2.3", nil, false},
-		{"mirror.example/apic/runtime:v2", []string{"mirror.example/apic/runtime:*"}, true},
-		{"mirror.example/apic/runtime:v2", []string{"mirror.example/apic/runtime@sha256:*"}, false},
-		{"registry.example:5000/apiconnector-runtime:v1.3.0", []string{"mirror.example/*"}, false},
-	} {
-		if got := imageAllowed(c.ref, def, c.patterns); got != c.want {
-			t.Errorf("imageAllowed(%q, %v) = %v, want %v", c.ref, c.patterns, got, c.want)
+func TestParseImagePatterns(t *testing.T) {
+	got, err := ParseImagePatterns(" registry.example/runtime:* ,, mirror.example/apic/runtime@sha256:*,")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"registry.example/runtime:*", "mirror.example/apic/runtime@sha256:*"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got, err := ParseImagePatterns(""); err != nil || got != nil {
+		t.Errorf("empty value: %q, %v", got, err)
+	}
+	for _, bad := range []string{"registry.example/*/runtime:v1", "registry.example/runtime:v?", "registry.example/runtime:[ab]", `registry.example/runtime:\*`, "**"} {
+		if _, err := ParseImagePatterns("ok.example/x:*," + bad); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
+			t.Errorf("%q: err %v, want one naming the pattern", bad, err)
 		}
 	}
 }
