@@ -123,7 +123,7 @@ func run() error {
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
-		LeaderElectionID:              "apiconnector-operator.apiconnector.dev",
+		LeaderElectionID:              controllers.LeaderElectionID,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         controllers.CacheOptions(watched),
 		Client:                        controllers.ClientOptions(),

@@ -33,6 +33,9 @@ const (
 	IndexConfigMaps = ".spec.configMapRefs"
 )
 
+// LeaderElectionID names the Lease the manager's replicas elect their leader with.
+const LeaderElectionID = "apiconnector-operator.apiconnector.dev"
+
 // CacheOptions are the manager's cache settings. Only the operator's own Deployments are cached
 // (the rest of the cluster's are none of its business). With namespaces, every namespaced kind is
 // listed and watched in those namespaces only, so RoleBindings there are all the RBAC it needs
