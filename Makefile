@@ -41,7 +41,8 @@ manifests: ## Generate the CRD and RBAC from the API types and controller marker
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./controllers/... output:rbac:artifacts:config=config/rbac
 	$(GO) run ./hack/apidocs config/crd/bases/apiconnector.dev_apiconnectors.yaml docs/api.md
 	cp config/crd/bases/*.yaml config/charts/apiconnector-operator/crds/
-	cp config/rbac/role.yaml config/rbac/apiconnector_editor_role.yaml config/rbac/apiconnector_viewer_role.yaml config/charts/apiconnector-operator/files/
+	cp config/rbac/role.yaml config/rbac/apiconnector_editor_role.yaml config/rbac/apiconnector_viewer_role.yaml \
+		config/namespaced/manager_crd_role.yaml config/admission/runtime_image_policy.yaml config/charts/apiconnector-operator/files/
 
 .PHONY: generate
 generate: ## Generate deepcopy functions.

@@ -14,16 +14,12 @@ import (
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers"
 	"github.com/apiconnector/operator/controllers/children"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -59,9 +55,8 @@ func run() error {
 	flag.StringVar(&runtimeImage, "runtime-image", "", "Runtime image used by connectors that do not set spec.runtime.image (required).")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to reconcile; empty means all.")
 	flag.IntVar(&concurrency, "concurrency", 8, "Connectors reconciled in parallel.")
-	flag.Func("allowed-runtime-images", "Comma-separated patterns (path.Match globs on the whole reference, e.g. registry.example/apiconnector-runtime:*) a connector's spec.runtime.image must match; default: the repository of --runtime-image only.", func(v string) error {
-		p, err := patterns(v)
-		allowedImages = append(allowedImages, p...)
+	flag.Func("allowed-runtime-images", "Comma-separated patterns a connector's spec.runtime.image must match: an exact reference, or a prefix ending in * that matches any characters but / (e.g. registry.example/apiconnector-runtime:*); default: the repository of --runtime-image only.", func(v string) (err error) {
+		allowedImages, err = controllers.ParseImagePatterns(v)
 		return err
 	})
 	flag.Func("runtime-egress-allow-cidrs", "Comma-separated address ranges the runtime's calls and events may reach although its egress guard refuses them (loopback, link-local, metadata, the API server).", func(v string) error {
@@ -131,18 +126,10 @@ func run() error {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
-	cacheOpts := cache.Options{
-		// Only our own Deployments are cached; the rest of the cluster's are none of our business.
-		ByObject: map[client.Object]cache.ByObject{
-			&appsv1.Deployment{}: {Label: labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": children.ManagedBy})},
-		},
-	}
-	if namespaces != "" {
-		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range strings.Split(namespaces, ",") {
-			if ns = strings.TrimSpace(ns); ns != "" {
-				cacheOpts.DefaultNamespaces[ns] = cache.Config{}
-			}
+	var watched []string
+	for _, ns := range strings.Split(namespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			watched = append(watched, ns)
 		}
 	}
 
@@ -158,13 +145,11 @@ func run() error {
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
-		LeaderElectionID:              "apiconnector-operator.apiconnector.dev",
+		LeaderElectionID:              controllers.LeaderElectionID,
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         cacheOpts,
-		// Secrets and ConfigMaps are read live and watched metadata-only, so the manager never
-		// holds every Secret of the cluster in memory.
-		Client:     client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}}}},
-		Controller: config.Controller{RecoverPanic: ptr.To(true)},
+		Cache:                         controllers.CacheOptions(watched),
+		Client:                        controllers.ClientOptions(),
+		Controller:                    config.Controller{RecoverPanic: ptr.To(true)},
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

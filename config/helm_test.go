@@ -1,8 +1,10 @@
 package config_test
 
 import (
+	"encoding/json"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -12,28 +14,54 @@ import (
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 )
 
-const chartDir = "charts/apiconnector-operator"
+const (
+	chartDir          = "charts/apiconnector-operator"
+	operatorNamespace = "apiconnector-system"
+)
+
+// objects are rendered manifests by objectKey.
+type objects map[string]map[string]any
+
+// objectKey is kind/name, with the namespace for objects outside the operator's namespace (the
+// RoleBindings in watched namespaces).
+func objectKey(obj map[string]any) string {
+	md := obj["metadata"].(map[string]any)
+	key := obj["kind"].(string) + "/" + md["name"].(string)
+	if ns, _ := md["namespace"].(string); ns != "" && ns != operatorNamespace {
+		key = obj["kind"].(string) + "/" + ns + "/" + md["name"].(string)
+	}
+	return key
+}
 
 // renderChart renders the chart with Helm's own packages, as `helm template` would.
-func renderChart(t *testing.T, values map[string]any) map[string]map[string]any {
+func renderChart(t *testing.T, values map[string]any) objects {
 	t.Helper()
-	ch, err := loader.Load(chartDir)
+	out, err := renderChartErr(values)
 	if err != nil {
 		t.Fatal(err)
 	}
-	vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{Name: "apiconnector", Namespace: "apiconnector-system", IsInstall: true}, chartutil.DefaultCapabilities)
+	return out
+}
+
+func renderChartErr(values map[string]any) (objects, error) {
+	ch, err := loader.Load(chartDir)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
+	}
+	vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{Name: "apiconnector", Namespace: operatorNamespace, IsInstall: true}, chartutil.DefaultCapabilities)
+	if err != nil {
+		return nil, err
 	}
 	files, err := engine.Render(ch, vals)
 	if err != nil {
-		t.Fatalf("render chart: %v", err)
+		return nil, err
 	}
-	out := map[string]map[string]any{}
+	out := objects{}
 	for name, content := range files {
 		if strings.HasSuffix(name, ".tpl") {
 			continue
@@ -41,32 +69,47 @@ func renderChart(t *testing.T, values map[string]any) map[string]map[string]any 
 		for _, doc := range strings.Split(content, "\n---") {
 			var obj map[string]any
 			if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
-				t.Fatalf("%s: %v\n%s", name, err, doc)
+				return nil, err
 			}
 			if len(obj) == 0 {
 				continue
 			}
-			md := obj["metadata"].(map[string]any)
-			out[obj["kind"].(string)+"/"+md["name"].(string)] = obj
+			out[objectKey(obj)] = obj
 		}
 	}
 	for _, crd := range ch.CRDObjects() {
 		var obj map[string]any
 		if err := yaml.Unmarshal(crd.File.Data, &obj); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
-		out["CustomResourceDefinition/"+obj["metadata"].(map[string]any)["name"].(string)] = obj
+		out[objectKey(obj)] = obj
 	}
-	return out
+	return out, nil
 }
 
-func renderKustomize(t *testing.T) map[string]map[string]any {
+// kustomize builds a kustomization (a directory under config/), as `kubectl apply -k` would.
+func kustomize(t *testing.T, dir string) resmap.ResMap {
 	t.Helper()
-	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), "default")
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	return res
+}
+
+func renderYAML(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := kustomize(t, dir).AsYaml()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := map[string]map[string]any{}
+	return string(b)
+}
+
+func renderKustomize(t *testing.T, dir string) objects {
+	t.Helper()
+	res := kustomize(t, dir)
+	out := objects{}
 	for _, r := range res.Resources() {
 		// Through YAML again, so numbers have the same Go types as in the Helm render.
 		b, err := r.AsYAML()
@@ -77,12 +120,29 @@ func renderKustomize(t *testing.T) map[string]map[string]any {
 		if err := yaml.Unmarshal(b, &m); err != nil {
 			t.Fatal(err)
 		}
-		out[r.GetKind()+"/"+r.GetName()] = m
+		out[objectKey(m)] = m
 	}
 	return out
 }
 
-func keys(m map[string]map[string]any) []string {
+// kustomize's configMapGenerator appends a hash of the data to the name (so a change rolls the
+// manager); the chart restarts it through an annotation instead and keeps the plain name.
+var hashSuffix = regexp.MustCompile(`(apiconnector-runtime-images)-[a-z0-9]{10}\b`)
+
+func withoutHashSuffix(t *testing.T, objs objects) objects {
+	t.Helper()
+	b, err := json.Marshal(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out objects
+	if err := json.Unmarshal(hashSuffix.ReplaceAll(b, []byte("$1")), &out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func keys(m objects) []string {
 	var k []string
 	for n := range m {
 		k = append(k, n)
@@ -91,69 +151,109 @@ func keys(m map[string]map[string]any) []string {
 	return k
 }
 
-// The chart and `kubectl apply -k config/default` install the same operator: the same CRD, the
-// same generated RBAC rules, the same objects, the same manager arguments.
+// container is the manager container of the rendered Deployment.
+func container(objs objects) map[string]any {
+	d := objs["Deployment/apiconnector-controller-manager"]
+	spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
+	return spec["containers"].([]any)[0].(map[string]any)
+}
+
+// The chart and kustomize install the same operator: the same CRD, the same generated RBAC rules
+// and bindings, the same admission policy, the same objects, the same manager arguments; cluster
+// wide (config/default, no watchNamespaces) and namespaced (config/namespaced, watchNamespaces).
 func TestHelmChartAgreesWithKustomize(t *testing.T) {
-	helm := renderChart(t, nil)
-	kust := renderKustomize(t)
-
-	// Both use the apiconnector- prefix and the same object names.
-	var helmKinds, kustKinds []string
-	for _, k := range keys(helm) {
-		if !strings.HasPrefix(k, "ServiceMonitor/") {
-			helmKinds = append(helmKinds, k)
-		}
-	}
-	for _, k := range keys(kust) {
-		if !strings.HasPrefix(k, "Namespace/") { // Helm installs into a namespace it is given
-			kustKinds = append(kustKinds, k)
-		}
-	}
-	if !reflect.DeepEqual(helmKinds, kustKinds) {
-		t.Errorf("objects differ:\nhelm:      %v\nkustomize: %v", helmKinds, kustKinds)
-	}
-
-	crd := "CustomResourceDefinition/apiconnectors.apiconnector.dev"
-	if !reflect.DeepEqual(helm[crd]["spec"], kust[crd]["spec"]) {
-		t.Error("the chart's CRD differs from config/crd: run `make manifests`")
-	}
-	for _, role := range []string{"ClusterRole/apiconnector-manager-role", "ClusterRole/apiconnector-editor-role", "ClusterRole/apiconnector-viewer-role"} {
-		if !reflect.DeepEqual(helm[role]["rules"], kust[role]["rules"]) {
-			t.Errorf("the chart's %s rules differ from config/rbac:\nhelm: %v\nkustomize: %v", role, helm[role]["rules"], kust[role]["rules"])
-		}
-	}
-	// The connector roles are aggregated into the built-in namespace roles.
-	for role, want := range map[string][]string{
-		"ClusterRole/apiconnector-editor-role": {"rbac.authorization.k8s.io/aggregate-to-admin", "rbac.authorization.k8s.io/aggregate-to-edit"},
-		"ClusterRole/apiconnector-viewer-role": {"rbac.authorization.k8s.io/aggregate-to-view"},
+	for _, c := range []struct {
+		name, dir string
+		values    map[string]any
+	}{
+		{"cluster-wide", "default", nil},
+		{"namespaced", "namespaced", map[string]any{"watchNamespaces": []any{"identity"}}},
 	} {
-		for _, objs := range []map[string]map[string]any{helm, kust} {
-			labels, _ := objs[role]["metadata"].(map[string]any)["labels"].(map[string]any)
-			for _, l := range want {
-				if labels[l] != "true" {
-					t.Errorf("%s lacks the label %s=true: %v", role, l, labels)
+		t.Run(c.name, func(t *testing.T) {
+			helm := renderChart(t, c.values)
+			kust := withoutHashSuffix(t, renderKustomize(t, c.dir))
+
+			// Both use the apiconnector- prefix and the same object names.
+			var helmKinds, kustKinds []string
+			for _, k := range keys(helm) {
+				if !strings.HasPrefix(k, "ServiceMonitor/") {
+					helmKinds = append(helmKinds, k)
 				}
 			}
-		}
-	}
+			for _, k := range keys(kust) {
+				if !strings.HasPrefix(k, "Namespace/") { // Helm installs into a namespace it is given
+					kustKinds = append(kustKinds, k)
+				}
+			}
+			if !reflect.DeepEqual(helmKinds, kustKinds) {
+				t.Errorf("objects differ:\nhelm:      %v\nkustomize: %v", helmKinds, kustKinds)
+			}
 
-	args := func(objs map[string]map[string]any) []any {
-		d := objs["Deployment/apiconnector-controller-manager"]
-		spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-		return spec["containers"].([]any)[0].(map[string]any)["args"].([]any)
+			crd := "CustomResourceDefinition/apiconnectors.apiconnector.dev"
+			if !reflect.DeepEqual(helm[crd]["spec"], kust[crd]["spec"]) {
+				t.Error("the chart's CRD differs from config/crd: run `make manifests`")
+			}
+			// RBAC, the admission policy, its binding and parameter, the metrics Service: equal but
+			// for the labels Helm adds (the aggregation labels are checked below).
+			for _, k := range helmKinds {
+				kind := strings.SplitN(k, "/", 2)[0]
+				if kind == "CustomResourceDefinition" || kind == "Deployment" || kust[k] == nil {
+					continue
+				}
+				h, ku := withoutLabels(helm[k]), withoutLabels(kust[k])
+				if !reflect.DeepEqual(h, ku) {
+					hy, _ := yaml.Marshal(h)
+					ky, _ := yaml.Marshal(ku)
+					t.Errorf("%s differs:\nhelm:\n%s\nkustomize:\n%s", k, hy, ky)
+				}
+			}
+			// The connector roles are aggregated into the built-in namespace roles.
+			for role, want := range map[string][]string{
+				"ClusterRole/apiconnector-editor-role": {"rbac.authorization.k8s.io/aggregate-to-admin", "rbac.authorization.k8s.io/aggregate-to-edit"},
+				"ClusterRole/apiconnector-viewer-role": {"rbac.authorization.k8s.io/aggregate-to-view"},
+			} {
+				for _, objs := range []objects{helm, kust} {
+					labels, _ := objs[role]["metadata"].(map[string]any)["labels"].(map[string]any)
+					for _, l := range want {
+						if labels[l] != "true" {
+							t.Errorf("%s lacks the label %s=true: %v", role, l, labels)
+						}
+					}
+				}
+			}
+
+			h, k := container(helm), container(kust)
+			// The chart also passes its tuning defaults explicitly.
+			var hs []any
+			for _, a := range h["args"].([]any) {
+				s := a.(string)
+				if !strings.HasPrefix(s, "--concurrency=") && !strings.HasPrefix(s, "--kube-api-") {
+					hs = append(hs, a)
+				}
+			}
+			if !reflect.DeepEqual(hs, k["args"]) {
+				t.Errorf("manager arguments differ:\nhelm:      %v\nkustomize: %v", h["args"], k["args"])
+			}
+			if !reflect.DeepEqual(h["env"], k["env"]) {
+				t.Errorf("manager environment differs:\nhelm:      %v\nkustomize: %v", h["env"], k["env"])
+			}
+		})
 	}
-	h, k := args(helm), args(kust)
-	// The chart also passes its tuning defaults explicitly.
-	var hs []any
-	for _, a := range h {
-		s := a.(string)
-		if !strings.HasPrefix(s, "--concurrency=") && !strings.HasPrefix(s, "--kube-api-") {
-			hs = append(hs, a)
+}
+
+func withoutLabels(obj map[string]any) map[string]any {
+	out := map[string]any{}
+	for k, v := range obj {
+		out[k] = v
+	}
+	md := map[string]any{}
+	for k, v := range obj["metadata"].(map[string]any) {
+		if k != "labels" && k != "annotations" {
+			md[k] = v
 		}
 	}
-	if !reflect.DeepEqual(hs, k) {
-		t.Errorf("manager arguments differ:\nhelm:      %v\nkustomize: %v", h, k)
-	}
+	out["metadata"] = md
+	return out
 }
 
 func TestHelmValues(t *testing.T) {
@@ -163,17 +263,14 @@ func TestHelmValues(t *testing.T) {
 		"metrics":                 map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
 		"runtimeImage":            map[string]any{"repository": "registry.example/runtime", "tag": "v1.2.3"},
 		"runtimeEgressAllowCIDRs": []any{"169.254.0.0/16", "10.96.0.1/32"},
-		"allowedRuntimeImages":    []any{"registry.example/runtime:*"},
+		"allowedRuntimeImages":    []any{"registry.example/runtime:*", "registry.example/runtime@sha256:*"},
 	})
-	d := objs["Deployment/apiconnector-controller-manager"]
-	spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-	args := spec["containers"].([]any)[0].(map[string]any)["args"].([]any)
 	joined := ""
-	for _, a := range args {
+	for _, a := range container(objs)["args"].([]any) {
 		joined += a.(string) + " "
 	}
-	for _, want := range []string{"--watch-namespaces=identity,partners", "--runtime-image=registry.example/runtime:v1.2.3",
-		"--runtime-egress-allow-cidrs=169.254.0.0/16,10.96.0.1/32", "--allowed-runtime-images=registry.example/runtime:*"} {
+	for _, want := range []string{"--watch-namespaces=identity,partners", "--runtime-image=$(RUNTIME_IMAGE)",
+		"--runtime-egress-allow-cidrs=169.254.0.0/16,10.96.0.1/32", "--allowed-runtime-images=$(ALLOWED_RUNTIME_IMAGES)"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("args %q lack %s", joined, want)
 		}
@@ -183,6 +280,11 @@ func TestHelmValues(t *testing.T) {
 			t.Errorf("args %q set %s although its value was not given", joined, absent)
 		}
 	}
+	// The manager and the admission policy read the runtime image and the patterns from here.
+	data := objs["ConfigMap/apiconnector-runtime-images"]["data"]
+	if want := map[string]any{"runtimeImage": "registry.example/runtime:v1.2.3", "allowedRuntimeImages": "registry.example/runtime:*,registry.example/runtime@sha256:*"}; !reflect.DeepEqual(data, want) {
+		t.Errorf("runtime-images data = %v, want %v", data, want)
+	}
 	if strings.Contains(joined, "--leader-elect") {
 		t.Error("leader election was disabled but the flag is set")
 	}
@@ -191,6 +293,29 @@ func TestHelmValues(t *testing.T) {
 	}
 	if _, ok := objs["ServiceMonitor/apiconnector-controller-manager"]; !ok {
 		t.Error("ServiceMonitor not rendered when enabled")
+	}
+	// Namespaced: the manager's rules are bound in each watched namespace, never cluster-wide.
+	for _, ns := range []string{"identity", "partners"} {
+		rb := objs["RoleBinding/"+ns+"/apiconnector-manager-rolebinding"]
+		if rb == nil || rb["roleRef"].(map[string]any)["name"] != "apiconnector-manager-role" {
+			t.Errorf("no RoleBinding to the manager's rules in %s: %v", ns, rb)
+		}
+	}
+	if _, ok := objs["ClusterRoleBinding/apiconnector-manager-rolebinding"]; ok {
+		t.Error("the manager's rules are bound cluster-wide although watchNamespaces is set")
+	}
+}
+
+// A pattern the manager would refuse at start fails the install instead.
+func TestHelmRefusesUnsupportedImagePatterns(t *testing.T) {
+	for _, p := range []string{"registry.example/*/runtime:v1", "registry.example/runtime:v?", "registry.example/runtime:[ab]", "a,b", `registry.example/runtime:\*`} {
+		_, err := renderChartErr(map[string]any{"allowedRuntimeImages": []any{"registry.example/ok:*", p}})
+		if err == nil || !strings.Contains(err.Error(), "allowedRuntimeImages") {
+			t.Errorf("pattern %q: err %v, want one naming allowedRuntimeImages", p, err)
+		}
+	}
+	if _, err := renderChartErr(map[string]any{"allowedRuntimeImages": []any{"registry.example/runtime:*", "mirror.example/apic/runtime@sha256:*", "pinned.example/runtime:v1"}}); err != nil {
+		t.Errorf("supported patterns refused: %v", err)
 	}
 }
 
@@ -247,7 +372,11 @@ func TestHelmNetworkPolicyAndAnnotationValues(t *testing.T) {
 func TestChartCopiesAreGenerated(t *testing.T) {
 	for src, dst := range map[string]string{
 		"crd/bases/apiconnector.dev_apiconnectors.yaml": chartDir + "/crds/apiconnector.dev_apiconnectors.yaml",
-		"rbac/role.yaml": chartDir + "/files/role.yaml",
+		"rbac/role.yaml":                      chartDir + "/files/role.yaml",
+		"rbac/apiconnector_editor_role.yaml":  chartDir + "/files/apiconnector_editor_role.yaml",
+		"rbac/apiconnector_viewer_role.yaml":  chartDir + "/files/apiconnector_viewer_role.yaml",
+		"namespaced/manager_crd_role.yaml":    chartDir + "/files/manager_crd_role.yaml",
+		"admission/runtime_image_policy.yaml": chartDir + "/files/runtime_image_policy.yaml",
 	} {
 		a, err := os.ReadFile(src)
 		if err != nil {

@@ -114,9 +114,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 // children only when none blocks them. It returns only errors worth retrying.
 func (r *Reconciler) reconcile(ctx context.Context, s *scope) error {
 	conn := s.conn
-	if reason, msg := r.policyProblem(conn); reason != "" {
-		s.stall(reason, msg)
-	}
+	r.checkPolicy(s)
 	in, inboundRevoked, err := r.readInputs(ctx, s)
 	if err != nil {
 		return err
@@ -526,8 +524,9 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 
 // serviceTargetPorts finds, for each destination that is a cluster Service (ServiceHost), the
 // port of the Service's pods behind the destination's port: NetworkPolicies see connections after
-// the Service's address translation. A Service that does not exist (yet) or has no such port is
-// left out, and its URL's port is used; the Service watch reconciles again when it changes.
+// the Service's address translation. A Service that does not exist (yet), that the operator may
+// not read, or that has no such port is left out, and its URL's port is used; the Service watch
+// reconciles again when it changes.
 func (r *Reconciler) serviceTargetPorts(ctx context.Context, conn *apiv1.APIConnector) (map[children.Destination]intstr.IntOrString, error) {
 	out := map[children.Destination]intstr.IntOrString{}
 	for _, d := range children.Destinations(conn) {
@@ -537,8 +536,8 @@ func (r *Reconciler) serviceTargetPorts(ctx context.Context, conn *apiv1.APIConn
 		}
 		svc := &corev1.Service{}
 		if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, svc); err != nil {
-			if apierrors.IsNotFound(err) {
-				continue
+			if apierrors.IsNotFound(err) || apierrors.IsForbidden(err) {
+				continue // not there, or outside the namespaces the operator may read (--watch-namespaces)
 			}
 			return nil, fmt.Errorf("read Service %s/%s of %s: %w", ns, name, d.Host, err)
 		}

@@ -12,11 +12,12 @@ import (
 // Whoever may create an APIConnector gets the operator to write a Deployment and an Ingress for
 // them. What in those objects reaches beyond the connector's own namespace is limited by the
 // platform team's policy: spec.runtime.image decides which image runs with the connector's Secrets
-// mounted (--allowed-runtime-images), and spec.exposure.annotations configure the shared ingress
-// controller (--allowed-exposure-annotations). A connector outside the policy is stalled before
-// anything is applied, so the last good children keep serving.
+// mounted (--allowed-runtime-images, images.go), and spec.exposure.annotations configure the
+// shared ingress controller (--allowed-exposure-annotations). A connector outside the policy is
+// stalled before anything is applied, so the last good children keep serving.
 
-// matchesAny reports whether s matches one of the path.Match patterns (where * does not cross /).
+// matchesAny reports whether the annotation key s matches one of the path.Match patterns (where *
+// does not cross /).
 func matchesAny(s string, patterns []string) bool {
 	return slices.ContainsFunc(patterns, func(p string) bool {
 		ok, err := path.Match(p, s)
@@ -24,50 +25,14 @@ func matchesAny(s string, patterns []string) bool {
 	})
 }
 
-// policyProblem is the reason and message when the operator's policy refuses the connector, or
-// empty strings when it complies.
-func (r *Reconciler) policyProblem(conn *apiv1.APIConnector) (reason, message string) {
-	if msg := r.imageProblem(conn); msg != "" {
-		return ReasonImageNotAllowed, msg
+// checkPolicy records in s every way the connector is outside the operator's policy.
+func (r *Reconciler) checkPolicy(s *scope) {
+	if msg := r.imageProblem(s.conn); msg != "" {
+		s.stall(ReasonImageNotAllowed, msg)
 	}
-	if msg := annotationProblem(conn, r.Options.AllowedExposureAnnotations); msg != "" {
-		return ReasonAnnotationNotAllowed, msg
+	if msg := annotationProblem(s.conn, r.Options.AllowedExposureAnnotations); msg != "" {
+		s.stall(ReasonAnnotationNotAllowed, msg)
 	}
-	return "", ""
-}
-
-// imageRepository is an image reference without its tag or digest.
-func imageRepository(ref string) string {
-	if i := strings.Index(ref, "@"); i >= 0 {
-		ref = ref[:i]
-	}
-	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
-		ref = ref[:i]
-	}
-	return ref
-}
-
-// imageAllowed reports whether ref matches one of patterns (path.Match globs on the whole
-// reference, e.g. registry.example/apiconnector-runtime:* or ...@sha256:*). Without patterns,
-// only images of the default runtime image's repository are allowed.
-func imageAllowed(ref, defaultImage string, patterns []string) bool {
-	if len(patterns) == 0 {
-		return imageRepository(ref) == imageRepository(defaultImage)
-	}
-	return matchesAny(ref, patterns)
-}
-
-// imageProblem is why the connector's runtime image may not run, "" when it may.
-func (r *Reconciler) imageProblem(conn *apiv1.APIConnector) string {
-	img := conn.Spec.Runtime.Image
-	if img == "" || imageAllowed(img, r.Options.RuntimeImage, r.Options.AllowedRuntimeImages) {
-		return ""
-	}
-	allowed := "images of " + imageRepository(r.Options.RuntimeImage)
-	if len(r.Options.AllowedRuntimeImages) > 0 {
-		allowed = strings.Join(r.Options.AllowedRuntimeImages, ", ")
-	}
-	return fmt.Sprintf("spec.runtime.image %q is not allowed by the operator (allowed: %s); remove it to run the default runtime image", img, allowed)
 }
 
 // DefaultAllowedExposureAnnotations are the annotation keys a connector may set on its Ingress

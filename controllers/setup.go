@@ -14,10 +14,12 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -36,6 +38,34 @@ const (
 	IndexGateways   = ".spec.exposure.gateway.parentRefs"
 	IndexServices   = ".spec.serviceRefs"
 )
+
+// LeaderElectionID names the Lease the manager's replicas elect their leader with.
+const LeaderElectionID = "apiconnector-operator.apiconnector.dev"
+
+// CacheOptions are the manager's cache settings. Only the operator's own Deployments are cached
+// (the rest of the cluster's are none of its business). With namespaces, every namespaced kind is
+// listed and watched in those namespaces only, so RoleBindings there are all the RBAC it needs
+// besides reading CRDs, which are cluster-scoped (config/namespaced).
+func CacheOptions(namespaces []string) cache.Options {
+	opts := cache.Options{
+		ByObject: map[client.Object]cache.ByObject{
+			&appsv1.Deployment{}: {Label: labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": children.ManagedBy})},
+		},
+	}
+	if len(namespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range namespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
+
+// ClientOptions make the manager's client read Secrets and ConfigMaps live (they are watched
+// metadata-only), so the manager never holds every Secret it may read in memory.
+func ClientOptions() client.Options {
+	return client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}}}}
+}
 
 // SetupWithManager registers the indexes and watches. Children are watched by owner; referenced
 // Secrets and ConfigMaps metadata-only (their data is read live, never cached).

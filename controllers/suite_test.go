@@ -110,7 +110,8 @@ func runSuite(m *testing.M) int {
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:  scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Client:  client.Options{Cache: &client.CacheOptions{DisableFor: []client.Object{&corev1.Secret{}, &corev1.ConfigMap{}}}},
+		Cache:   CacheOptions(nil),
+		Client:  ClientOptions(),
 	})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "manager:", err)

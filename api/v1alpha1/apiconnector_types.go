@@ -772,9 +772,10 @@ type RuntimeSpec struct {
 	// +kubebuilder:validation:Maximum=50
 	Replicas *int32 `json:"replicas,omitempty"`
 
-	// Image overrides the operator's runtime image for this connector. It must match the operator's
-	// --allowed-runtime-images (by default, the repository of its runtime image); another image
-	// stalls the connector with reason ImageNotAllowed.
+	// Image overrides the operator's runtime image for this connector. It must match one of the
+	// operator's allowed runtime image patterns (by default, any tag or digest of its runtime
+	// image's repository): the install's admission policy refuses another image, and the operator
+	// stalls a connector that has one with reason ImageNotAllowed.
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
 	Image string `json:"image,omitempty"`

@@ -39,8 +39,9 @@ type Options struct {
 	RuntimeImage string
 	// HashKey keys the config hash (ConfigHash); HashKeySize random bytes only the operator holds.
 	HashKey []byte
-	// AllowedRuntimeImages are the path.Match patterns spec.runtime.image must match; empty: the
-	// repository of RuntimeImage only (the reconciler checks, the builders use what it allowed).
+	// AllowedRuntimeImages are the patterns spec.runtime.image must match (controllers.ImageAllowed);
+	// empty: the repository of RuntimeImage only (the reconciler checks, the builders use what it
+	// allowed).
 	AllowedRuntimeImages []string
 	// AllowedExposureAnnotations are the path.Match patterns every key of
 	// spec.exposure.annotations must match (the reconciler checks, see
