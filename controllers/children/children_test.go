@@ -303,6 +303,8 @@ func TestWantsNetworkPolicy(t *testing.T) {
 func TestDestinations(t *testing.T) {
 	c := connector(t, "in-cluster")
 	c.Spec.Authentication = apiv1.Authentication{Bearer: &apiv1.BearerAuth{TenantID: "AAAABBBB-0000-cccc-1111-dddd2222eeee", Audience: "a"}}
+	// A fully qualified name with its trailing dot is the same host (and Service).
+	c.Spec.Calls = append(c.Spec.Calls, apiv1.Call{Name: "crmRooted", URL: "http://CRM.sales.svc.cluster.local.:8081/orders"})
 	var got []string
 	for _, d := range Destinations(c) {
 		got = append(got, fmt.Sprintf("%s:%d", d.Host, d.Port))

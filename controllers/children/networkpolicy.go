@@ -104,7 +104,9 @@ func destination(raw string) (Destination, bool) {
 	if port == 0 {
 		return Destination{}, false
 	}
-	return Destination{Host: strings.ToLower(u.Hostname()), Port: port}, true
+	// A fully qualified name may end in a dot (written so to skip the resolver's search list):
+	// the same host, and the same Service for ServiceHost.
+	return Destination{Host: strings.TrimSuffix(strings.ToLower(u.Hostname()), "."), Port: port}, true
 }
 
 // ServiceHost splits a cluster Service's DNS name, <service>.<namespace>.svc or

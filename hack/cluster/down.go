@@ -34,7 +34,7 @@ func (c *cluster) down() error {
 			logf("warning: %v", err)
 		}
 	}
-	for _, n := range []string{"traefik", "kubelet", "kube-proxy", "kube-router", "kube-controller-manager", "kube-scheduler", "kube-apiserver", "etcd"} {
+	for _, n := range []string{"traefik", "kubelet", "kube-proxy", "kube-router", "coredns", "kube-controller-manager", "kube-scheduler", "kube-apiserver", "etcd"} {
 		c.stopProc(n, 15*time.Second)
 	}
 	// Whatever the kubelet did not stop.

@@ -3,7 +3,8 @@
 // etcd, the Kubernetes components and kubectl built from their Go modules (hack/tools/*); images
 // built by hack/images and imported into containerd; the Gateway API CRDs from their Go module;
 // Traefik on the host as ingress controller and Gateway API implementation; kube-router's network
-// policy controller on the node, so NetworkPolicy objects are enforced (the bridge CNI does not).
+// policy controller on the node, so NetworkPolicy objects are enforced (the bridge CNI does not);
+// CoreDNS on the node as the cluster's DNS, so pods resolve Service names.
 //
 //	go run ./hack/cluster up      build or reuse everything, start the cluster, install the operator
 //	go run ./hack/cluster status  what runs
@@ -39,9 +40,11 @@ import (
 
 // Addresses and ranges. Small on purpose: one node, a handful of pods and services.
 const (
-	netnsName    = "apic-e2e"
-	hostVeth     = "apic-e2e0"
-	nsVeth       = "apic0"
+	netnsName = "apic-e2e"
+	hostVeth  = "apic-e2e0"
+	nsVeth    = "apic0"
+	// hostIP is where Traefik's connections to pods come from: hack/cluster/operator gives the
+	// operator --ingress-cidrs=<hostIP>/32 so the connectors' NetworkPolicies admit it.
 	hostIP       = "172.31.255.1"
 	nodeIP       = "172.31.255.2"
 	vethCIDR     = "/30"
@@ -60,7 +63,10 @@ const (
 	cniBinDir   = "/usr/lib/cni"
 	// kubeRouterHealth is kube-router's health endpoint on the node IP (reachable from the host).
 	kubeRouterHealth = "http://" + nodeIP + ":20244/healthz"
-	waitReadyFor     = 3 * time.Minute
+	// dnsReady is CoreDNS's ready endpoint on the node IP; it serves DNS on nodeIP:53, the pods'
+	// nameserver (kubelet clusterDNS).
+	dnsReady     = "http://" + nodeIP + ":8181/ready"
+	waitReadyFor = 3 * time.Minute
 )
 
 // aptPackages are installed when a command or file they provide is missing.
@@ -219,6 +225,7 @@ func (c *cluster) up() error {
 		{"containerd", c.startContainerd},
 		{"image import", c.importImages},
 		{"control plane", c.startControlPlane},
+		{"cluster DNS", c.startDNS},
 		{"node", c.startNode},
 		{"network policy", c.startNetworkPolicy},
 		{"addons", c.installAddons},
@@ -337,7 +344,18 @@ func (c *cluster) ensureBinaries() error {
 		"-s -w -X github.com/traefik/traefik/v3/pkg/version.Version="+tv); err != nil {
 		return err
 	}
-	return goBuild(filepath.Join(c.root, "hack/tools/kube-router"), c.kubeRouterBin(), "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router", "-s -w")
+	if err := goBuild(filepath.Join(c.root, "hack/tools/kube-router"), c.kubeRouterBin(), "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router", "-s -w"); err != nil {
+		return err
+	}
+	return goBuild(filepath.Join(c.root, "hack/tools/coredns"), c.coreDNSBin(), ".", "-s -w")
+}
+
+func (c *cluster) coreDNSBin() string {
+	v, err := modVersion(filepath.Join(c.root, "hack/tools/coredns/go.mod"), "github.com/coredns/coredns")
+	if err != nil {
+		fatal(err)
+	}
+	return filepath.Join(c.root, "bin", "coredns", v, "coredns")
 }
 
 func (c *cluster) kubeRouterBin() string {
@@ -369,7 +387,7 @@ func (c *cluster) ensurePKIAndKubeconfigs() error {
 	if err := c.ensurePKI(); err != nil {
 		return err
 	}
-	for _, n := range []string{"admin", "controller-manager", "scheduler", "kubelet", "kube-proxy", "traefik", "kube-router"} {
+	for _, n := range []string{"admin", "controller-manager", "scheduler", "kubelet", "kube-proxy", "traefik", "kube-router", "coredns"} {
 		if err := c.writeKubeconfig(n); err != nil {
 			return err
 		}
@@ -421,7 +439,10 @@ func (c *cluster) ensureNetwork() error {
 			return err
 		}
 	}
-	for _, s := range []string{"net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1", "net.ipv4.conf.all.route_localnet=1"} {
+	// icmp_ratelimit: kube-router refuses connections with ICMP port-unreachable, which the kernel
+	// otherwise rate-limits per destination (a short burst, then one a second): a pod refused
+	// several times in a row gets no answer to a SYN and retransmits it a second later.
+	for _, s := range []string{"net.ipv4.ip_forward=1", "net.bridge.bridge-nf-call-iptables=1", "net.ipv4.conf.all.route_localnet=1", "net.ipv4.icmp_ratelimit=0"} {
 		if _, err := inNS(10*time.Second, "sysctl", "-w", s); err != nil {
 			logf("warning: %v", err)
 		}
@@ -488,6 +509,7 @@ cgroupDriver: cgroupfs
 failCgroupV1: false
 failSwapOn: false
 clusterDomain: cluster.local
+clusterDNS: [%[1]s]
 resolvConf: %[6]s
 podLogsDir: %[7]s
 imageGCHighThresholdPercent: 100
@@ -499,8 +521,19 @@ rotateCertificates: false
 serverTLSBootstrap: false
 `, nodeIP, c.path("pki", "ca.crt"), c.path("pki", "kubelet-serving.crt"), c.path("pki", "kubelet-serving.key"),
 			c.containerdSock(), c.path("config", "resolv.conf"), c.path("pod-logs")),
-		// No cluster DNS: pods get this resolver file; the e2e addresses services by ClusterIP.
-		"config/resolv.conf": "options ndots:1\n",
+		// The node's own resolver, which ClusterFirst pods would forward to: none, the cluster
+		// reaches nothing outside. Pods get the cluster DNS (clusterDNS) and its search path.
+		"config/resolv.conf": "",
+		"config/Corefile": fmt.Sprintf(`cluster.local:53 in-addr.arpa:53 {
+    bind %[1]s
+    ready %[1]s:8181
+    errors
+    kubernetes cluster.local in-addr.arpa {
+        kubeconfig %[2]s
+        ttl 5
+    }
+}
+`, nodeIP, c.kubeconfig("coredns")),
 		"config/kube-proxy.yaml": fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: %[1]s}
@@ -822,9 +855,35 @@ func (c *cluster) startNetworkPolicy() error {
 	})
 }
 
+// startDNS runs CoreDNS with its kubernetes plugin on the node IP in the cluster's network
+// namespace: the cluster DNS the kubelet gives every pod (clusterDNS), answering Service names
+// from the API server. Test tooling only (hack/tools/coredns).
+func (c *cluster) startDNS() error {
+	if err := c.applyStdin(coreDNSRBAC); err != nil {
+		return err
+	}
+	if err := c.startProc("coredns", false, nil, c.coreDNSBin(), "-conf", c.path("config", "Corefile")); err != nil {
+		return err
+	}
+	hc := &http.Client{Timeout: 2 * time.Second}
+	// Ready once the kubernetes plugin has synced its caches.
+	return c.waitComponent([]string{"coredns"}, "CoreDNS ready", time.Minute, func() error {
+		resp, err := hc.Get(dnsReady)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("%s: %s", dnsReady, resp.Status)
+		}
+		return nil
+	})
+}
+
 // installAddons installs the Gateway API CRDs, starts Traefik on the host (Ingress and Gateway
-// providers) and installs the operator (kubectl apply -k config/default, which uses the local
-// images apiconnector-operator:dev / apiconnector-runtime:dev).
+// providers) and installs the operator (kubectl apply -k hack/cluster/operator: config/default,
+// which uses the local images apiconnector-operator:dev / apiconnector-runtime:dev, plus the
+// NetworkPolicy flags this cluster needs).
 func (c *cluster) installAddons() error {
 	// Before Traefik: its Gateway provider's informers need the CRDs to sync.
 	t := time.Now()
@@ -864,7 +923,7 @@ func (c *cluster) installAddons() error {
 			}
 		}
 	}
-	if _, err := c.kubectl(2*time.Minute, "apply", "--server-side", "-k", filepath.Join(c.root, "config", "default")); err != nil {
+	if _, err := c.kubectl(2*time.Minute, "apply", "--server-side", "-k", filepath.Join(c.root, "hack", "cluster", "operator")); err != nil {
 		return err
 	}
 	t = time.Now()
@@ -1021,9 +1080,32 @@ subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "apic-e2e:kube-router"}
 `
 
+// coreDNSRBAC is what CoreDNS's kubernetes plugin reads (its client certificate's user): the
+// rules of the system:coredns role Kubernetes installers create.
+const coreDNSRBAC = `apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: apic-e2e-coredns
+rules:
+- apiGroups: [""]
+  resources: [endpoints, services, pods, namespaces]
+  verbs: [list, watch]
+- apiGroups: [discovery.k8s.io]
+  resources: [endpointslices]
+  verbs: [list, watch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: apic-e2e-coredns
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: apic-e2e-coredns}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "apic-e2e:coredns"}
+`
+
 // --- status ---
 
-var components = []string{"containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kube-router", "traefik"}
+var components = []string{"containerd", "etcd", "kube-apiserver", "coredns", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kube-router", "traefik"}
 
 func (c *cluster) status() {
 	for _, n := range components {

@@ -140,6 +140,7 @@ func (c *cluster) ensurePKI() error {
 		{name: "kube-proxy", cn: "system:kube-proxy", client: true},
 		{name: "traefik", cn: "apic-e2e:traefik", client: true},
 		{name: "kube-router", cn: "apic-e2e:kube-router", client: true},
+		{name: "coredns", cn: "apic-e2e:coredns", client: true},
 	}
 	for _, s := range specs {
 		if err := issue(dir, ca, s); err != nil {

@@ -5,8 +5,10 @@
 // harness CA instead of cert-manager, outbound calls pointed at real services in the cluster),
 // waits for kstatus Current, and calls each endpoint through Traefik over verified HTTPS.
 //
-// The samples' outbound calls and events stay HTTPS: the in-cluster services present certificates
-// from the harness CA, which hack/cluster adds to the CA bundle of the images it builds
+// The samples' outbound calls and events stay HTTPS, to the services' cluster DNS names
+// (<service>.e2e-services.svc, as users should write in-cluster hosts: the operator's NetworkPolicy
+// then admits the Service's target port). The in-cluster services present certificates from the
+// harness CA, which hack/cluster adds to the CA bundle of the images it builds
 // (hack/images -extra-ca), so the runtime verifies them against the bundle in its image, the file
 // its calls to the real systems verify against.
 //
@@ -82,6 +84,10 @@ const (
 	sinkT      = "sink-token-e2e"
 	verifyUser = "contoso"
 	verifyPass = "verify-pass-e2e"
+	// verifyKey and verifyCode reach the verification service through the identity-verification
+	// connector's secretHeaders and secretQueryParams.
+	verifyKey  = "verify-api-key-e2e"
+	verifyCode = "verify-code-e2e"
 )
 
 // suite is shared by the ordered steps of TestE2E.
@@ -131,6 +137,7 @@ func TestE2E(t *testing.T) {
 		{"apply-samples", s.applySamples},
 		{"ready", s.waitReady},
 		{"pod-security", s.podSecurityEnforced},
+		{"network-policy", s.networkPolicy}, // before any traffic: every later call passes the policies
 		{"unauthorized", s.unauthorized},
 		{"sample-cases", s.sampleCases},
 		{"gateway-api", s.gatewayAPI},
@@ -140,7 +147,6 @@ func TestE2E(t *testing.T) {
 		{"client-certificate", s.clientCertificate},
 		{"secret-rotation", s.secretRotation},
 		{"rules-edit-under-load", s.rulesEditUnderLoad},
-		{"network-policy", s.networkPolicy},
 		{"delete-connector", s.deleteConnector},
 	}
 	for _, st := range steps {
@@ -288,11 +294,11 @@ func (s *suite) apply(obj client.Object) {
 func (s *suite) deployServices(t *testing.T) {
 	roles := map[string][]corev1.EnvVar{
 		"approvals": {{Name: "APPROVALS_TOKEN", Value: approvalsT}, {Name: "PREAPPROVED_DOMAINS", Value: "northwind.example"}},
-		"verify":    {{Name: "VERIFY_USERNAME", Value: verifyUser}, {Name: "VERIFY_PASSWORD", Value: verifyPass}},
+		"verify":    {{Name: "VERIFY_USERNAME", Value: verifyUser}, {Name: "VERIFY_PASSWORD", Value: verifyPass}, {Name: "VERIFY_API_KEY", Value: verifyKey}},
 		"sink":      {{Name: "SINK_TOKEN", Value: sinkT}},
 	}
-	// The Services first: each HTTPS certificate names its Service's ClusterIP, the address the
-	// connectors call.
+	// The Services first: each HTTPS certificate names the Service's DNS names, which the
+	// connectors call, and its ClusterIP, which the client checks from the host.
 	for role := range roles {
 		s.apply(&corev1.Service{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
@@ -307,7 +313,8 @@ func (s *suite) deployServices(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.svcIP[role] = svc.Spec.ClusterIP
-		crt, key, err := s.ca.leafFor(role, nil, []net.IP{net.ParseIP(svc.Spec.ClusterIP)}, x509.ExtKeyUsageServerAuth)
+		crt, key, err := s.ca.leafFor(role, []string{svcHost(role), svcHost(role) + ".cluster.local"},
+			[]net.IP{net.ParseIP(svc.Spec.ClusterIP)}, x509.ExtKeyUsageServerAuth)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -380,6 +387,9 @@ func (s *suite) deployServices(t *testing.T) {
 	t.Logf("services: %v", s.svcIP)
 }
 
+// svcHost is the cluster DNS name of an e2e service.
+func svcHost(role string) string { return role + "." + svcNS + ".svc" }
+
 // externalHost maps the hosts the samples call to the in-cluster service playing that system.
 var externalHost = map[string]string{
 	"approvals.contoso.example":     "approvals",
@@ -396,7 +406,7 @@ func outboundSecret(name string) map[string]string {
 	case "audit-sink-token":
 		return map[string]string{"token": sinkT}
 	case "verification-service-credentials":
-		return map[string]string{"username": verifyUser, "password": verifyPass}
+		return map[string]string{"username": verifyUser, "password": verifyPass, "api-key": verifyKey, "code": verifyCode}
 	}
 	return nil
 }
@@ -436,12 +446,14 @@ func (s *suite) applySamples(t *testing.T) {
 	}
 	s.applyMTLSConnector()
 	s.applyForwardedConnector()
+	s.applyEgressConnector()
 	t.Logf("applied %d connectors from %d sample files", len(s.connectors), len(files))
 }
 
 // adaptConnector makes a sample runnable here: TLS from the harness CA's Secret instead of a
-// cert-manager issuer, calls and event sinks pointed at the in-cluster services, and the
-// Secrets it references created.
+// cert-manager issuer, calls and event sinks pointed at the in-cluster services by their cluster
+// DNS names, and the Secrets it references created. The verification call also sends an API key
+// header and a query parameter from the service's Secret (secretHeaders, secretQueryParams).
 func (s *suite) adaptConnector(t *testing.T, u *unstructured.Unstructured) {
 	spec := u.Object["spec"].(map[string]any)
 	exposure := spec["exposure"].(map[string]any)
@@ -461,7 +473,7 @@ func (s *suite) adaptConnector(t *testing.T, u *unstructured.Unstructured) {
 		if !ok {
 			t.Fatalf("%s calls %s: map it to an in-cluster service in externalHost", u.GetName(), raw)
 		}
-		p.Scheme, p.Host = "https", s.svcIP[role]
+		p.Scheme, p.Host = "https", svcHost(role)
 		return p.String()
 	}
 	outbound := func(m map[string]any) {
@@ -477,6 +489,10 @@ func (s *suite) adaptConnector(t *testing.T, u *unstructured.Unstructured) {
 	for _, c := range asList(spec["calls"]) {
 		c["url"] = rewrite(c["url"].(string))
 		outbound(c)
+		if strings.HasPrefix(c["url"].(string), "https://"+svcHost("verify")+"/") {
+			c["secretHeaders"] = []any{map[string]any{"name": "X-Api-Key", "valueFrom": secretKey("verification-service-credentials", "api-key")}}
+			c["secretQueryParams"] = []any{map[string]any{"name": "code", "valueFrom": secretKey("verification-service-credentials", "code")}}
+		}
 	}
 	for _, e := range asList(spec["events"]) {
 		sink := e["sink"].(map[string]any)
@@ -491,6 +507,11 @@ func (s *suite) adaptConnector(t *testing.T, u *unstructured.Unstructured) {
 			s.applySecret(u.GetNamespace(), name, corev1.SecretTypeOpaque, map[string]string{"username": "entra", "password": s.passwords[name]})
 		}
 	}
+}
+
+// secretKey is a valueFrom of secretHeaders and secretQueryParams.
+func secretKey(name, key string) map[string]any {
+	return map[string]any{"secretKeyRef": map[string]any{"name": name, "key": key}}
 }
 
 var clientCAs struct {
@@ -936,6 +957,13 @@ func (s *suite) identityVerification(t *testing.T) {
 	for _, r := range recs {
 		if r.Headers["x-client"] != "contoso-signup" || !strings.Contains(string(r.Body), `"reference":"e2e-app"`) {
 			t.Errorf("check request: %v %s", r.Headers, r.Body)
+		}
+		// From the Secret: secretHeaders and secretQueryParams.
+		if r.Headers["x-api-key"] != verifyKey {
+			t.Errorf("check request without the API key from the Secret (x-api-key %q)", r.Headers["x-api-key"])
+		}
+		if q, _ := url.ParseQuery(r.Query); q.Get("code") != verifyCode {
+			t.Errorf("check request without the code from the Secret (query %q)", r.Query)
 		}
 	}
 }

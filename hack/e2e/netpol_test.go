@@ -16,6 +16,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	netv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -27,19 +28,30 @@ import (
 )
 
 const (
-	fwdName = "fwd-check"
-	// denyTarget is the sample connector a deny-all policy is put on, then taken off.
-	denyTarget = "signup"
+	fwdName  = "fwd-check"
+	fwdHost  = "fwd.contoso.example"
+	fwdTLS   = "fwd-contoso-example-tls"
+	egrName  = "egress-check"
+	egrHost  = "egress.contoso.example"
+	egrTLS   = "egress-contoso-example-tls"
+	egrBasic = "egress-check-basic"
+	egrFail  = "The egress check call failed."
 	// The services play the ingress controller (approvals, selected by the forwarded connector's
-	// ingress selectors) and another workload (verify).
+	// ingress selectors) and another workload (verify), whose namespace the e2e operator's
+	// --metrics-namespace-selector names (hack/cluster/operator).
 	ingressRole = "approvals"
 	otherRole   = "verify"
 )
+
+// operatorOptions are the settings WantsNetworkPolicy reads as the e2e operator runs them
+// (hack/cluster/operator): --network-policies is left at its default, on.
+var operatorOptions = children.Options{NetworkPolicy: children.NetworkPolicyOptions{Enabled: true}}
 
 // applyForwardedConnector adds a connector that trusts a client certificate forwarded by the
 // ingress controller: the operator fences it with a NetworkPolicy admitting only the pods its
 // ingress selectors name (here the approvals service's pod) to the runtime's port.
 func (s *suite) applyForwardedConnector() {
+	s.applySecret(ns, fwdTLS, corev1.SecretTypeTLS, s.serverCert(fwdHost))
 	u := &unstructured.Unstructured{}
 	if err := yaml.Unmarshal([]byte(`apiVersion: apiconnector.dev/v1alpha1
 kind: APIConnector
@@ -56,8 +68,9 @@ spec:
         ingressNamespaceSelector: {matchLabels: {kubernetes.io/metadata.name: `+svcNS+`}}
         ingressPodSelector: {matchLabels: {app: `+ingressRole+`}}
   exposure:
-    host: fwd.contoso.example
+    host: `+fwdHost+`
     path: /check
+    tls: {secretName: `+fwdTLS+`}
   rules:
     - name: blocked-domain
       when: "claims.?email.orValue('').endsWith('@blocked.example')"
@@ -66,6 +79,43 @@ spec:
 		s.t.Fatal(err)
 	}
 	s.connectors[fwdName] = u
+	s.apply(u)
+}
+
+// applyEgressConnector adds a connector that calls the sink by its ClusterIP, which users must
+// not do: its NetworkPolicy admits the URL's port 443, but the connection reaches the sink's pod
+// on 8443 after the Service's address translation, so the policy refuses it. Called by its
+// cluster DNS name, the controller would have admitted the target port.
+func (s *suite) applyEgressConnector() {
+	s.applySecret(ns, egrTLS, corev1.SecretTypeTLS, s.serverCert(egrHost))
+	s.passwords[egrBasic] = randomString()
+	s.applySecret(ns, egrBasic, corev1.SecretTypeOpaque, map[string]string{"username": "entra", "password": s.passwords[egrBasic]})
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(`apiVersion: apiconnector.dev/v1alpha1
+kind: APIConnector
+metadata: {name: `+egrName+`, namespace: `+ns+`}
+spec:
+  step: PostAttributeCollection
+  authentication:
+    basic: {secretRef: {name: `+egrBasic+`}}
+  exposure:
+    host: `+egrHost+`
+    path: /check
+    tls: {secretName: `+egrTLS+`}
+  calls:
+    - name: sink
+      url: https://`+s.svcIP["sink"]+`/api/egress-check
+      method: POST
+      body: "{'email': claims.?email.orValue('')}"
+      timeout: 3s
+      failurePolicy: Fail
+  claims:
+    extension_EgressStatus: "string(calls.sink.status)"
+  failureMessage: `+egrFail+`
+`), &u.Object); err != nil {
+		s.t.Fatal(err)
+	}
+	s.connectors[egrName] = u
 	s.apply(u)
 }
 
@@ -78,25 +128,31 @@ func typed(t *testing.T, u *unstructured.Unstructured) *apiv1.APIConnector {
 	return c
 }
 
-// networkPolicy proves that NetworkPolicy objects are enforced in this cluster (kube-router's
-// policy controller on the node, see hack/cluster) and that the operator's policies let through
-// what they must:
-//  1. every connector that wants a NetworkPolicy has one, controlled by the connector;
-//  2. a deny-all-ingress policy on a sample connector's pods refuses new connections that worked
-//     before, from a pod in another namespace and from the host, until it is deleted;
-//  3. the forwarded-certificate connector's runtime port answers the pod its ingress selectors
-//     name and refuses another pod and the host; its ops port stays open.
+// networkPolicy proves that the operator's NetworkPolicies are enforced in this cluster
+// (kube-router's policy controller on the node, see hack/cluster) before any connector is called,
+// so every later step's traffic (Entra-like calls through Traefik, calls to the services, events)
+// passes them:
+//  1. every connector has its NetworkPolicy (the operator's default), controlled by the connector;
+//  2. on every connector's pods the connector port admits the host (Traefik's source, the e2e
+//     operator's --ingress-cidrs) and refuses the verify service's pod, which is no ingress
+//     controller; LoadBalancer connectors admit both. The metrics port admits that pod (its
+//     namespace is the e2e operator's metrics namespace);
+//  3. the forwarded-certificate connector's port admits only the pod its ingress selectors name;
+//  4. egress: a call the policy does not admit (the sink's ClusterIP, translated to a port the
+//     policy does not name) is refused and the connector answers its failureMessage, until the
+//     connector opts out (spec.runtime.networkPolicy.enabled: false): the controller deletes the
+//     policy and the same call, and the verify pod, get through.
 func (s *suite) networkPolicy(t *testing.T) {
 	if err := netpolHealthy(); err != nil {
 		t.Fatalf("NetworkPolicy enforcement (kube-router) is not running: %v", err)
 	}
-	wanted := 0
+	// 1.
 	for name, u := range s.connectors {
 		c := typed(t, u)
-		if !children.WantsNetworkPolicy(c) {
+		if !children.WantsNetworkPolicy(c, operatorOptions) {
+			t.Errorf("connector %s does not want a NetworkPolicy: every connector gets one by default", name)
 			continue
 		}
-		wanted++
 		var np netv1.NetworkPolicy
 		if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: c.Namespace, Name: children.NetworkPolicyName(c)}, &np); err != nil {
 			t.Fatalf("connector %s: NetworkPolicy: %v", name, err)
@@ -105,64 +161,40 @@ func (s *suite) networkPolicy(t *testing.T) {
 			t.Errorf("NetworkPolicy %s/%s is not controlled by connector %s: %+v", np.Namespace, np.Name, name, ref)
 		}
 	}
-	if s.connectors[fwdName] == nil || wanted == 0 {
-		t.Fatalf("no connector with a NetworkPolicy (%d wanted)", wanted)
-	}
-	t.Logf("%d of %d connectors have their NetworkPolicy", wanted, len(s.connectors))
+	t.Logf("all %d connectors have their NetworkPolicy", len(s.connectors))
 
-	// 2. A plain deny on a connector that serves.
-	target := s.connectors[denyTarget]
-	if target == nil {
-		t.Fatalf("sample connector %s not present", denyTarget)
-	}
-	tc := typed(t, target)
-	ips := s.podIPs(t, tc)
-	hc := s.entraClient()
-	for _, ip := range ips {
-		if ok, why := s.reaches(t, otherRole, ip, children.HTTPPort); !ok {
-			t.Fatalf("before any policy, %s pod -> %s pod %s: %s", otherRole, denyTarget, ip, why)
-		}
-		if err := dialHost(ip, children.HTTPPort); err != nil {
-			t.Fatalf("before any policy, host -> %s pod %s: %v", denyTarget, ip, err)
-		}
-	}
-	s.waitRouted(t, hc, denyTarget, "the ingress")
-	deny := &netv1.NetworkPolicy{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
-		ObjectMeta: metav1.ObjectMeta{Name: "e2e-deny-all", Namespace: tc.Namespace},
-		Spec: netv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: children.SelectorLabels(tc)},
-			PolicyTypes: []netv1.PolicyType{netv1.PolicyTypeIngress},
-		},
-	}
+	// 2. Refusals first, with time for kube-router to program pods that just started.
 	start := time.Now()
-	s.apply(deny)
-	eventually(t, s.ctx, time.Minute, "deny policy enforced on "+denyTarget, func() error {
-		for _, ip := range ips {
-			if ok, _ := s.reaches(t, otherRole, ip, children.HTTPPort); ok {
-				return fmt.Errorf("%s pod still reaches %s", otherRole, ip)
+	checked := 0
+	for name, u := range s.connectors {
+		c := typed(t, u)
+		if name == fwdName {
+			continue
+		}
+		// A LoadBalancer keeps no pod address: its connector port admits every source.
+		open := c.Spec.Exposure.Type == apiv1.ExposureLoadBalancer
+		want := "refused"
+		if open {
+			want = "admitted"
+		}
+		for _, ip := range s.podIPs(t, c) {
+			checked++
+			eventually(t, s.ctx, time.Minute, fmt.Sprintf("%s pod -> %s %s:%d %s", otherRole, name, ip, children.HTTPPort, want), func() error {
+				if ok, why := s.reaches(t, otherRole, ip, children.HTTPPort); ok != open {
+					return fmt.Errorf("connected: %v %s", ok, why)
+				}
+				return nil
+			})
+			if err := dialHost(ip, children.HTTPPort); err != nil {
+				t.Errorf("the host (Traefik's source) -> %s %s:%d: %v", name, ip, children.HTTPPort, err)
 			}
-			if dialHost(ip, children.HTTPPort) == nil {
-				return fmt.Errorf("the host still reaches %s", ip)
+			if ok, why := s.reaches(t, otherRole, ip, children.OpsPort); !ok {
+				t.Errorf("%s (metrics namespace) -> %s's metrics port: %s", otherRole, name, why)
 			}
 		}
-		return nil
-	})
-	// Not checked through Traefik: like any conntrack-based enforcement, kube-router lets
-	// established connections live, and Traefik keeps its connections to the pods open.
-	s.timings["deny NetworkPolicy enforced after apply"] = time.Since(start)
-	if err := s.c.Delete(s.ctx, deny); err != nil {
-		t.Fatal(err)
 	}
-	eventually(t, s.ctx, time.Minute, "deny policy lifted on "+denyTarget, func() error {
-		for _, ip := range ips {
-			if ok, why := s.reaches(t, otherRole, ip, children.HTTPPort); !ok {
-				return errors.New(why)
-			}
-		}
-		return nil
-	})
-	s.waitRouted(t, hc, denyTarget, "the ingress")
+	s.timings["connectors' NetworkPolicies enforced (checked)"] = time.Since(start)
+	t.Logf("%d runtime pods: connector port refused to a non-ingress pod (admitted for LoadBalancer), admitted to the host; metrics port admitted to the metrics namespace", checked)
 
 	// 3. The forwarded-certificate connector's own policy.
 	fc := typed(t, s.connectors[fwdName])
@@ -181,10 +213,61 @@ func (s *suite) networkPolicy(t *testing.T) {
 		if err := dialHost(ip, children.HTTPPort); err == nil {
 			t.Errorf("the host reached %s's runtime port %s:%d", fwdName, ip, children.HTTPPort)
 		}
-		if ok, why := s.reaches(t, otherRole, ip, children.OpsPort); !ok {
-			t.Errorf("%s pod -> %s's ops port: %s (probes and metrics must stay open)", otherRole, fwdName, why)
+	}
+
+	// 4. Egress.
+	claims := map[string]any{"email": "egress@contoso.example"}
+	expectAction(t, s.entra(t, egrName, claims), "ShowBlockPage", egrFail, nil)
+	if n := s.sinkRecords(t, "/api/egress-check"); n != 0 {
+		t.Fatalf("the sink received %d calls the NetworkPolicy must refuse", n)
+	}
+	u := s.connectors[egrName].DeepCopy()
+	if err := unstructured.SetNestedField(u.Object, false, "spec", "runtime", "networkPolicy", "enabled"); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	s.apply(u)
+	s.connectors[egrName] = u
+	eventually(t, s.ctx, time.Minute, "NetworkPolicy of "+egrName+" deleted", func() error {
+		err := s.c.Get(s.ctx, client.ObjectKey{Namespace: ns, Name: children.NetworkPolicyName(typed(t, u))}, &netv1.NetworkPolicy{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("still there (%v)", err)
+	})
+	eventually(t, s.ctx, time.Minute, egrName+"'s call gets through without its policy", func() error {
+		a := s.entra(t, egrName, claims)
+		if a.status != 200 || a.body["action"] != "Continue" {
+			return fmt.Errorf("answer %s", a)
+		}
+		expectAction(t, a, "Continue", "", map[string]string{"extension_EgressStatus": "202"})
+		return nil
+	})
+	s.timings["egress admitted after opting out of the NetworkPolicy"] = time.Since(start)
+	if n := s.sinkRecords(t, "/api/egress-check"); n == 0 {
+		t.Error("the sink saw no call after the opt-out")
+	}
+	for _, ip := range s.podIPs(t, typed(t, u)) {
+		if ok, why := s.reaches(t, otherRole, ip, children.HTTPPort); !ok {
+			t.Errorf("without its NetworkPolicy, %s is still fenced: %s", egrName, why)
 		}
 	}
+	s.waitCurrent(t, egrName, time.Minute)
+}
+
+// sinkRecords counts the requests the sink recorded on path.
+func (s *suite) sinkRecords(t *testing.T, path string) int {
+	var recs []record
+	if err := s.admin("GET", "sink", "/admin/events", nil, &recs); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, r := range recs {
+		if r.Path == path {
+			n++
+		}
+	}
+	return n
 }
 
 // netpolHealthy asks kube-router's health endpoint (APIC_E2E_NETPOL_HEALTH from `cluster env`).

@@ -2,7 +2,8 @@
 // inside the e2e cluster (one image, one role per Deployment):
 //
 //	e2e-services approvals  an access-request approval system (Bearer token)
-//	e2e-services verify     an identity-verification (KYC) service (HTTP Basic)
+//	e2e-services verify     an identity-verification (KYC) service (HTTP Basic, plus an X-Api-Key
+//	                        header when VERIFY_API_KEY is set)
 //	e2e-services sink       a CloudEvents sink that records what it receives (optional Bearer token)
 //
 // Each listens on --listen (default :8080) and has /healthz. With --tls-cert and --tls-key it also
@@ -50,7 +51,7 @@ func main() {
 	case "approvals":
 		newApprovals(os.Getenv("APPROVALS_TOKEN"), os.Getenv("PREAPPROVED_DOMAINS")).register(mux)
 	case "verify":
-		newVerify(os.Getenv("VERIFY_USERNAME"), os.Getenv("VERIFY_PASSWORD")).register(mux)
+		newVerify(os.Getenv("VERIFY_USERNAME"), os.Getenv("VERIFY_PASSWORD"), os.Getenv("VERIFY_API_KEY")).register(mux)
 	case "sink":
 		newSink(os.Getenv("SINK_TOKEN")).register(mux)
 	default:
@@ -250,12 +251,12 @@ func (a *approvals) register(mux *http.ServeMux) {
 // --- verify ---
 
 type verify struct {
-	username, password string
+	username, password, apiKey string
 	recorder
 }
 
-func newVerify(username, password string) *verify {
-	return &verify{username: username, password: password}
+func newVerify(username, password, apiKey string) *verify {
+	return &verify{username: username, password: password, apiKey: apiKey}
 }
 
 func (v *verify) register(mux *http.ServeMux) {
@@ -275,6 +276,10 @@ func (v *verify) register(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v2/checks", auth(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 		v.add(r, body)
+		if v.apiKey != "" && !equal(r.Header.Get("X-Api-Key"), v.apiKey) {
+			writeJSON(w, 401, map[string]string{"error": "X-Api-Key is missing or wrong"})
+			return
+		}
 		if r.Header.Get("X-Client") == "" {
 			writeJSON(w, 400, map[string]string{"error": "X-Client header is required"})
 			return
