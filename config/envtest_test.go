@@ -102,7 +102,9 @@ func install(t *testing.T, c client.Client, objs objects, kinds ...string) {
 			continue
 		}
 		u := &unstructured.Unstructured{Object: objs[k]}
-		if err := c.Create(t.Context(), u); err != nil {
+		// Strict, as `kubectl apply --server-side` is: a field the API server does not know is an
+		// error here, not silently dropped.
+		if err := c.Create(t.Context(), u, client.FieldValidation("Strict")); err != nil {
 			t.Fatalf("install %s: %v", k, err)
 		}
 		t.Cleanup(func() {
