@@ -169,9 +169,7 @@ func keys(m objects) []string {
 
 // container is the manager container of the rendered Deployment.
 func container(objs objects) map[string]any {
-	d := objs["Deployment/apiconnector-controller-manager"]
-	spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-	return spec["containers"].([]any)[0].(map[string]any)
+	return podSpec(deployment(objs))["containers"].([]any)[0].(map[string]any)
 }
 
 // The chart and kustomize install the same operator: the same CRD, the same generated RBAC rules
@@ -368,16 +366,6 @@ func TestHelmRefusesUnsupportedImagePatterns(t *testing.T) {
 // selector as given, an empty list or selector as an empty flag (none allowed, every namespace),
 // and nothing when left unset so the operator's documented defaults apply.
 func TestHelmNetworkPolicyAndAnnotationValues(t *testing.T) {
-	args := func(values map[string]any) []string {
-		objs := renderChart(t, values)
-		d := objs["Deployment/apiconnector-controller-manager"]
-		spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-		var out []string
-		for _, a := range spec["containers"].([]any)[0].(map[string]any)["args"].([]any) {
-			out = append(out, a.(string))
-		}
-		return out
-	}
 	for _, c := range []struct {
 		name   string
 		values map[string]any
@@ -404,7 +392,7 @@ func TestHelmNetworkPolicyAndAnnotationValues(t *testing.T) {
 		}, []string{"--allowed-exposure-annotations=", "--ingress-namespace-selector=", "--metrics-namespace-selector="}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got := args(c.values)
+			got := managerArgs(renderChart(t, c.values))
 			for _, w := range c.want {
 				if !slices.Contains(got, w) {
 					t.Errorf("args %q lack %q", got, w)
