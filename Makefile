@@ -29,7 +29,10 @@ GATEWAY_API_CRDS = $$($(GO) mod download -json sigs.k8s.io/gateway-api@$(GATEWAY
 # (v1.9.6: the newest whose go.mod asks for no newer Go than go.mod's toolchain).
 FLUX_KUSTOMIZE_VERSION ?= v1.9.6
 FLUX_CRDS = $$($(GO) mod download -json github.com/fluxcd/kustomize-controller@$(FLUX_KUSTOMIZE_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/config/crd/bases
-TEST_ENV = KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" CERT_MANAGER_CRDS="$(CERT_MANAGER_CRDS)" GATEWAY_API_CRDS="$(GATEWAY_API_CRDS)" FLUX_CRDS="$(FLUX_CRDS)"
+# The Prometheus Operator's CRDs, read from its module, validate the chart's ServiceMonitor.
+PROMETHEUS_OPERATOR_VERSION ?= v0.85.0
+PROMETHEUS_OPERATOR_CRDS = $$($(GO) mod download -json github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/example/prometheus-operator-crd
+TEST_ENV = KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" CERT_MANAGER_CRDS="$(CERT_MANAGER_CRDS)" GATEWAY_API_CRDS="$(GATEWAY_API_CRDS)" FLUX_CRDS="$(FLUX_CRDS)" PROMETHEUS_OPERATOR_CRDS="$(PROMETHEUS_OPERATOR_CRDS)"
 
 .PHONY: help
 help: ## Show this help.

@@ -93,6 +93,17 @@ func ensureNamespace(t *testing.T, c client.Client, name string) {
 // install creates the rendered objects of the given kinds and deletes them when the test ends.
 func install(t *testing.T, c client.Client, objs objects, kinds ...string) {
 	t.Helper()
+	installWith(t, c, objs, nil, kinds...)
+}
+
+// installStrict is install refusing unknown or duplicate fields, as `kubectl apply` does.
+func installStrict(t *testing.T, c client.Client, objs objects, kinds ...string) {
+	t.Helper()
+	installWith(t, c, objs, []client.CreateOption{client.FieldValidation("Strict")}, kinds...)
+}
+
+func installWith(t *testing.T, c client.Client, objs objects, opts []client.CreateOption, kinds ...string) {
+	t.Helper()
 	want := map[string]bool{}
 	for _, k := range kinds {
 		want[k] = true
@@ -102,7 +113,7 @@ func install(t *testing.T, c client.Client, objs objects, kinds ...string) {
 			continue
 		}
 		u := &unstructured.Unstructured{Object: objs[k]}
-		if err := c.Create(t.Context(), u); err != nil {
+		if err := c.Create(t.Context(), u, opts...); err != nil {
 			t.Fatalf("install %s: %v", k, err)
 		}
 		t.Cleanup(func() {
