@@ -51,8 +51,12 @@ manifests: ## Generate the CRD and RBAC from the API types and controller marker
 generate: ## Generate deepcopy functions.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
+.PHONY: chart-docs
+chart-docs: ## Generate the chart's README.md from README.md.gotmpl and values.yaml's comments (helm-docs).
+	$(GO) tool -modfile=hack/tools/docs/go.mod helm-docs --chart-search-root=config/charts --log-level=warning
+
 .PHONY: verify-generated
-verify-generated: manifests generate ## Fail when committed generated files are stale.
+verify-generated: manifests generate chart-docs ## Fail when committed generated files are stale.
 	@git diff --exit-code -- api config docs/api.md || { echo "generated files are stale: run 'make manifests generate' and commit" >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- api config docs/api.md)" || { git status --porcelain -- api config docs/api.md; echo "untracked generated files: commit them" >&2; exit 1; }
 
