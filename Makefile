@@ -29,7 +29,10 @@ GATEWAY_API_CRDS = $$($(GO) mod download -json sigs.k8s.io/gateway-api@$(GATEWAY
 # (v1.9.6: the newest whose go.mod asks for no newer Go than go.mod's toolchain).
 FLUX_KUSTOMIZE_VERSION ?= v1.9.6
 FLUX_CRDS = $$($(GO) mod download -json github.com/fluxcd/kustomize-controller@$(FLUX_KUSTOMIZE_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/config/crd/bases
-TEST_ENV = KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" CERT_MANAGER_CRDS="$(CERT_MANAGER_CRDS)" GATEWAY_API_CRDS="$(GATEWAY_API_CRDS)" FLUX_CRDS="$(FLUX_CRDS)"
+# The Prometheus Operator's CRDs, read from its module, validate the chart's ServiceMonitor.
+PROMETHEUS_OPERATOR_VERSION ?= v0.85.0
+PROMETHEUS_OPERATOR_CRDS = $$($(GO) mod download -json github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION) | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')/example/prometheus-operator-crd
+TEST_ENV = KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" CERT_MANAGER_CRDS="$(CERT_MANAGER_CRDS)" GATEWAY_API_CRDS="$(GATEWAY_API_CRDS)" FLUX_CRDS="$(FLUX_CRDS)" PROMETHEUS_OPERATOR_CRDS="$(PROMETHEUS_OPERATOR_CRDS)"
 
 .PHONY: help
 help: ## Show this help.
@@ -48,8 +51,12 @@ manifests: ## Generate the CRD and RBAC from the API types and controller marker
 generate: ## Generate deepcopy functions.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
 
+.PHONY: chart-docs
+chart-docs: ## Generate the chart's README.md from README.md.gotmpl and values.yaml's comments (helm-docs).
+	$(GO) tool -modfile=hack/tools/docs/go.mod helm-docs --chart-search-root=config/charts --log-level=warning
+
 .PHONY: verify-generated
-verify-generated: manifests generate ## Fail when committed generated files are stale.
+verify-generated: manifests generate chart-docs ## Fail when committed generated files are stale.
 	@git diff --exit-code -- api config docs/api.md || { echo "generated files are stale: run 'make manifests generate' and commit" >&2; exit 1; }
 	@test -z "$$(git status --porcelain -- api config docs/api.md)" || { git status --porcelain -- api config docs/api.md; echo "untracked generated files: commit them" >&2; exit 1; }
 

@@ -39,7 +39,7 @@ func main() {
 func run() error {
 	var (
 		metricsAddr, probeAddr, runtimeImage, namespaces string
-		hashKeySecret, hashKeyNamespace                  string
+		hashKeySecret, hashKeyNamespace, leaderElectID   string
 		leaderElect, secureMetrics, enableHTTP2          bool
 		concurrency                                      int
 		qps                                              float64
@@ -51,6 +51,8 @@ func run() error {
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization through the API server.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address of the /healthz and /readyz probes.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader so only one replica reconciles.")
+	flag.StringVar(&leaderElectID, "leader-election-id", controllers.LeaderElectionID,
+		"Name of the Lease, in the operator's namespace, the replicas elect their leader with; operators installed side by side in one namespace need different ones.")
 	flag.BoolVar(&enableHTTP2, "enable-http2", false, "Serve metrics over HTTP/2 (off: mitigates HTTP/2 rapid-reset attacks).")
 	flag.StringVar(&runtimeImage, "runtime-image", "", "Runtime image used by connectors that do not set spec.runtime.image (required).")
 	flag.StringVar(&namespaces, "watch-namespaces", "", "Comma-separated namespaces to reconcile; empty means all.")
@@ -145,7 +147,7 @@ func run() error {
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElect,
-		LeaderElectionID:              controllers.LeaderElectionID,
+		LeaderElectionID:              leaderElectID,
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         controllers.CacheOptions(watched),
 		Client:                        controllers.ClientOptions(),

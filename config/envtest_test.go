@@ -91,6 +91,8 @@ func ensureNamespace(t *testing.T, c client.Client, name string) {
 }
 
 // install creates the rendered objects of the given kinds and deletes them when the test ends.
+// Strict, as `kubectl apply --server-side` is: a field the API server does not know is an error
+// here, not silently dropped.
 func install(t *testing.T, c client.Client, objs objects, kinds ...string) {
 	t.Helper()
 	want := map[string]bool{}
@@ -102,8 +104,6 @@ func install(t *testing.T, c client.Client, objs objects, kinds ...string) {
 			continue
 		}
 		u := &unstructured.Unstructured{Object: objs[k]}
-		// Strict, as `kubectl apply --server-side` is: a field the API server does not know is an
-		// error here, not silently dropped.
 		if err := c.Create(t.Context(), u, client.FieldValidation("Strict")); err != nil {
 			t.Fatalf("install %s: %v", k, err)
 		}

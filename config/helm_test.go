@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"reflect"
 	"regexp"
@@ -10,9 +11,11 @@ import (
 	"strings"
 	"testing"
 
-	"helm.sh/helm/v3/pkg/chart/loader"
-	"helm.sh/helm/v3/pkg/chartutil"
-	"helm.sh/helm/v3/pkg/engine"
+	"github.com/apiconnector/operator/controllers"
+	"helm.sh/helm/v4/pkg/chart/common"
+	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
+	"helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/engine"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -38,7 +41,8 @@ func objectKey(obj map[string]any) string {
 	return key
 }
 
-// renderChart renders the chart with Helm's own packages, as `helm template` would.
+// renderChart renders the chart as the release "apiconnector" in operatorNamespace, whose object
+// names are config/default's.
 func renderChart(t *testing.T, values map[string]any) objects {
 	t.Helper()
 	out, err := renderChartErr(values)
@@ -49,27 +53,39 @@ func renderChart(t *testing.T, values map[string]any) objects {
 }
 
 func renderChartErr(values map[string]any) (objects, error) {
+	out, _, err := renderRelease("apiconnector", operatorNamespace, values)
+	return out, err
+}
+
+// renderRelease renders the chart with Helm's own packages, as `helm install --dry-run` would:
+// the values checked against values.schema.json, the templates, the CRDs, and NOTES.txt.
+func renderRelease(name, namespace string, values map[string]any) (objects, string, error) {
 	ch, err := loader.Load(chartDir)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{Name: "apiconnector", Namespace: operatorNamespace, IsInstall: true}, chartutil.DefaultCapabilities)
+	vals, err := chartutil.ToRenderValues(ch, values, common.ReleaseOptions{Name: name, Namespace: namespace, IsInstall: true}, common.DefaultCapabilities)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	files, err := engine.Render(ch, vals)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	out := objects{}
-	for name, content := range files {
-		if strings.HasSuffix(name, ".tpl") {
+	var notes string
+	for file, content := range files {
+		switch {
+		case strings.HasSuffix(file, ".tpl"):
+			continue
+		case strings.HasSuffix(file, "/NOTES.txt"):
+			notes = content
 			continue
 		}
 		for _, doc := range strings.Split(content, "\n---") {
 			var obj map[string]any
 			if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
-				return nil, err
+				return nil, "", fmt.Errorf("%s: %w", file, err)
 			}
 			if len(obj) == 0 {
 				continue
@@ -80,11 +96,11 @@ func renderChartErr(values map[string]any) (objects, error) {
 	for _, crd := range ch.CRDObjects() {
 		var obj map[string]any
 		if err := yaml.Unmarshal(crd.File.Data, &obj); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		out[objectKey(obj)] = obj
 	}
-	return out, nil
+	return out, notes, nil
 }
 
 // kustomize builds a kustomization (a directory under config/), as `kubectl apply -k` would.
@@ -153,9 +169,7 @@ func keys(m objects) []string {
 
 // container is the manager container of the rendered Deployment.
 func container(objs objects) map[string]any {
-	d := objs["Deployment/apiconnector-controller-manager"]
-	spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-	return spec["containers"].([]any)[0].(map[string]any)
+	return podSpec(deployment(objs))["containers"].([]any)[0].(map[string]any)
 }
 
 // The chart and kustomize install the same operator: the same CRD, the same generated RBAC rules
@@ -170,7 +184,7 @@ func TestHelmChartAgreesWithKustomize(t *testing.T) {
 		{"namespaced", "namespaced", map[string]any{"watchNamespaces": []any{"identity"}}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			helm := renderChart(t, c.values)
+			helm := withoutInstanceSelector(t, renderChart(t, c.values))
 			kust := withoutHashSuffix(t, renderKustomize(t, c.dir))
 
 			// Both use the apiconnector- prefix and the same object names.
@@ -223,13 +237,29 @@ func TestHelmChartAgreesWithKustomize(t *testing.T) {
 			}
 
 			h, k := container(helm), container(kust)
-			// The chart also passes its tuning defaults explicitly.
+			// The chart also passes explicitly what the manager defaults to: its tuning, its
+			// logging, and the names of its hash-key Secret and leader-election Lease (which
+			// follow the release name, and are the manager's defaults for this one).
+			explicit := map[string]string{
+				"--concurrency": "8", "--kube-api-qps": "200", "--kube-api-burst": "400",
+				"--zap-log-level": "info", "--zap-encoder": "json",
+				"--hash-key-secret": controllers.DefaultHashKeySecret, "--leader-election-id": controllers.LeaderElectionID,
+			}
 			var hs []any
 			for _, a := range h["args"].([]any) {
-				s := a.(string)
-				if !strings.HasPrefix(s, "--concurrency=") && !strings.HasPrefix(s, "--kube-api-") {
+				flag, value, _ := strings.Cut(a.(string), "=")
+				want, ok := explicit[flag]
+				if !ok {
 					hs = append(hs, a)
+					continue
 				}
+				if value != want {
+					t.Errorf("the chart passes %s, want %s=%s", a, flag, want)
+				}
+				delete(explicit, flag)
+			}
+			for flag := range explicit {
+				t.Errorf("the chart does not pass %s", flag)
 			}
 			if !reflect.DeepEqual(hs, k["args"]) {
 				t.Errorf("manager arguments differ:\nhelm:      %v\nkustomize: %v", h["args"], k["args"])
@@ -239,6 +269,19 @@ func TestHelmChartAgreesWithKustomize(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The chart's Service and Deployment also select by app.kubernetes.io/instance, so releases side
+// by side in one namespace do not select each other's pods; config/default installs one operator.
+func withoutInstanceSelector(t *testing.T, objs objects) objects {
+	t.Helper()
+	svc := objs["Service/apiconnector-controller-manager-metrics"]
+	sel := svc["spec"].(map[string]any)["selector"].(map[string]any)
+	if sel["app.kubernetes.io/instance"] != "apiconnector" {
+		t.Errorf("the metrics Service does not select the release's pods: %v", sel)
+	}
+	delete(sel, "app.kubernetes.io/instance")
+	return objs
 }
 
 func withoutLabels(obj map[string]any) map[string]any {
@@ -260,7 +303,7 @@ func TestHelmValues(t *testing.T) {
 	objs := renderChart(t, map[string]any{
 		"watchNamespaces":         []any{"identity", "partners"},
 		"leaderElection":          map[string]any{"enabled": false},
-		"metrics":                 map[string]any{"serviceMonitor": map[string]any{"enabled": true}},
+		"metrics":                 map[string]any{"serviceMonitor": map[string]any{"enabled": true, "insecureSkipVerify": true}},
 		"runtimeImage":            map[string]any{"repository": "registry.example/runtime", "tag": "v1.2.3"},
 		"runtimeEgressAllowCIDRs": []any{"169.254.0.0/16", "10.96.0.1/32"},
 		"allowedRuntimeImages":    []any{"registry.example/runtime:*", "registry.example/runtime@sha256:*"},
@@ -285,7 +328,7 @@ func TestHelmValues(t *testing.T) {
 	if want := map[string]any{"runtimeImage": "registry.example/runtime:v1.2.3", "allowedRuntimeImages": "registry.example/runtime:*,registry.example/runtime@sha256:*"}; !reflect.DeepEqual(data, want) {
 		t.Errorf("runtime-images data = %v, want %v", data, want)
 	}
-	if strings.Contains(joined, "--leader-elect") {
+	if strings.Contains(joined, "--leader-elect ") {
 		t.Error("leader election was disabled but the flag is set")
 	}
 	if _, ok := objs["Role/apiconnector-leader-election-role"]; ok {
@@ -323,16 +366,6 @@ func TestHelmRefusesUnsupportedImagePatterns(t *testing.T) {
 // selector as given, an empty list or selector as an empty flag (none allowed, every namespace),
 // and nothing when left unset so the operator's documented defaults apply.
 func TestHelmNetworkPolicyAndAnnotationValues(t *testing.T) {
-	args := func(values map[string]any) []string {
-		objs := renderChart(t, values)
-		d := objs["Deployment/apiconnector-controller-manager"]
-		spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-		var out []string
-		for _, a := range spec["containers"].([]any)[0].(map[string]any)["args"].([]any) {
-			out = append(out, a.(string))
-		}
-		return out
-	}
 	for _, c := range []struct {
 		name   string
 		values map[string]any
@@ -359,7 +392,7 @@ func TestHelmNetworkPolicyAndAnnotationValues(t *testing.T) {
 		}, []string{"--allowed-exposure-annotations=", "--ingress-namespace-selector=", "--metrics-namespace-selector="}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			got := args(c.values)
+			got := managerArgs(renderChart(t, c.values))
 			for _, w := range c.want {
 				if !slices.Contains(got, w) {
 					t.Errorf("args %q lack %q", got, w)
