@@ -11,6 +11,7 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
+	appsv1 "k8s.io/api/apps/v1"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -137,10 +138,21 @@ func TestHelmChartAgreesWithKustomize(t *testing.T) {
 		}
 	}
 
+	// As the kubelet expands them: config/manager passes the runtime image through $(RUNTIME_IMAGE).
 	args := func(objs map[string]map[string]any) []any {
-		d := objs["Deployment/apiconnector-controller-manager"]
-		spec := d["spec"].(map[string]any)["template"].(map[string]any)["spec"].(map[string]any)
-		return spec["containers"].([]any)[0].(map[string]any)["args"].([]any)
+		b, err := yaml.Marshal(objs["Deployment/apiconnector-controller-manager"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		var d appsv1.Deployment
+		if err := yaml.Unmarshal(b, &d); err != nil {
+			t.Fatal(err)
+		}
+		var out []any
+		for _, a := range expandArgs(d.Spec.Template.Spec.Containers[0]) {
+			out = append(out, a)
+		}
+		return out
 	}
 	h, k := args(helm), args(kust)
 	// The chart also passes its tuning defaults explicitly.
