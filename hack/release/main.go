@@ -188,7 +188,11 @@ func (r release) installYAML(pinned map[string]string) ([]byte, error) {
 	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(k), 0o644); err != nil {
 		return nil, err
 	}
-	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), overlay)
+	// Namespace and CRD first, as `kustomize build` and `kubectl apply -k` order them: kubectl
+	// apply -f creates objects in file order.
+	opts := krusty.MakeDefaultOptions()
+	opts.Reorder = krusty.ReorderOptionLegacy
+	res, err := krusty.MakeKustomizer(opts).Run(filesys.MakeFsOnDisk(), overlay)
 	if err != nil {
 		return nil, err
 	}

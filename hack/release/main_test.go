@@ -6,16 +6,19 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/apiconnector/operator/hack/localcp"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/engine"
 	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 )
 
@@ -70,9 +73,16 @@ func TestInstallYAML(t *testing.T) {
 	kinds := map[string]bool{}
 	var dep appsv1.Deployment
 	for _, doc := range strings.Split(string(b), "\n---\n") {
-		var obj struct{ Kind string }
+		var obj struct {
+			Kind     string
+			Metadata struct{ Namespace string }
+		}
 		if err := yaml.Unmarshal([]byte(doc), &obj); err != nil {
 			t.Fatal(err)
+		}
+		// kubectl apply -f creates objects in file order: the namespace and the CRD first.
+		if obj.Metadata.Namespace != "" && !kinds["Namespace"] || obj.Kind == "Deployment" && !kinds["CustomResourceDefinition"] {
+			t.Errorf("%s in %q comes before its Namespace or the CRD", obj.Kind, obj.Metadata.Namespace)
 		}
 		kinds[obj.Kind] = true
 		if obj.Kind == "Deployment" {
@@ -214,5 +224,36 @@ func TestRefused(t *testing.T) {
 	r.dist = t.TempDir()
 	if _, err := r.write(); err == nil || !strings.Contains(err.Error(), "build the images first") {
 		t.Errorf("no images: %v", err)
+	}
+}
+
+// install.yaml applies to a real API server the way docs/release.md says to apply it, and again
+// (an upgrade to the same release changes nothing).
+func TestInstallYAMLApplies(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts kube-apiserver")
+	}
+	r := testDist(t, "v1.2.3")
+	if _, err := r.write(); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := localcp.Start("../..", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cp.Stop)
+	kubectl := filepath.Join(os.Getenv("KUBEBUILDER_ASSETS"), "kubectl")
+	for range 2 {
+		out, err := exec.Command(kubectl, "--kubeconfig", cp.Kubeconfig, "apply", "--server-side", "-f", filepath.Join(r.dist, "install.yaml")).CombinedOutput()
+		if err != nil {
+			t.Fatalf("kubectl apply --server-side -f install.yaml: %v\n%s", err, out)
+		}
+	}
+	var dep appsv1.Deployment
+	if err := cp.Client.Get(t.Context(), client.ObjectKey{Namespace: "apiconnector-system", Name: "apiconnector-controller-manager"}, &dep); err != nil {
+		t.Fatal(err)
+	}
+	if got := dep.Spec.Template.Spec.Containers[0].Image; got != pinnedRef(operatorImage) {
+		t.Errorf("the applied Deployment runs %q", got)
 	}
 }
