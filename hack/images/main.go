@@ -105,6 +105,9 @@ func main() {
 	push := flag.String("push", "", "with -oci: push the layouts to REGISTRY/<name>:<version>, SBOMs as OCI referrers (credentials as docker login/crane auth login store them)")
 	build := flag.Bool("build", true, "with -oci: build the layouts (false: push what DIR holds)")
 	flag.Parse()
+	if *extraCA != "" && *ociDir != "" {
+		fail(fmt.Errorf("-extra-ca is for the e2e cluster's tarballs, not for released images (-oci)"))
+	}
 	if *extraCA != "" {
 		data, err := os.ReadFile(*extraCA)
 		if err != nil {
@@ -201,8 +204,9 @@ func buildTarballs(root, out string, s stamp, want []string) error {
 	return nil
 }
 
-// goBuild compiles im for p, stamped with version, and returns the binary. -trimpath and no VCS
-// stamp make the binary depend only on the source, the Go release and the flags.
+// goBuild compiles im for p, stamped with version, and returns the binary. -trimpath, no VCS
+// stamp and the default instruction set levels (whatever GOAMD64 or GOARM64 the environment sets)
+// make the binary depend only on the source, the Go release and the version.
 func goBuild(root string, im image, p v1.Platform, version string) ([]byte, error) {
 	tmp, err := os.MkdirTemp("", "image-")
 	if err != nil {
