@@ -17,7 +17,18 @@ STATICCHECK := $(TOOLS) staticcheck
 GOVULNCHECK := $(GO) tool -modfile=hack/tools/vuln/go.mod govulncheck
 IMG_RUNTIME ?= apiconnector-runtime:dev
 FUZZTIME ?= 15s
-VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# One version for the binaries (--version, apiconnector_build_info), the images' tags and labels,
+# and a release's chart and manifests; VERSION=vX.Y.Z for a release.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS = -X github.com/apiconnector/operator/internal/version.version=$(VERSION)
+# The commit's time: every time stamped into a release (image configs, SBOMs, the chart archive),
+# so the same commit and VERSION give the same digests.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# Where the released images are published: $(REGISTRY)/apiconnector-operator and
+# $(REGISTRY)/apiconnector-runtime.
+REGISTRY ?= ghcr.io/apiconnector
+PLATFORMS ?= linux/amd64,linux/arm64
+DIST ?= dist
 TEST_FLAGS ?= -race -count=1
 # cert-manager's real CRDs, read from its Go module, validate every Certificate the controller writes.
 CERT_MANAGER_VERSION ?= v1.21.2
@@ -120,16 +131,41 @@ demo: ## Local control plane + operator + sample connector; prints the three Ent
 
 .PHONY: build
 build: ## Build the manager and the runtime into bin/.
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/manager .
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/apiconnector-runtime ./runtime/cmd/apiconnector-runtime
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/manager .
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/apiconnector-runtime ./runtime/cmd/apiconnector-runtime
 
 .PHONY: run
 run: manifests ## Run the manager against the cluster of the current kubeconfig.
 	$(GO) run . --runtime-image=$(IMG_RUNTIME)
 
 .PHONY: images
-images: ## Build the container images as tarballs in bin/images (no Docker needed).
-	cd hack/images && $(GO) run . -root $(CURDIR) -out $(CURDIR)/bin/images
+images: ## Images without Docker: host-arch tarballs in bin/images for the e2e cluster; OCI=DIR: the released images for PLATFORMS with SBOMs as OCI layouts; PUSH=1: and push them to REGISTRY.
+	@if [ -n "$(OCI)$(PUSH)" ]; then \
+		cd hack/images && SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run . -root $(CURDIR) -version $(VERSION) -platforms $(PLATFORMS) \
+			-oci $(abspath $(or $(OCI),$(DIST)/images)) $(if $(PUSH),-push $(REGISTRY)); \
+	else \
+		cd hack/images && $(GO) run . -root $(CURDIR) -version $(VERSION) -out $(CURDIR)/bin/images; \
+	fi
+
+.PHONY: release
+release: ## DIST (dist/): install.yaml, Helm chart, images (OCI layouts, PLATFORMS) with SPDX SBOMs, SHA256SUMS for VERSION=vX.Y.Z (docs/release.md).
+	@$(GO) run ./hack/release -version $(VERSION) -check
+	@test -n "$(ALLOW_DIRTY)" -o -z "$$(git status --porcelain)" || { git status --short; echo "uncommitted changes: a release is built from a commit (ALLOW_DIRTY=1 builds anyway)" >&2; exit 1; }
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	cd hack/images && SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run . -root $(CURDIR) -version $(VERSION) -platforms $(PLATFORMS) \
+		-oci $(abspath $(DIST))/images -sbom $(abspath $(DIST))
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) $(GO) run ./hack/release -version $(VERSION) -registry $(REGISTRY) -dist $(DIST)
+
+.PHONY: verify-release
+verify-release: ## Build the release twice, the second time with an empty Go build cache, and fail unless every file is identical (slow).
+	$(MAKE) --no-print-directory release DIST=$(DIST)
+	cache=$$(mktemp -d); trap 'chmod -R u+w $$cache; rm -rf $$cache' EXIT; \
+		GOCACHE=$$cache $(MAKE) --no-print-directory release DIST=$(DIST).again && \
+		diff -r $(DIST) $(DIST).again && echo "reproducible: $(DIST) and $(DIST).again are identical"
+
+.PHONY: publish
+publish: ## Push the images in DIST with their SBOMs to REGISTRY, tagged VERSION (then the chart and the GitHub release: docs/release.md).
+	cd hack/images && $(GO) run . -oci $(abspath $(DIST))/images -push $(REGISTRY) -build=false
 
 .PHONY: e2e
 e2e: ## End to end on a real single-node cluster (root; docs/e2e.md). E2E_KEEP=1 leaves it up.

@@ -14,6 +14,7 @@ import (
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers"
 	"github.com/apiconnector/operator/controllers/children"
+	"github.com/apiconnector/operator/internal/version"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 )
@@ -87,9 +89,14 @@ func run() error {
 	// let 1 000 connectors settle within a minute (hack/bench/controller: ~15 requests each).
 	flag.Float64Var(&qps, "kube-api-qps", 200, "Requests per second to the API server (client-side limit).")
 	flag.IntVar(&burst, "kube-api-burst", 400, "Burst of requests to the API server above --kube-api-qps.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
 	zapOpts := zap.Options{}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
+	if *showVersion {
+		fmt.Println(version.Get())
+		return nil
+	}
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zapOpts)))
 
 	if runtimeImage == "" {
@@ -167,13 +174,16 @@ func run() error {
 	if err := r.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
+	if err := ctrlmetrics.Registry.Register(version.Collector()); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
 	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
 		return err
 	}
-	ctrl.Log.WithName("setup").Info("starting manager", "runtimeImage", runtimeImage, "namespaces", namespaces)
+	ctrl.Log.WithName("setup").Info("starting manager", "version", version.Get(), "runtimeImage", runtimeImage, "namespaces", namespaces)
 	return mgr.Start(ctx)
 }
 

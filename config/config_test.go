@@ -7,8 +7,16 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+	"sigs.k8s.io/kustomize/kyaml/resid"
+	"sigs.k8s.io/yaml"
 )
 
 // clusterScoped are the kinds without a namespace in the install.
@@ -149,4 +157,107 @@ configMapGenerator:
 			t.Errorf("the manager reads ConfigMap %v, the overlay made %v", ref["name"], name)
 		}
 	}
+}
+
+// An overlay's images: entries change both images the operator runs: its own and, through the
+// manager's RUNTIME_IMAGE variable (config/manager/kustomizeconfig.yaml), the runtime image its
+// connectors run. Pinned by digest, as the release's install.yaml is.
+func TestOverlayImagesRewriteBothImages(t *testing.T) {
+	const digest = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	base, err := filepath.Abs("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	overlay := t.TempDir()
+	rel, err := filepath.Rel(overlay, base) // kustomize takes bases by relative path only
+	if err != nil {
+		t.Fatal(err)
+	}
+	kustomization := "resources:\n- " + rel + `
+images:
+- name: apiconnector-operator
+  newName: registry.example/team/apiconnector-operator
+  newTag: v1.2.3
+- name: apiconnector-runtime
+  newName: registry.example/team/apiconnector-runtime
+  newTag: v1.2.3
+  digest: ` + digest + "\n"
+	if err := os.WriteFile(filepath.Join(overlay, "kustomization.yaml"), []byte(kustomization), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), overlay)
+	if err != nil {
+		t.Fatalf("kustomize build: %v", err)
+	}
+	d, err := res.GetById(resid.NewResIdWithNamespace(resid.Gvk{Group: "apps", Version: "v1", Kind: "Deployment"}, "apiconnector-controller-manager", "apiconnector-system"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := d.AsYAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dep appsv1.Deployment
+	if err := yaml.UnmarshalStrict(b, &dep); err != nil {
+		t.Fatal(err)
+	}
+	c := dep.Spec.Template.Spec.Containers[0]
+	if want := "registry.example/team/apiconnector-operator:v1.2.3"; c.Image != want {
+		t.Errorf("manager image %q, want %q", c.Image, want)
+	}
+	// The manager's --runtime-image and the admission policy's default pattern both come from the
+	// runtime-images ConfigMap.
+	if args := expandArgs(c); !slices.Contains(args, "--runtime-image=$(RUNTIME_IMAGE)") {
+		t.Errorf("manager arguments %q do not take the runtime image from RUNTIME_IMAGE", args)
+	}
+	var cm *corev1.ConfigMap
+	for _, r := range res.Resources() {
+		if r.GetKind() == "ConfigMap" && strings.HasPrefix(r.GetName(), "apiconnector-runtime-images") {
+			b, err := r.AsYAML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			cm = &corev1.ConfigMap{}
+			if err := yaml.UnmarshalStrict(b, cm); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if cm == nil {
+		t.Fatal("no runtime-images ConfigMap in the output")
+	}
+	if want := "registry.example/team/apiconnector-runtime:v1.2.3@" + digest; cm.Data["runtimeImage"] != want {
+		t.Errorf("runtime-images runtimeImage = %q, want %q", cm.Data["runtimeImage"], want)
+	}
+	for _, e := range c.Env {
+		if e.Name == "RUNTIME_IMAGE" && (e.ValueFrom == nil || e.ValueFrom.ConfigMapKeyRef == nil || e.ValueFrom.ConfigMapKeyRef.Name != cm.Name) {
+			t.Errorf("RUNTIME_IMAGE does not come from ConfigMap %s: %+v", cm.Name, e)
+		}
+	}
+	all, err := res.AsYaml()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, old := range []string{"apiconnector-operator:dev", "apiconnector-runtime:dev"} {
+		if strings.Contains(string(all), old) {
+			t.Errorf("the overlay's output still refers to %s", old)
+		}
+	}
+}
+
+// expandArgs is c's arguments with $(VAR) references to c's env values substituted, as the
+// kubelet does.
+func expandArgs(c corev1.Container) []string {
+	var pairs []string
+	for _, e := range c.Env {
+		if e.ValueFrom == nil {
+			pairs = append(pairs, "$("+e.Name+")", e.Value)
+		}
+	}
+	r := strings.NewReplacer(pairs...)
+	var out []string
+	for _, a := range c.Args {
+		out = append(out, r.Replace(a))
+	}
+	return out
 }

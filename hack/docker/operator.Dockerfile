@@ -1,6 +1,7 @@
 # The operator image, for users with Docker:
-#   docker build -f hack/docker/operator.Dockerfile -t apiconnector-operator:dev .
-# Without Docker, `make images` builds the same layout as an OCI tarball (hack/images).
+#   docker build --build-arg VERSION=$(git describe --tags --always --dirty) -f hack/docker/operator.Dockerfile -t apiconnector-operator:dev .
+# Without Docker, `make images` builds the same layout (hack/images); `make release` for two
+# platforms with SBOMs.
 # Base images are pinned by digest, so a rebuild uses the images that were reviewed; check a
 # digest with `crane digest <image>:<tag>` when updating. The builder fetches go.mod's toolchain
 # line through the Go module proxy (checked against the checksum database): the official golang
@@ -11,7 +12,9 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/manager .
+# The version the binary reports (--version, apiconnector_build_info).
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X github.com/apiconnector/operator/internal/version.version=${VERSION}" -o /out/manager .
 
 # distroless static carries Debian's CA bundle at /etc/ssl/certs/ca-certificates.crt, which the
 # binary's outbound HTTPS calls verify against (make images adds Mozilla's roots at the same path).

@@ -1,19 +1,32 @@
-// Command images builds the container images of the e2e cluster without Docker or a registry.
+// Command images builds the project's container images without Docker or a registry.
 //
 // Each image is a single static (CGO_ENABLED=0) Go binary as one layer on an empty base, run as
-// the numeric non-root user 65532, written as a docker-archive tarball to OUT/<name>.tar for
-// `ctr -n k8s.io images import`. The images that make outbound HTTPS calls (the runtime and the
+// the numeric non-root user 65532. The images that make outbound HTTPS calls (the runtime and the
 // operator) get a second layer with a CA bundle at /etc/ssl/certs/ca-certificates.crt, where Go's
 // crypto/x509 looks for the system roots on Linux: Mozilla's root store as shipped in the
-// golang.org/x/crypto/x509roots/fallback module (pinned in go.mod). The layers and config are
-// deterministic (zero timestamps), so an unchanged binary gives the same image ID and
-// re-importing it is a no-op.
+// golang.org/x/crypto/x509roots/fallback module (pinned in go.mod). Layers and configs are
+// deterministic (zero file times, the commit's time as the creation time), so the same commit
+// and version give the same digests.
 //
-// -extra-ca adds the PEM certificates of a file to that bundle: hack/cluster adds the CA that
-// signs the e2e cluster's HTTPS services, so the runtime verifies them the way it verifies the real
-// systems it calls (images for anything but a test cluster are built without it).
+// Every binary is stamped with the version (-version, default `git describe --tags --always
+// --dirty`), reported by its --version flag and apiconnector_build_info metric, and every image
+// carries the org.opencontainers.image.* labels (version, revision, source, licenses, created).
 //
-//	go run . [-root DIR] [-out DIR] [-extra-ca FILE] [IMAGE...]   (from hack/images; default: every image)
+// Without -oci it builds the e2e cluster's images for the host's architecture as docker-archive
+// tarballs OUT/<binary>.tar tagged <name>:dev, for `ctr -n k8s.io images import`. -extra-ca adds
+// the PEM certificates of a file to their CA bundle: hack/cluster adds the CA that signs the e2e
+// cluster's HTTPS services, so the runtime verifies them the way it verifies the real systems it
+// calls.
+//
+// With -oci DIR it builds the released images (the operator and the runtime) for every platform
+// of -platforms as OCI image indexes, each written as an OCI image layout DIR/<name> tagged with
+// the version, with an SPDX 2.3 SBOM of each platform's binary attached as an OCI referrer, and
+// the same SBOMs as files in -sbom. -push REGISTRY then pushes the layouts to REGISTRY/<name>
+// (with -build=false only that: what an earlier run wrote).
+//
+//	go run . [-root DIR] [-out DIR] [-extra-ca FILE] [IMAGE...]            (from hack/images)
+//	go run . -oci DIR [-sbom DIR] [-version V] [-platforms P,...] [-push REGISTRY]
+//	go run . -oci DIR -push REGISTRY -build=false
 package main
 
 import (
@@ -28,6 +41,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -35,24 +49,34 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/crypto/x509roots/fallback/bundle"
 )
 
-// image is one image: the Go package to build (relative to the repository root) and its tag.
+// image is one image: its repository name, the Go package to build (relative to the repository
+// root) and the file name of the binary.
 type image struct {
-	tag    string
-	pkg    string
-	binary string
+	name        string
+	description string
+	pkg         string
+	binary      string
 	// caBundle adds the CA bundle layer (CABundlePath), for images that call HTTPS servers.
 	caBundle bool
+	// release: built by -oci (multi-platform, SBOM, pushed); the others serve the e2e cluster only.
+	release bool
 }
 
 var images = []image{
-	{tag: "apiconnector-runtime:dev", pkg: "./runtime/cmd/apiconnector-runtime", binary: "apiconnector-runtime", caBundle: true},
-	{tag: "apiconnector-operator:dev", pkg: ".", binary: "manager", caBundle: true},
-	{tag: "apiconnector-pause:dev", pkg: "./hack/pause", binary: "pause"},
-	{tag: "apiconnector-e2e-services:dev", pkg: "./hack/e2e/services", binary: "e2e-services"},
+	{name: "apiconnector-runtime", description: "Serves Entra ID API connectors declared as APIConnector resources.",
+		pkg: "./runtime/cmd/apiconnector-runtime", binary: "apiconnector-runtime", caBundle: true, release: true},
+	{name: "apiconnector-operator", description: "Reconciles APIConnector resources into runtime Deployments, Services and routes.",
+		pkg: ".", binary: "manager", caBundle: true, release: true},
+	{name: "apiconnector-pause", description: "Pod sandbox of the e2e cluster.", pkg: "./hack/pause", binary: "pause"},
+	{name: "apiconnector-e2e-services", description: "Test services of the e2e suite.", pkg: "./hack/e2e/services", binary: "e2e-services"},
 }
+
+// devTag is the tag of the e2e cluster's tarballs, which config/default refers to.
+const devTag = "dev"
 
 // user is the numeric user and group every image runs as (the runtime pods' runAsUser).
 const user = "65532:65532"
@@ -61,11 +85,29 @@ const user = "65532:65532"
 // where Debian-based images (distroless static included) keep theirs.
 const CABundlePath = "/etc/ssl/certs/ca-certificates.crt"
 
+// versionSymbol is the variable the binaries report as their version (internal/version.Symbol).
+const versionSymbol = "github.com/apiconnector/operator/internal/version.version"
+
+// Where the source lives and under which license: the images' labels and the SBOMs.
+const (
+	sourceURL = "https://github.com/apiconnector/operator"
+	license   = "Apache-2.0"
+)
+
 func main() {
 	root := flag.String("root", "../..", "repository root (the root Go module)")
-	out := flag.String("out", "../../bin/images", "output directory for <name>.tar")
+	out := flag.String("out", "../../bin/images", "output directory for <binary>.tar (without -oci)")
 	extraCA := flag.String("extra-ca", "", "PEM file of CA certificates to add to the CA bundle (test clusters only)")
+	version := flag.String("version", "", "version stamped into the binaries, labels and tags (default: git describe --tags --always --dirty)")
+	ociDir := flag.String("oci", "", "build the released images as OCI image layouts DIR/<name> instead of tarballs")
+	sbomDir := flag.String("sbom", "", "with -oci: also write each SBOM to DIR/<name>_<version>_<os>_<arch>.spdx.json")
+	platforms := flag.String("platforms", "linux/amd64,linux/arm64", "with -oci: comma-separated platforms")
+	push := flag.String("push", "", "with -oci: push the layouts to REGISTRY/<name>:<version>, SBOMs as OCI referrers (credentials as docker login/crane auth login store them)")
+	build := flag.Bool("build", true, "with -oci: build the layouts (false: push what DIR holds)")
 	flag.Parse()
+	if *extraCA != "" && *ociDir != "" {
+		fail(fmt.Errorf("-extra-ca is for the e2e cluster's tarballs, not for released images (-oci)"))
+	}
 	if *extraCA != "" {
 		data, err := os.ReadFile(*extraCA)
 		if err != nil {
@@ -75,23 +117,51 @@ func main() {
 			fail(fmt.Errorf("-extra-ca %s: %w", *extraCA, err))
 		}
 	}
-	want := map[string]bool{}
-	for _, a := range flag.Args() {
-		want[a] = true
-	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		fail(err)
-	}
-	for _, im := range images {
-		if len(want) > 0 && !want[im.tag] && !want[im.binary] {
-			continue
+	if *ociDir == "" {
+		if *push != "" || *sbomDir != "" {
+			fail(fmt.Errorf("-push and -sbom need -oci"))
 		}
-		start := time.Now()
-		file, id, err := build(*root, *out, im)
+		s, err := stampFromGit(*root, *version)
 		if err != nil {
-			fail(fmt.Errorf("%s: %w", im.tag, err))
+			fail(err)
 		}
-		fmt.Printf("%-32s %s %s (%s)\n", im.tag, file, id, time.Since(start).Round(time.Millisecond))
+		if err := buildTarballs(*root, *out, s, flag.Args()); err != nil {
+			fail(err)
+		}
+		return
+	}
+	if *build {
+		s, err := stampFromGit(*root, *version)
+		if err != nil {
+			fail(err)
+		}
+		ps, err := parsePlatforms(*platforms)
+		if err != nil {
+			fail(err)
+		}
+		for _, im := range images {
+			if !im.release {
+				continue
+			}
+			start := time.Now()
+			digest, err := buildRelease(*root, *ociDir, *sbomDir, im, ps, s)
+			if err != nil {
+				fail(fmt.Errorf("%s: %w", im.name, err))
+			}
+			fmt.Printf("%-26s %s %s@%s (%s)\n", im.name, filepath.Join(*ociDir, im.name), s.version, digest, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	if *push != "" {
+		for _, im := range images {
+			if !im.release {
+				continue
+			}
+			ref, err := pushLayout(filepath.Join(*ociDir, im.name), *push+"/"+im.name)
+			if err != nil {
+				fail(fmt.Errorf("push %s: %w", im.name, err))
+			}
+			fmt.Println("pushed", ref)
+		}
 	}
 }
 
@@ -100,34 +170,63 @@ func fail(err error) {
 	os.Exit(1)
 }
 
-func build(root, out string, im image) (string, string, error) {
+// buildTarballs builds the e2e cluster's images (those named in want, or all) for the host's
+// architecture as OUT/<binary>.tar tagged <name>:dev.
+func buildTarballs(root, out string, s stamp, want []string) error {
+	wanted := map[string]bool{}
+	for _, a := range want {
+		wanted[a] = true
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	host := v1.Platform{OS: "linux", Architecture: runtime.GOARCH}
+	for _, im := range images {
+		tag := im.name + ":" + devTag
+		if len(wanted) > 0 && !wanted[tag] && !wanted[im.name] && !wanted[im.binary] {
+			continue
+		}
+		start := time.Now()
+		bin, err := goBuild(root, im, host, s.version)
+		if err != nil {
+			return fmt.Errorf("%s: %w", tag, err)
+		}
+		img, err := assemble(im, bin, host, s, false)
+		if err != nil {
+			return fmt.Errorf("%s: %w", tag, err)
+		}
+		file, id, err := write(out, im, img)
+		if err != nil {
+			return fmt.Errorf("%s: %w", tag, err)
+		}
+		fmt.Printf("%-32s %s %s (%s)\n", tag, file, id, time.Since(start).Round(time.Millisecond))
+	}
+	return nil
+}
+
+// goBuild compiles im for p, stamped with version, and returns the binary. -trimpath, no VCS
+// stamp and the default instruction set levels (whatever GOAMD64 or GOARM64 the environment sets)
+// make the binary depend only on the source, the Go release and the version.
+func goBuild(root string, im image, p v1.Platform, version string) ([]byte, error) {
 	tmp, err := os.MkdirTemp("", "image-")
 	if err != nil {
-		return "", "", err
+		return nil, err
 	}
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, im.binary)
-	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", bin, im.pkg)
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w -X "+versionSymbol+"="+version, "-o", bin, im.pkg)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+runtime.GOARCH)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+p.OS, "GOARCH="+p.Architecture, "GOARM=", "GOAMD64=", "GOARM64=")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return "", "", fmt.Errorf("go build %s: %w", im.pkg, err)
+		return nil, fmt.Errorf("go build %s for %s: %w", im.pkg, p, err)
 	}
-	data, err := os.ReadFile(bin)
-	if err != nil {
-		return "", "", err
-	}
-	img, err := assemble(im, data)
-	if err != nil {
-		return "", "", err
-	}
-	return write(out, im, img)
+	return os.ReadFile(bin)
 }
 
-// write saves img as OUT/<binary>.tar tagged im.tag and returns the file and the image ID.
+// write saves img as OUT/<binary>.tar tagged <name>:dev and returns the file and the image ID.
 func write(out string, im image, img v1.Image) (string, string, error) {
-	tag, err := name.NewTag(im.tag)
+	tag, err := name.NewTag(im.name + ":" + devTag)
 	if err != nil {
 		return "", "", err
 	}
@@ -142,9 +241,11 @@ func write(out string, im image, img v1.Image) (string, string, error) {
 	return file, id.String(), os.Rename(file+".tmp", file)
 }
 
-// assemble makes the image of im around its compiled binary: the binary's layer, the CA bundle's
-// layer when im.caBundle, and a config that runs the binary as user.
-func assemble(im image, binary []byte) (v1.Image, error) {
+// assemble makes the image of im for platform p around its compiled binary: the binary's layer,
+// the CA bundle's layer when im.caBundle, and a config that runs the binary as user, labelled
+// with s. oci selects OCI media types (released images) over Docker's (the e2e tarballs, as
+// before).
+func assemble(im image, binary []byte, p v1.Platform, s stamp, oci bool) (v1.Image, error) {
 	files := [][]tarFile{{{path: "/" + im.binary, mode: 0o755, data: binary}}}
 	if im.caBundle {
 		pemData, err := caBundle()
@@ -157,6 +258,11 @@ func assemble(im image, binary []byte) (v1.Image, error) {
 		})
 	}
 	img := empty.Image
+	layerType := types.DockerLayer
+	if oci {
+		img = mutate.MediaType(mutate.ConfigMediaType(img, types.OCIConfigJSON), types.OCIManifestSchema1)
+		layerType = types.OCILayer
+	}
 	for _, fs := range files {
 		layerTar, err := layerTar(fs)
 		if err != nil {
@@ -164,7 +270,7 @@ func assemble(im image, binary []byte) (v1.Image, error) {
 		}
 		layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(layerTar)), nil
-		})
+		}, tarball.WithMediaType(layerType))
 		if err != nil {
 			return nil, err
 		}
@@ -177,12 +283,13 @@ func assemble(im image, binary []byte) (v1.Image, error) {
 		return nil, err
 	}
 	cf = cf.DeepCopy()
-	cf.OS, cf.Architecture = "linux", runtime.GOARCH
+	cf.OS, cf.Architecture = p.OS, p.Architecture
 	cf.Config.Entrypoint = []string{"/" + im.binary}
 	cf.Config.User = user
 	cf.Config.WorkingDir = "/"
 	cf.Config.Env = []string{"PATH=/"}
-	cf.Created = v1.Time{}
+	cf.Config.Labels = s.labels(im)
+	cf.Created = v1.Time{Time: s.created}
 	return mutate.ConfigFile(img, cf)
 }
 
@@ -263,4 +370,18 @@ func layerTar(files []tarFile) ([]byte, error) {
 		return nil, err
 	}
 	return b.Bytes(), nil
+}
+
+// parsePlatforms parses linux/<arch>,... (architectures without variants: GOARCH alone says how
+// to build for them).
+func parsePlatforms(s string) ([]v1.Platform, error) {
+	var ps []v1.Platform
+	for _, f := range strings.Split(s, ",") {
+		p, err := v1.ParsePlatform(strings.TrimSpace(f))
+		if err != nil || p.OS != "linux" || p.Architecture == "" || p.Variant != "" {
+			return nil, fmt.Errorf("-platforms: %q is not linux/<arch>", f)
+		}
+		ps = append(ps, *p)
+	}
+	return ps, nil
 }

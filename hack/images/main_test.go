@@ -12,9 +12,12 @@ import (
 	"errors"
 	"io"
 	"math/big"
+	"runtime"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 )
@@ -22,7 +25,7 @@ import (
 // The runtime and the operator call HTTPS servers, so their image tarballs must carry a CA bundle
 // at the path Go's crypto/x509 reads, made of certificates that parse, readable by the image user.
 func TestImagesCarryCABundle(t *testing.T) {
-	for _, tag := range []string{"apiconnector-runtime:dev", "apiconnector-operator:dev"} {
+	for _, tag := range []string{"apiconnector-runtime", "apiconnector-operator"} {
 		t.Run(tag, func(t *testing.T) {
 			im := lookup(t, tag)
 			files := imageFiles(t, im)
@@ -61,23 +64,26 @@ func TestImagesCarryCABundle(t *testing.T) {
 
 // Images that call no HTTPS server stay a single binary.
 func TestImagesWithoutCABundle(t *testing.T) {
-	im := lookup(t, "apiconnector-pause:dev")
+	im := lookup(t, "apiconnector-pause")
 	files := imageFiles(t, im)
 	if _, ok := files[CABundlePath]; ok || len(files) != 1 {
 		t.Fatalf("pause image files %v, want only /%s", keys(files), im.binary)
 	}
 }
 
-func lookup(t *testing.T, tag string) image {
+func lookup(t *testing.T, name string) image {
 	t.Helper()
 	for _, im := range images {
-		if im.tag == tag {
+		if im.name == name {
 			return im
 		}
 	}
-	t.Fatalf("no image %s", tag)
+	t.Fatalf("no image %s", name)
 	return image{}
 }
+
+// testStamp is a release stamp as stampFromGit makes them.
+var testStamp = stamp{version: "v1.2.3", revision: "0123456789abcdef0123456789abcdef01234567", created: time.Unix(1700000000, 0).UTC()}
 
 type file struct {
 	mode int64
@@ -89,7 +95,7 @@ type file struct {
 // writes, reads that back and returns the files of its flattened filesystem.
 func imageFiles(t *testing.T, im image) map[string]file {
 	t.Helper()
-	img, err := assemble(im, []byte("binary of "+im.tag))
+	img, err := assemble(im, []byte("binary of "+im.name), v1.Platform{OS: "linux", Architecture: runtime.GOARCH}, testStamp, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +103,11 @@ func imageFiles(t *testing.T, im image) map[string]file {
 	if err != nil {
 		t.Fatal(err)
 	}
-	read, err := tarball.ImageFromPath(path, nil)
+	tag, err := name.NewTag(im.name + ":dev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read, err := tarball.ImageFromPath(path, &tag)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +117,9 @@ func imageFiles(t *testing.T, im image) map[string]file {
 	}
 	if cf.Config.User != user {
 		t.Fatalf("user %q, want %q", cf.Config.User, user)
+	}
+	if cf.Architecture != runtime.GOARCH || cf.Config.Labels["org.opencontainers.image.version"] != testStamp.version {
+		t.Fatalf("architecture %q, labels %v", cf.Architecture, cf.Config.Labels)
 	}
 	rc := mutate.Extract(read)
 	defer rc.Close()
@@ -163,7 +176,7 @@ func keys(m map[string]file) []string {
 
 // -extra-ca (test clusters) appends its certificates to the bundle; bad input is refused.
 func TestExtraCA(t *testing.T) {
-	im := lookup(t, "apiconnector-runtime:dev")
+	im := lookup(t, "apiconnector-runtime")
 	base := parsePEM(t, imageFiles(t, im)[CABundlePath].data)
 
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -85,10 +85,11 @@ func (cp *ControlPlane) Stop() {
 	os.RemoveAll(cp.Dir)
 }
 
-// Build compiles a main package of the repository into the scratch directory.
-func (cp *ControlPlane) Build(root, pkg, name string) (string, error) {
+// Build compiles a main package of the repository into the scratch directory; flags go to
+// go build (e.g. -ldflags).
+func (cp *ControlPlane) Build(root, pkg, name string, flags ...string) (string, error) {
 	out := filepath.Join(cp.Dir, name)
-	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd := exec.Command("go", append(append([]string{"build", "-o", out}, flags...), pkg)...)
 	cmd.Dir = root
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {

@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/internal/version"
 	"github.com/apiconnector/operator/runtime/connfile"
 	"github.com/apiconnector/operator/runtime/entra"
 	"github.com/apiconnector/operator/runtime/rules"
@@ -35,9 +35,6 @@ const (
 	exitFailure = 1
 	exitUsage   = 2
 )
-
-// version is set with -ldflags "-X main.version=..."; otherwise the module build info is used.
-var version = ""
 
 const usage = `apiconnector-runtime serves an Entra ID API connector declared as an APIConnector.
 
@@ -68,7 +65,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "eval":
 		return eval(ctx, rest, stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintln(stdout, buildVersion())
+		fmt.Fprintln(stdout, version.Get())
 		return exitOK
 	case "help", "-h", "--help":
 		if len(rest) == 1 {
@@ -100,21 +97,6 @@ func flagSet(cmd string, w io.Writer) *flag.FlagSet {
 		return fs
 	}
 	return nil
-}
-
-func buildVersion() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				return bi.Main.Version + " " + s.Value
-			}
-		}
-		return bi.Main.Version
-	}
-	return "unknown"
 }
 
 // --- serve ---
@@ -194,7 +176,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), version.Collector())
 	metrics, err := server.NewMetrics(reg)
 	if err != nil {
 		return err

@@ -4,15 +4,20 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apiconnector/operator/internal/version"
 )
 
 const samples = "../../../config/samples"
@@ -145,6 +150,15 @@ func TestServe(t *testing.T) {
 	code, body := postAsEntra(t, "http://"+s.addr+"/validate", `{"email":"x@mailinator.com"}`)
 	if code != 200 || !strings.Contains(string(body), `"action":"ShowBlockPage"`) {
 		t.Errorf("answer %d %s", code, body)
+	}
+	res, err := http.Get("http://" + s.ops + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if info := fmt.Sprintf("apiconnector_build_info{go_version=%q,version=%q} 1\n", runtime.Version(), version.Get()); !strings.Contains(string(metrics), info) {
+		t.Errorf("/metrics lacks %q", info)
 	}
 	if code := s.stop(); code != 0 {
 		t.Errorf("serve exited %d\n%s%s", code, s.out.String(), s.errOut.String())
@@ -291,5 +305,23 @@ spec:
 		"- name: refused\n  calls: {approve: {body: {approved: false}}}\n  expect: {action: ShowBlockPage, rule: denied}\n"), 0o600)
 	if code, out, errOut := runCmd(t, "test", "--cases", cases, conn); code != 0 || !strings.Contains(out, "2 passed, 0 failed") {
 		t.Errorf("test: code %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// A runtime built with the release's -ldflags reports that version with both spellings.
+func TestVersionStamped(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the runtime")
+	}
+	const want = "v9.8.7-stamp.1"
+	bin := filepath.Join(t.TempDir(), "apiconnector-runtime")
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-X "+version.Symbol+"="+want, "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, arg := range []string{"version", "--version"} {
+		if out, err := exec.Command(bin, arg).CombinedOutput(); err != nil || string(out) != want+"\n" {
+			t.Errorf("apiconnector-runtime %s = %q, %v; want %q", arg, out, err, want)
+		}
 	}
 }
