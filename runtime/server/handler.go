@@ -93,7 +93,7 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.opts.LogClaims {
 		if req != nil {
-			attrs = append(attrs, slog.String("claims", string(req.Canonical)))
+			attrs = append(attrs, slog.String("claims", string(req.Canonical())))
 		}
 		if len(o.claims) > 0 {
 			attrs = append(attrs, slog.String("returned_claims", string(o.claims)))
