@@ -88,13 +88,10 @@ var errBadNumber = &DecodeError{Reason: "bad_number", Err: errors.New("a number 
 // are refused here. Errors name what is wrong and where in the body, never a value.
 type parser struct {
 	dec *jsontext.Decoder
-	// floats makes numbers float64 as they are read; otherwise they stay json.Number (the
-	// extension envelope's attribute types decide, see toClaims).
-	floats bool
-	// badNumber is set when a number is outside the float64 range. It is reported after the
-	// claim types are checked, so a claim of the wrong type is named first; the number is kept
-	// as json.Number meanwhile.
-	badNumber bool
+	// floats makes numbers float64 as they are read, else they stay json.Number (toClaims).
+	// badNumber records one outside the float64 range (kept as json.Number), reported after the
+	// claim types are checked so that a claim of the wrong type is named first.
+	floats, badNumber bool
 }
 
 // parseBody checks and parses a body into one JSON object.
