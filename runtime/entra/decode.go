@@ -67,54 +67,61 @@ func (e *ClaimTypeError) Error() string {
 //   - Known claims must have their documented types; null is a wrong type, since Entra omits claims
 //     without a value.
 func DecodeRequest(body []byte) (*Request, error) {
-	raw, err := parseBody(body)
+	p := parser{floats: true}
+	claims, err := p.parseBody(body)
 	if err != nil {
 		return nil, err
 	}
-	if err := checkKnownTypes(raw); err != nil {
+	if err := checkKnownTypes(claims); err != nil {
 		return nil, err
 	}
-	claims, err := toClaims(raw)
-	if err != nil {
-		return nil, err
+	if p.badNumber {
+		return nil, errBadNumber
 	}
-	canon, err := canonical(body)
-	if err != nil {
-		return nil, &DecodeError{Reason: "malformed_json", Err: errors.New("body cannot be canonicalized")}
-	}
-	return &Request{Claims: claims.(map[string]any), Canonical: canon}, nil
+	return &Request{Claims: claims, body: body}, nil
 }
 
-// parseBody checks and parses a body into one JSON object whose numbers are json.Number, token by
-// token with jsontext (the JSON v2 tokenizer), which refuses duplicate keys at any depth and
-// invalid UTF-8 itself; nesting deeper than maxDepth and anything after the object are refused
-// here. Errors name what is wrong and where in the body, never a value.
-func parseBody(body []byte) (map[string]any, error) {
+var errBadNumber = &DecodeError{Reason: "bad_number", Err: errors.New("a number is outside the range of a 64-bit float")}
+
+// parser reads one body with jsontext (the JSON v2 tokenizer), which refuses duplicate keys at
+// any depth and invalid UTF-8 itself; nesting deeper than maxDepth and anything after the object
+// are refused here. Errors name what is wrong and where in the body, never a value.
+type parser struct {
+	dec *jsontext.Decoder
+	// floats makes numbers float64 as they are read, else they stay json.Number (toClaims).
+	// badNumber records one outside the float64 range (kept as json.Number), reported after the
+	// claim types are checked so that a claim of the wrong type is named first.
+	floats, badNumber bool
+}
+
+// parseBody checks and parses a body into one JSON object.
+func (p *parser) parseBody(body []byte) (map[string]any, error) {
 	if !utf8.Valid(body) {
 		// encoding/json would silently replace bad bytes with U+FFFD; two different bodies would then
 		// have the same claims, so refuse instead.
 		return nil, &DecodeError{Reason: "invalid_utf8", Err: errors.New("body is not valid UTF-8")}
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(body))
-	tok, err := readToken(dec)
+	// A bytes.Buffer is parsed in place, without copying the body into the decoder's buffer.
+	p.dec = jsontext.NewDecoder(bytes.NewBuffer(body))
+	tok, err := p.readToken()
 	if err != nil {
 		return nil, err
 	}
 	if tok.Kind() != '{' {
 		return nil, &DecodeError{Reason: "not_object", Err: ErrNotObject}
 	}
-	raw, err := readObject(dec)
+	raw, err := p.readObject()
 	if err != nil {
 		return nil, err
 	}
-	if _, err := dec.ReadToken(); err != io.EOF {
+	if _, err := p.dec.ReadToken(); err != io.EOF {
 		return nil, &DecodeError{Reason: "malformed_json", Err: errors.New("data after the top-level object")}
 	}
 	return raw, nil
 }
 
-func readToken(dec *jsontext.Decoder) (jsontext.Token, error) {
-	tok, err := dec.ReadToken()
+func (p *parser) readToken() (jsontext.Token, error) {
+	tok, err := p.dec.ReadToken()
 	switch {
 	case err == nil:
 		return tok, nil
@@ -123,24 +130,33 @@ func readToken(dec *jsontext.Decoder) (jsontext.Token, error) {
 	case err == io.EOF:
 		return tok, &DecodeError{Reason: "malformed_json", Err: io.ErrUnexpectedEOF}
 	}
-	return tok, &DecodeError{Reason: "malformed_json", Err: fmt.Errorf("invalid JSON at byte %d", dec.InputOffset())}
+	return tok, &DecodeError{Reason: "malformed_json", Err: fmt.Errorf("invalid JSON at byte %d", p.dec.InputOffset())}
 }
 
-// readValue reads the value tok starts; numbers stay json.Number.
-func readValue(dec *jsontext.Decoder, tok jsontext.Token) (any, error) {
+// readValue reads the value tok starts.
+func (p *parser) readValue(tok jsontext.Token) (any, error) {
 	switch tok.Kind() {
 	case '{', '[':
-		if dec.StackDepth() > maxDepth {
+		if p.dec.StackDepth() > maxDepth {
 			return nil, &DecodeError{Reason: "too_deep", Err: fmt.Errorf("nesting deeper than %d", maxDepth)}
 		}
 		if tok.Kind() == '{' {
-			return readObject(dec)
+			return p.readObject()
 		}
-		return readArray(dec)
+		return p.readArray()
 	case '"':
 		return tok.String(), nil
 	case '0':
-		return json.Number(tok.String()), nil
+		n := json.Number(tok.String())
+		if !p.floats {
+			return n, nil
+		}
+		f, err := toFloat(n)
+		if err != nil {
+			p.badNumber = true
+			return n, nil
+		}
+		return f, nil
 	case 't', 'f':
 		return tok.Bool(), nil
 	default: // 'n'
@@ -148,10 +164,10 @@ func readValue(dec *jsontext.Decoder, tok jsontext.Token) (any, error) {
 	}
 }
 
-func readObject(dec *jsontext.Decoder) (map[string]any, error) {
+func (p *parser) readObject() (map[string]any, error) {
 	m := map[string]any{}
 	for {
-		tok, err := readToken(dec)
+		tok, err := p.readToken()
 		if err != nil {
 			return nil, err
 		}
@@ -159,26 +175,26 @@ func readObject(dec *jsontext.Decoder) (map[string]any, error) {
 			return m, nil
 		}
 		key := tok.String()
-		if tok, err = readToken(dec); err != nil {
+		if tok, err = p.readToken(); err != nil {
 			return nil, err
 		}
-		if m[key], err = readValue(dec, tok); err != nil {
+		if m[key], err = p.readValue(tok); err != nil {
 			return nil, err
 		}
 	}
 }
 
-func readArray(dec *jsontext.Decoder) ([]any, error) {
+func (p *parser) readArray() ([]any, error) {
 	a := []any{}
 	for {
-		tok, err := readToken(dec)
+		tok, err := p.readToken()
 		if err != nil {
 			return nil, err
 		}
 		if tok.Kind() == ']' {
 			return a, nil
 		}
-		v, err := readValue(dec, tok)
+		v, err := p.readValue(tok)
 		if err != nil {
 			return nil, err
 		}
@@ -223,33 +239,28 @@ func checkIdentities(ids any, path string) error {
 	return nil
 }
 
+// toFloat converts a JSON number to float64, refusing one outside its range.
+func toFloat(n json.Number) (float64, error) {
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil || math.IsInf(f, 0) {
+		return 0, errBadNumber
+	}
+	return f, nil
+}
+
 // toClaims converts json.Number to float64 throughout.
 func toClaims(v any) (any, error) {
 	switch t := v.(type) {
 	case json.Number:
-		f, err := strconv.ParseFloat(string(t), 64)
-		if err != nil || math.IsInf(f, 0) {
-			return nil, &DecodeError{Reason: "bad_number", Err: errors.New("a number is outside the range of a 64-bit float")}
-		}
-		return f, nil
+		return toFloat(t)
 	case map[string]any:
 		out := make(map[string]any, len(t))
-		var errKey string
-		var firstErr error
 		for k, e := range t {
 			c, err := toClaims(e)
 			if err != nil {
-				// Report the smallest key's error, so a body with several bad numbers always
-				// gets the same one whatever the map order.
-				if firstErr == nil || k < errKey {
-					errKey, firstErr = k, err
-				}
-				continue
+				return nil, err // the one error there is, whichever number it is about
 			}
 			out[k] = c
-		}
-		if firstErr != nil {
-			return nil, firstErr
 		}
 		return out, nil
 	case []any:

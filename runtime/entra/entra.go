@@ -3,7 +3,10 @@
 // server decodes with it and the rules engine decides with the decoded Request.
 package entra
 
-import "context"
+import (
+	"context"
+	"sync"
+)
 
 // Version is the "version" field of every answer.
 const Version = "1.0.0"
@@ -27,13 +30,33 @@ type Request struct {
 	// decoding gives (string, float64, bool, []any, map[string]any). identities stays a []any of
 	// maps. Missing claims are absent, never empty strings.
 	Claims map[string]any
-	// Canonical is the body re-encoded with sorted keys and no insignificant whitespace, so two
-	// deliveries of the same sign-up (Entra retries once) have the same bytes.
-	Canonical []byte
 	// Extension is set for custom authentication extension requests (DecodeExtensionRequest):
 	// the envelope's identifiers, authenticationContext and the collected attributes' types.
 	// Nil for legacy API connector requests.
 	Extension *Extension
+
+	// body is the decoded body, canonicalised on the first call of Canonical: only event IDs
+	// and the claims log need it, so most requests never pay for it.
+	body      []byte
+	once      sync.Once
+	canonical []byte
+}
+
+// NewRequest is a request with the given claims whose Canonical is canonical (the eval and test
+// commands build requests from claims rather than a body).
+func NewRequest(claims map[string]any, canonical []byte) *Request {
+	return &Request{Claims: claims, canonical: canonical}
+}
+
+// Canonical is the body re-encoded with sorted keys and no insignificant whitespace, so two
+// deliveries of the same sign-up (Entra retries once) have the same bytes. A decoded request's is
+// computed on the first call (safe for concurrent use); the decoder accepted the body, so it
+// cannot fail.
+func (r *Request) Canonical() []byte {
+	if r.body != nil {
+		r.once.Do(func() { r.canonical, _ = canonical(r.body) })
+	}
+	return r.canonical
 }
 
 // Decision is the answer to one request.

@@ -33,8 +33,8 @@ func TestGoldenRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := bytes.TrimSpace(readGolden(t, "request-postattributecollection.canonical.json"))
-	if !bytes.Equal(req.Canonical, want) {
-		t.Errorf("Canonical =\n%s\nwant\n%s", req.Canonical, want)
+	if !bytes.Equal(req.Canonical(), want) {
+		t.Errorf("Canonical =\n%s\nwant\n%s", req.Canonical(), want)
 	}
 	if got := req.Claims["step"]; got != "PostAttributeCollection" {
 		t.Errorf("step = %v", got)
@@ -143,6 +143,9 @@ func TestDecodeRequest(t *testing.T) {
 		{name: "nested duplicate key", body: `{"identities":[{"issuer":"a","issuer":"b"}]}`, reason: "duplicate_key"},
 		{name: "invalid utf8", body: "{\"city\":\"\xff\"}", reason: "invalid_utf8"},
 		{name: "number out of range", body: `{"n":1e400}`, reason: "bad_number"},
+		{name: "nested number out of range", body: `{"identities":[{"n":[-1e400]}]}`, reason: "bad_number"},
+		// The claim types are checked first: the wrong claim is named, whatever the other errors.
+		{name: "email number out of range", body: `{"n":1e400,"email":1e400}`, claim: "email"},
 		{name: "too deep", body: `{"a":` + repeat("[", 40) + repeat("]", 40) + `}`, reason: "too_deep"},
 		{name: "email number", body: `{"email":1}`, claim: "email"},
 		{name: "email null", body: `{"email":null}`, claim: "email"},
@@ -162,8 +165,8 @@ func TestDecodeRequest(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if string(req.Canonical) != tc.canonical {
-					t.Errorf("Canonical = %s, want %s", req.Canonical, tc.canonical)
+				if string(req.Canonical()) != tc.canonical {
+					t.Errorf("Canonical = %s, want %s", req.Canonical(), tc.canonical)
 				}
 			case tc.claim != "":
 				var cte *ClaimTypeError
@@ -203,8 +206,8 @@ func TestCanonicalStableAcrossKeyOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(a.Canonical, b.Canonical) {
-		t.Errorf("%s != %s", a.Canonical, b.Canonical)
+	if !bytes.Equal(a.Canonical(), b.Canonical()) {
+		t.Errorf("%s != %s", a.Canonical(), b.Canonical())
 	}
 }
 

@@ -126,13 +126,10 @@ func DecodeExtensionRequest(body []byte, step string) (*Request, error) {
 	if !ok {
 		return nil, fmt.Errorf("step %q is not a custom authentication extension event", step)
 	}
-	raw, err := parseBody(body)
+	var p parser // numbers stay json.Number: an attribute's type decides what they become
+	raw, err := p.parseBody(body)
 	if err != nil {
 		return nil, err
-	}
-	canon, err := canonical(body)
-	if err != nil {
-		return nil, &DecodeError{Reason: "malformed_json", Err: errors.New("body cannot be canonicalized")}
 	}
 	typ, err := optString(raw, "type", "type")
 	if err != nil {
@@ -191,7 +188,7 @@ func DecodeExtensionRequest(body []byte, step string) (*Request, error) {
 	} else if err := signUpClaims(data, claims, x.AttributeTypes); err != nil {
 		return nil, err
 	}
-	return &Request{Claims: claims, Canonical: canon, Extension: x}, nil
+	return &Request{Claims: claims, Extension: x, body: body}, nil
 }
 
 // signUpClaims maps data.userSignUpInfo to claims.

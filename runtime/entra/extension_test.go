@@ -53,8 +53,8 @@ func TestExtensionGoldenRequests(t *testing.T) {
 			if !reflect.DeepEqual(x.AttributeTypes, wantTypes) {
 				t.Errorf("attribute types %v", x.AttributeTypes)
 			}
-			if len(req.Canonical) == 0 || strings.Contains(string(req.Canonical), "\n") {
-				t.Errorf("canonical %q", req.Canonical)
+			if len(req.Canonical()) == 0 || strings.Contains(string(req.Canonical()), "\n") {
+				t.Errorf("canonical %q", req.Canonical())
 			}
 		})
 	}

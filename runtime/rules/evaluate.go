@@ -99,23 +99,28 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 // attribute extension_<appid>_<Name>, the alias extension_<Name>, so rules need not hard-code the
 // tenant's extensions-app ID. A claim the request sends under the short name wins; of two apps'
 // attributes of the same name (Entra sends one extensions app's, so this is for determinism only)
-// the smaller full name.
+// the smaller full name. Without extension attributes the claims are returned as they are (CEL
+// only reads them); otherwise in a copy.
 func withExtensionAliases(claims map[string]any) map[string]any {
-	out := make(map[string]any, len(claims))
 	aliases := map[string]string{} // short name → full name
-	for k, v := range claims {
-		out[k] = v
-		rest, ok := extensionRest(k)
+	for k := range claims {
+		short, ok := extensionAlias(k)
 		if !ok {
 			continue
 		}
-		short := extensionPrefix + rest
 		if _, sent := claims[short]; sent {
 			continue
 		}
 		if full, seen := aliases[short]; !seen || k < full {
 			aliases[short] = k
 		}
+	}
+	if len(aliases) == 0 {
+		return claims
+	}
+	out := make(map[string]any, len(claims)+len(aliases))
+	for k, v := range claims {
+		out[k] = v
 	}
 	for short, full := range aliases {
 		out[short] = claims[full]

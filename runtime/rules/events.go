@@ -120,7 +120,7 @@ func (e *Engine) buildEvent(ctx context.Context, ev *compiledEvent, v *vars, req
 	}
 	return &CloudEvent{
 		SpecVersion:     "1.0",
-		ID:              EventID(e.namespace, e.name, step, ev.spec.Name, req.Canonical),
+		ID:              EventID(e.namespace, e.name, step, ev.spec.Name, req.Canonical()),
 		Source:          "apiconnector.dev/" + e.namespace + "/" + e.name,
 		Type:            "dev.apiconnector." + ev.spec.Name,
 		Time:            e.opts.Now().UTC(),

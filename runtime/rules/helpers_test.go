@@ -55,7 +55,7 @@ func request(t testing.TB, claims map[string]any) *entra.Request {
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
-	return &entra.Request{Claims: m, Canonical: b}
+	return entra.NewRequest(m, b)
 }
 
 func eval(t testing.TB, e *rules.Engine, claims map[string]any) *entra.Decision {

@@ -232,7 +232,7 @@ func Eval(conn *v1alpha1.APIConnector, resolve rules.ListResolver, claims map[st
 	if err != nil {
 		return nil, err
 	}
-	return EvalRequest(conn, resolve, &entra.Request{Claims: claims, Canonical: canonical}, stubs)
+	return EvalRequest(conn, resolve, entra.NewRequest(claims, canonical), stubs)
 }
 
 // EvalRequest is Eval for a decoded request (legacy or extension).
@@ -356,7 +356,7 @@ func BuildRequest(step v1alpha1.Step, c Case) (*entra.Request, error) {
 		if err != nil {
 			return nil, err
 		}
-		return &entra.Request{Claims: c.Claims, Canonical: canonical}, nil
+		return entra.NewRequest(c.Claims, canonical), nil
 	}
 	env := c.Request
 	if env == nil {

@@ -37,11 +37,11 @@ func FuzzDecodeAndServe(f *testing.F) {
 				claims[k] = s
 			}
 		}
-		switch len(req.Canonical) % 4 {
+		switch len(req.Canonical()) % 4 {
 		case 0:
-			return &entra.Decision{Action: entra.ActionValidationError, UserMessage: string(req.Canonical)}, nil
+			return &entra.Decision{Action: entra.ActionValidationError, UserMessage: string(req.Canonical())}, nil
 		case 1:
-			return &entra.Decision{Action: entra.ActionShowBlockPage, UserMessage: string(req.Canonical)}, nil
+			return &entra.Decision{Action: entra.ActionShowBlockPage, UserMessage: string(req.Canonical())}, nil
 		case 2:
 			panic("fuzz panic")
 		}

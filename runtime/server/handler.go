@@ -73,7 +73,7 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 
 	id := requestID(r.Header.Get("X-Request-Id"))
 	w.Header().Set("X-Request-Id", id)
-	log := s.log.With("request_id", id, "step", string(cfg.step))
+	log := requestLog{log: s.log, id: id, step: string(cfg.step)}
 
 	o, req := s.answer(w, r, cfg, log, start)
 
@@ -84,28 +84,43 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	if o.code >= 400 && o.action != string(entra.ActionValidationError) {
 		level = slog.LevelWarn
 	}
-	attrs := []slog.Attr{slog.String("action", o.action), slog.Int("code", o.code),
-		slog.Float64("latency_ms", float64(elapsed.Microseconds())/1000)}
-	for _, kv := range [][2]string{{"rule", o.rule}, {"reason", o.reason}} {
-		if kv[1] != "" {
-			attrs = append(attrs, slog.String(kv[0], kv[1]))
-		}
+	var buf [9]slog.Attr // the most this line has; LogAttrs copies them, so they stay on the stack
+	attrs := append(buf[:0], slog.String("request_id", id), slog.String("step", string(cfg.step)),
+		slog.String("action", o.action), slog.Int("code", o.code),
+		slog.Float64("latency_ms", float64(elapsed.Microseconds())/1000))
+	if o.rule != "" {
+		attrs = append(attrs, slog.String("rule", o.rule))
+	}
+	if o.reason != "" {
+		attrs = append(attrs, slog.String("reason", o.reason))
 	}
 	if s.opts.LogClaims {
 		if req != nil {
-			attrs = append(attrs, slog.String("claims", string(req.Canonical)))
+			attrs = append(attrs, slog.String("claims", string(req.Canonical())))
 		}
 		if len(o.claims) > 0 {
 			attrs = append(attrs, slog.String("returned_claims", string(o.claims)))
 		}
 	}
-	log.LogAttrs(r.Context(), level, "request", attrs...)
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// requestLog writes the other lines of a request with its request_id and step first, as a
+// logger made by slog.Logger.With would, without building one for every request.
+type requestLog struct {
+	log      *slog.Logger
+	id, step string
+}
+
+func (l requestLog) write(level slog.Level, msg string, attrs ...slog.Attr) {
+	all := append([]slog.Attr{slog.String("request_id", l.id), slog.String("step", l.step)}, attrs...)
+	l.log.LogAttrs(context.Background(), level, msg, all...)
 }
 
 // answer writes the response and reports what happened. The decoded request is returned for logging.
 // start is when the request arrived: the deadline counts from it, and authentication checks
 // validity periods at it (one clock reading for all).
-func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log *slog.Logger, start time.Time) (outcome, *entra.Request) {
+func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log requestLog, start time.Time) (outcome, *entra.Request) {
 	// The deadline covers everything from arrival, body reading included.
 	ctx, cancel := context.WithDeadline(r.Context(), start.Add(cfg.timeout))
 	defer cancel()
@@ -143,7 +158,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 	}
 	req, err := decode(cfg.step, body)
 	if err != nil {
-		log.Warn("request refused", "error", err.Error())
+		log.write(slog.LevelWarn, "request refused", slog.String("error", err.Error()))
 		return s.refuse(w, cfg, http.StatusBadRequest, "BadRequest", decodeReason(err)), nil
 	}
 
@@ -171,14 +186,14 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 			// Entra only accepts a validation error at PostAttributeCollection and
 			// OnAttributeCollectionSubmit; the CRD forbids such rules elsewhere, but an evaluator
 			// must not be able to send one anyway.
-			log.Warn("ValidationError is not allowed at this step; answering ShowBlockPage", "rule", d.Rule)
+			log.write(slog.LevelWarn, "ValidationError is not allowed at this step; answering ShowBlockPage", slog.String("rule", d.Rule))
 			s.metrics.downgradedTotal.Inc()
 			d = forStep(cfg.step, d)
 		}
 	}
 	status, out := Encode(cfg.step, d)
 	if status != http.StatusOK && status != http.StatusBadRequest {
-		log.Error("failing closed with an error status: this step has no block page", "status", status)
+		log.write(slog.LevelError, "failing closed with an error status: this step has no block page", slog.Int("status", status))
 	}
 	s.writeJSON(w, status, out)
 	o.action, o.code = string(d.Action), status
@@ -215,7 +230,7 @@ func Decode(step v1alpha1.Step, body []byte) (*entra.Request, error) { return de
 // An entra.PromptEvaluator (the rules engine) runs on the request's goroutine. Any other
 // evaluator runs in a goroutine of its own, so one that ignores ctx cannot hold the answer past
 // the deadline. Either way a panic is recovered.
-func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, log *slog.Logger) (*entra.Decision, string) {
+func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, log requestLog) (*entra.Decision, string) {
 	start := time.Now()
 	var res evalResult
 	if _, prompt := cfg.ev.(entra.PromptEvaluator); prompt {
@@ -237,19 +252,19 @@ func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, 
 	var pe *panicError
 	switch {
 	case errors.As(res.err, &pe):
-		log.Error("evaluator panicked; failure policy applies", "policy", string(cfg.policy), "panic", pe.Error())
+		log.write(slog.LevelError, "evaluator panicked; failure policy applies", slog.String("policy", string(cfg.policy)), slog.String("panic", pe.Error()))
 		return nil, "panic"
 	case errors.Is(res.err, context.DeadlineExceeded):
-		log.Error("deadline exceeded; failure policy applies", "policy", string(cfg.policy), "timeout", cfg.timeout.String())
+		log.write(slog.LevelError, "deadline exceeded; failure policy applies", slog.String("policy", string(cfg.policy)), slog.String("timeout", cfg.timeout.String()))
 		return nil, "deadline"
 	case errors.Is(res.err, context.Canceled):
-		log.Warn("request canceled by the client; failure policy applies", "policy", string(cfg.policy))
+		log.write(slog.LevelWarn, "request canceled by the client; failure policy applies", slog.String("policy", string(cfg.policy)))
 		return nil, "canceled"
 	case res.err != nil:
-		log.Error("evaluation failed; failure policy applies", "policy", string(cfg.policy), "error", res.err.Error())
+		log.write(slog.LevelError, "evaluation failed; failure policy applies", slog.String("policy", string(cfg.policy)), slog.String("error", res.err.Error()))
 		return nil, "error"
 	case res.d == nil || !validAction(res.d.Action):
-		log.Error("evaluator returned no valid decision; failure policy applies", "policy", string(cfg.policy))
+		log.write(slog.LevelError, "evaluator returned no valid decision; failure policy applies", slog.String("policy", string(cfg.policy)))
 		return nil, "invalid_decision"
 	}
 	return res.d, ""

@@ -184,6 +184,36 @@ func TestRequestIDValidated(t *testing.T) {
 	}
 }
 
+// Every line a request logs carries its request_id and step, so its warnings can be matched with
+// its request line.
+func TestRequestLogLinesCarryIDAndStep(t *testing.T) {
+	var buf syncBuffer
+	ts := start(t, newServer(t, basicConnector(pac), continueEval, Options{
+		SecretsDir: basicSecrets(t, testUser, testPass), Logger: jsonLogger(&buf)}))
+	h := basicHeader(testUser, testPass)
+	h["X-Request-Id"] = "req-42"
+	if res := do(t, ts.client, "POST", ts.url, "application/json", `{"email":`, h); res.code != http.StatusBadRequest {
+		t.Fatalf("status %d", res.code)
+	}
+	if err := ts.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, l := range strings.Split(strings.TrimSpace(buf.String()), "\n") {
+		var line map[string]any
+		if json.Unmarshal([]byte(l), &line) != nil || (line["msg"] != "request" && line["msg"] != "request refused") {
+			continue
+		}
+		seen[line["msg"].(string)] = true
+		if line["request_id"] != "req-42" || line["step"] != string(pac) {
+			t.Errorf("line without the request's id and step: %s", l)
+		}
+	}
+	if !seen["request"] || !seen["request refused"] {
+		t.Errorf("lines missing (%v):\n%s", seen, buf.String())
+	}
+}
+
 func TestLogsCarryNoClaimsByDefault(t *testing.T) {
 	for _, logClaims := range []bool{false, true} {
 		var buf syncBuffer
