@@ -136,6 +136,7 @@ func TestE2E(t *testing.T) {
 		{"services", s.deployServices},
 		{"apply-samples", s.applySamples},
 		{"ready", s.waitReady},
+		{"installed-from-registry", s.installedFromRegistry},
 		{"pod-security", s.podSecurityEnforced},
 		{"network-policy", s.networkPolicy}, // before any traffic: every later call passes the policies
 		{"unauthorized", s.unauthorized},
@@ -158,7 +159,7 @@ func TestE2E(t *testing.T) {
 
 // newSuite connects to the cluster of `hack/cluster env` and starts from clean namespaces.
 func newSuite(t *testing.T, ctx context.Context) *suite {
-	for _, v := range []string{"KUBECONFIG", "APIC_E2E_INGRESS", "APIC_E2E_GATEWAY", "APIC_E2E_HARNESS_CA"} {
+	for _, v := range []string{"KUBECONFIG", "APIC_E2E_INGRESS", "APIC_E2E_GATEWAY", "APIC_E2E_HARNESS_CA", "APIC_E2E_REGISTRY"} {
 		if os.Getenv(v) == "" {
 			t.Fatalf("%s is not set: run through make e2e (or eval $(go run ./hack/cluster env))", v)
 		}
@@ -637,6 +638,7 @@ func (s *suite) failOnReplicaFailure(t *testing.T, u *unstructured.Unstructured)
 			t.Fatalf("connector %s/%s: its pods cannot be created: %s: %s", u.GetNamespace(), u.GetName(), c.Reason, c.Message)
 		}
 	}
+	s.failOnPullError(t, &d)
 }
 
 // --- Entra-like client ---
