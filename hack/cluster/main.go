@@ -185,7 +185,9 @@ func (c *cluster) printEnv() {
 	fmt.Printf("export APIC_E2E_STATE=%s\n", c.state)
 	fmt.Printf("export APIC_E2E_NETPOL_HEALTH=%s\n", kubeRouterHealth)
 	fmt.Printf("export APIC_E2E_REGISTRY=%s\n", registryAddr)
-	fmt.Printf("export PATH=%s:$PATH\n", c.kubeBinDir())
+	fmt.Printf("export APIC_E2E_DIST=%s\n", c.distDir())
+	fmt.Printf("export APIC_E2E_HOST_IP=%s\n", hostIP)
+	fmt.Printf("export PATH=%s:%s:$PATH\n", c.kubeBinDir(), filepath.Dir(c.helmBin("")))
 }
 
 // run runs a command to completion with a bound, returning combined output on failure.
@@ -358,7 +360,23 @@ func (c *cluster) ensureBinaries() error {
 	if err := goBuild(filepath.Join(c.root, "hack/tools/kube-router"), c.kubeRouterBin(), "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router", "-s -w"); err != nil {
 		return err
 	}
-	return goBuild(filepath.Join(c.root, "hack/tools/coredns"), c.coreDNSBin(), ".", "-s -w")
+	if err := goBuild(filepath.Join(c.root, "hack/tools/coredns"), c.coreDNSBin(), ".", "-s -w"); err != nil {
+		return err
+	}
+	hv, err := modVersion(filepath.Join(c.root, "hack/tools/helm/go.mod"), "helm.sh/helm/v4")
+	if err != nil {
+		return err
+	}
+	return goBuild(filepath.Join(c.root, "hack/tools/helm"), c.helmBin(hv), "helm.sh/helm/v4/cmd/helm",
+		"-s -w -X helm.sh/helm/v4/internal/version.version="+hv)
+}
+
+// helmBin is the helm command the suite installs the release's chart with.
+func (c *cluster) helmBin(v string) string {
+	if v == "" {
+		v, _ = modVersion(filepath.Join(c.root, "hack/tools/helm/go.mod"), "helm.sh/helm/v4")
+	}
+	return filepath.Join(c.root, "bin", "helm", v, "helm")
 }
 
 func (c *cluster) coreDNSBin() string {

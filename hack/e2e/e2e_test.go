@@ -149,6 +149,7 @@ func TestE2E(t *testing.T) {
 		{"secret-rotation", s.secretRotation},
 		{"rules-edit-under-load", s.rulesEditUnderLoad},
 		{"delete-connector", s.deleteConnector},
+		{"helm-install", s.helmInstall}, // last: replaces the operator
 	}
 	for _, st := range steps {
 		if !t.Run(st.name, st.fn) {
@@ -1243,25 +1244,7 @@ func (s *suite) deleteConnector(t *testing.T) {
 	if err := s.c.Delete(s.ctx, &c); err != nil {
 		t.Fatal(err)
 	}
-	sel := client.MatchingLabels(children.SelectorLabels(&c))
-	eventually(t, s.ctx, 2*time.Minute, "children of "+conn+" gone", func() error {
-		var left []string
-		for _, l := range []client.ObjectList{&appsv1.DeploymentList{}, &corev1.ServiceList{}, &netv1.IngressList{},
-			&corev1.ConfigMapList{}, &policyv1.PodDisruptionBudgetList{}, &netv1.NetworkPolicyList{}, &corev1.PodList{}} {
-			if err := s.c.List(s.ctx, l, client.InNamespace(ns), sel); err != nil {
-				return err
-			}
-			items, _ := metaItems(l)
-			left = append(left, items...)
-		}
-		if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: ns, Name: conn}, &apiv1.APIConnector{}); !apierrors.IsNotFound(err) {
-			left = append(left, "APIConnector")
-		}
-		if len(left) > 0 {
-			return fmt.Errorf("left: %v", left)
-		}
-		return nil
-	})
+	s.waitChildrenGone(t, &c, true)
 	s.timings["connector deleted, children gone"] = time.Since(start)
 	// The endpoint is gone from the ingress too.
 	eventually(t, s.ctx, time.Minute, "endpoint no longer routed", func() error {
@@ -1271,6 +1254,33 @@ func (s *suite) deleteConnector(t *testing.T) {
 		}
 		if a.status != http.StatusNotFound {
 			return fmt.Errorf("still answered: %s", a)
+		}
+		return nil
+	})
+}
+
+// waitChildrenGone waits until the children of a deleted connector (and, withConnector, the
+// connector itself) are gone: owner-reference garbage collection.
+func (s *suite) waitChildrenGone(t *testing.T, c *apiv1.APIConnector, withConnector bool) {
+	t.Helper()
+	sel := client.MatchingLabels(children.SelectorLabels(c))
+	eventually(t, s.ctx, 2*time.Minute, "children of "+c.Name+" gone", func() error {
+		var left []string
+		for _, l := range []client.ObjectList{&appsv1.DeploymentList{}, &corev1.ServiceList{}, &netv1.IngressList{},
+			&corev1.ConfigMapList{}, &policyv1.PodDisruptionBudgetList{}, &netv1.NetworkPolicyList{}, &corev1.PodList{}} {
+			if err := s.c.List(s.ctx, l, client.InNamespace(c.Namespace), sel); err != nil {
+				return err
+			}
+			items, _ := metaItems(l)
+			left = append(left, items...)
+		}
+		if withConnector {
+			if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: c.Namespace, Name: c.Name}, &apiv1.APIConnector{}); !apierrors.IsNotFound(err) {
+				left = append(left, "APIConnector")
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("left: %v", left)
 		}
 		return nil
 	})
