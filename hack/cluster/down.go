@@ -34,7 +34,7 @@ func (c *cluster) down() error {
 			logf("warning: %v", err)
 		}
 	}
-	for _, n := range []string{"traefik", "kubelet", "kube-proxy", "kube-router", "coredns", "kube-controller-manager", "kube-scheduler", "kube-apiserver", "etcd"} {
+	for _, n := range []string{"traefik", "registry", "kubelet", "kube-proxy", "kube-router", "coredns", "kube-controller-manager", "kube-scheduler", "kube-apiserver", "etcd"} {
 		c.stopProc(n, 15*time.Second)
 	}
 	// Whatever the kubelet did not stop.
@@ -108,6 +108,11 @@ func (c *cluster) ours() map[int]string {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		cmd := strings.ReplaceAll(string(cmdline), "\x00", " ")
 		if strings.Contains(cmd, "containerd-shim") && strings.Contains(cmd, c.containerdSock()) {
+			found[pid] = cmd
+			continue
+		}
+		// A binary up built into the state folder (the registry).
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); strings.HasPrefix(exe, c.state+"/") {
 			found[pid] = cmd
 			continue
 		}

@@ -1,7 +1,8 @@
 // Command cluster runs a real single-node Kubernetes cluster for the e2e tests, assembled from
 // parts available without Docker or a registry: containerd, runc and the CNI plugins from Debian;
 // etcd, the Kubernetes components and kubectl built from their Go modules (hack/tools/*); images
-// built by hack/images and imported into containerd; the Gateway API CRDs from their Go module;
+// built by hack/images, the operator's and runtime's as a release (hack/release) pushed to a registry
+// on the host side of the veth that containerd pulls from; the Gateway API CRDs from their Go module;
 // Traefik on the host as ingress controller and Gateway API implementation; kube-router's network
 // policy controller on the node, so NetworkPolicy objects are enforced (the bridge CNI does not);
 // CoreDNS on the node as the cluster's DNS, so pods resolve Service names.
@@ -31,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -43,7 +45,7 @@ const (
 	netnsName = "apic-e2e"
 	hostVeth  = "apic-e2e0"
 	nsVeth    = "apic0"
-	// hostIP is where Traefik's connections to pods come from: hack/cluster/operator gives the
+	// hostIP is where Traefik's connections to pods come from: hack/cluster/operator-settings.json gives the
 	// operator --ingress-cidrs=<hostIP>/32 so the connectors' NetworkPolicies admit it.
 	hostIP       = "172.31.255.1"
 	nodeIP       = "172.31.255.2"
@@ -65,8 +67,14 @@ const (
 	kubeRouterHealth = "http://" + nodeIP + ":20244/healthz"
 	// dnsReady is CoreDNS's ready endpoint on the node IP; it serves DNS on nodeIP:53, the pods'
 	// nameserver (kubelet clusterDNS).
-	dnsReady     = "http://" + nodeIP + ":8181/ready"
-	waitReadyFor = 3 * time.Minute
+	dnsReady = "http://" + nodeIP + ":8181/ready"
+	// registryAddr is the OCI registry (hack/images/registry) on the host side of the veth: the
+	// host pushes to it and containerd, in the netns, pulls from it over plain HTTP. A fixed port,
+	// because containerd's per-registry configuration (certs.d/<host:port>) names it.
+	registryAddr = hostIP + ":18500"
+	// releaseVersion is the version of the release the cluster builds and installs.
+	releaseVersion = "v0.0.0-e2e"
+	waitReadyFor   = 3 * time.Minute
 )
 
 // aptPackages are installed when a command or file they provide is missing.
@@ -176,7 +184,10 @@ func (c *cluster) printEnv() {
 	fmt.Printf("export APIC_E2E_HARNESS_CA=%s\n", c.path("pki", "harness-ca"))
 	fmt.Printf("export APIC_E2E_STATE=%s\n", c.state)
 	fmt.Printf("export APIC_E2E_NETPOL_HEALTH=%s\n", kubeRouterHealth)
-	fmt.Printf("export PATH=%s:$PATH\n", c.kubeBinDir())
+	fmt.Printf("export APIC_E2E_REGISTRY=%s\n", registryAddr)
+	fmt.Printf("export APIC_E2E_DIST=%s\n", c.distDir())
+	fmt.Printf("export APIC_E2E_HOST_IP=%s\n", hostIP)
+	fmt.Printf("export PATH=%s:%s:$PATH\n", c.kubeBinDir(), filepath.Dir(c.helmBin("")))
 }
 
 // run runs a command to completion with a bound, returning combined output on failure.
@@ -221,6 +232,8 @@ func (c *cluster) up() error {
 		{"PKI and kubeconfigs", c.ensurePKIAndKubeconfigs},
 		{"images", c.buildImages}, // after the PKI: the harness CA goes into the images' CA bundle
 		{"network namespace", c.ensureNetwork},
+		{"registry", c.startRegistry}, // on the host side of the veth
+		{"release", c.buildRelease},
 		{"configuration", c.writeConfigs},
 		{"containerd", c.startContainerd},
 		{"image import", c.importImages},
@@ -347,7 +360,23 @@ func (c *cluster) ensureBinaries() error {
 	if err := goBuild(filepath.Join(c.root, "hack/tools/kube-router"), c.kubeRouterBin(), "github.com/cloudnativelabs/kube-router/v2/cmd/kube-router", "-s -w"); err != nil {
 		return err
 	}
-	return goBuild(filepath.Join(c.root, "hack/tools/coredns"), c.coreDNSBin(), ".", "-s -w")
+	if err := goBuild(filepath.Join(c.root, "hack/tools/coredns"), c.coreDNSBin(), ".", "-s -w"); err != nil {
+		return err
+	}
+	hv, err := modVersion(filepath.Join(c.root, "hack/tools/helm/go.mod"), "helm.sh/helm/v4")
+	if err != nil {
+		return err
+	}
+	return goBuild(filepath.Join(c.root, "hack/tools/helm"), c.helmBin(hv), "helm.sh/helm/v4/cmd/helm",
+		"-s -w -X helm.sh/helm/v4/internal/version.version="+hv)
+}
+
+// helmBin is the helm command the suite installs the release's chart with.
+func (c *cluster) helmBin(v string) string {
+	if v == "" {
+		v, _ = modVersion(filepath.Join(c.root, "hack/tools/helm/go.mod"), "helm.sh/helm/v4")
+	}
+	return filepath.Join(c.root, "bin", "helm", v, "helm")
 }
 
 func (c *cluster) coreDNSBin() string {
@@ -373,14 +402,84 @@ func (c *cluster) traefikBin(v string) string {
 	return filepath.Join(c.root, "bin", "traefik", v, "traefik")
 }
 
-// buildImages builds the images with the harness CA added to their CA bundle: the e2e services
-// present certificates it issued, and the runtime verifies them against the bundle in its image.
+// tarballImages are the images of test tooling, imported into containerd from tarballs: the pod
+// sandbox and the e2e services. The operator and the runtime come from the registry (buildRelease).
+var tarballImages = []string{"apiconnector-pause", "apiconnector-e2e-services"}
+
+// buildImages builds the tarball images with the harness CA added to their CA bundle: the e2e
+// services present certificates it issued.
 func (c *cluster) buildImages() error {
-	cmd := exec.Command("go", "run", ".", "-root", c.root, "-out", filepath.Join(c.root, "bin", "images"),
-		"-extra-ca", c.path("pki", "harness-ca.crt"))
+	cmd := exec.Command("go", append([]string{"run", ".", "-root", c.root, "-out", filepath.Join(c.root, "bin", "images"),
+		"-extra-ca", c.path("pki", "harness-ca.crt")}, tarballImages...)...)
 	cmd.Dir = filepath.Join(c.root, "hack", "images")
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	return cmd.Run()
+}
+
+// distDir is where buildRelease writes the release (make release's dist/).
+func (c *cluster) distDir() string { return c.path("dist") }
+
+// startRegistry starts the OCI registry on registryAddr and waits until it answers /v2/. A port
+// another process holds fails here, naming it, rather than as image pull errors later.
+func (c *cluster) startRegistry() error {
+	if l, err := net.Listen("tcp", registryAddr); err != nil {
+		return fmt.Errorf("the e2e registry's address %s is taken (%v): stop whatever listens there (ss -ltnp 'sport = :%s')",
+			registryAddr, err, strings.Split(registryAddr, ":")[1])
+	} else {
+		l.Close()
+	}
+	bin := c.path("registry", "registry")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./registry")
+	cmd.Dir = filepath.Join(c.root, "hack", "images")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build hack/images/registry: %w\n%s", err, out)
+	}
+	if err := c.startProc("registry", true, nil, bin, "-addr", registryAddr); err != nil {
+		return err
+	}
+	return c.waitComponent([]string{"registry"}, "registry on "+registryAddr, 30*time.Second, registryCheck)
+}
+
+// registryCheck is nil when the registry answers the distribution API's version check.
+func registryCheck() error {
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + registryAddr + "/v2/")
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET /v2/: %s", resp.Status)
+	}
+	return nil
+}
+
+// buildRelease builds the operator's and runtime's release for the host's platform with the
+// harness CA in their CA bundle (so the runtime verifies the e2e services), pushes the images with
+// their SBOM referrers to the registry, and writes install.yaml and the chart pinned to the pushed
+// digests: make release and make images PUSH=1 for REGISTRY=registryAddr.
+func (c *cluster) buildRelease() error {
+	if err := os.RemoveAll(c.distDir()); err != nil {
+		return err
+	}
+	epoch, err := run(10*time.Second, "git", "-C", c.root, "log", "-1", "--format=%ct")
+	if err != nil {
+		return err
+	}
+	env := append(os.Environ(), "SOURCE_DATE_EPOCH="+strings.TrimSpace(epoch))
+	images := exec.Command("go", "run", ".", "-root", c.root, "-version", releaseVersion, "-platforms", "linux/"+runtime.GOARCH,
+		"-extra-ca", c.path("pki", "harness-ca.crt"), "-oci", filepath.Join(c.distDir(), "images"), "-push", registryAddr)
+	images.Dir = filepath.Join(c.root, "hack", "images")
+	release := exec.Command("go", "run", "./hack/release", "-version", releaseVersion, "-registry", registryAddr, "-dist", c.distDir())
+	release.Dir = c.root
+	for _, cmd := range []*exec.Cmd{images, release} {
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("%s: %w", strings.Join(cmd.Args[:3], " "), err)
+		}
+	}
+	return nil
 }
 
 func (c *cluster) ensurePKIAndKubeconfigs() error {
@@ -478,8 +577,16 @@ state = %[2]q
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = %[7]q
     conf_dir = %[8]q
+  # One folder per registry host (certs.d/<host:port>/hosts.toml): the e2e registry's.
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = %[9]q
 `, c.path("containerd", "root"), c.path("containerd", "state"), c.containerdSock(), c.path("containerd", "opt"),
-			pauseImage, c.path("containerd", "runc"), cniBinDir, c.path("cni", "net.d")),
+			pauseImage, c.path("containerd", "runc"), cniBinDir, c.path("cni", "net.d"), c.path("config", "certs.d")),
+		// The e2e registry speaks plain HTTP: an http:// host is what tells containerd so.
+		"config/certs.d/" + registryAddr + "/hosts.toml": fmt.Sprintf(`server = "http://%[1]s"
+[host."http://%[1]s"]
+  capabilities = ["pull", "resolve"]
+`, registryAddr),
 		"cni/net.d/10-apic-e2e.conflist": fmt.Sprintf(`{
   "cniVersion": "0.4.0",
   "name": "apic-e2e",
@@ -549,6 +656,9 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 `, c.kubeconfig("kube-proxy"), podCIDR, nodeName, nodeIP),
 	}
 	for name, content := range files {
+		if err := os.MkdirAll(filepath.Dir(c.path(name)), 0o755); err != nil {
+			return err
+		}
 		if err := os.WriteFile(c.path(name), []byte(content), 0o644); err != nil {
 			return err
 		}
@@ -721,11 +831,8 @@ func (c *cluster) startContainerd() error {
 }
 
 func (c *cluster) importImages() error {
-	tars, _ := filepath.Glob(filepath.Join(c.root, "bin", "images", "*.tar"))
-	if len(tars) == 0 {
-		return errors.New("no images in bin/images")
-	}
-	for _, t := range tars {
+	for _, name := range tarballImages {
+		t := filepath.Join(c.root, "bin", "images", strings.TrimPrefix(name, "apiconnector-")+".tar")
 		if _, err := run(2*time.Minute, "ctr", "--address", c.containerdSock(), "-n", "k8s.io", "images", "import", "--no-unpack=false", t); err != nil {
 			return err
 		}
@@ -881,9 +988,9 @@ func (c *cluster) startDNS() error {
 }
 
 // installAddons installs the Gateway API CRDs, starts Traefik on the host (Ingress and Gateway
-// providers) and installs the operator (kubectl apply -k hack/cluster/operator: config/default,
-// which uses the local images apiconnector-operator:dev / apiconnector-runtime:dev, plus the
-// NetworkPolicy flags this cluster needs).
+// providers) and installs the operator as a user does: the release's install.yaml (images pinned
+// by digest in the registry), then the NetworkPolicy flags this cluster needs as a JSON patch of
+// the Deployment (hack/cluster/operator-settings.json).
 func (c *cluster) installAddons() error {
 	// Before Traefik: its Gateway provider's informers need the CRDs to sync.
 	t := time.Now()
@@ -923,7 +1030,13 @@ func (c *cluster) installAddons() error {
 			}
 		}
 	}
-	if _, err := c.kubectl(2*time.Minute, "apply", "--server-side", "-k", filepath.Join(c.root, "hack", "cluster", "operator")); err != nil {
+	// The patch owns the arguments afterwards: --force-conflicts lets a second up re-apply
+	// install.yaml over them before patching again.
+	if _, err := c.kubectl(2*time.Minute, "apply", "--server-side", "--force-conflicts", "-f", filepath.Join(c.distDir(), "install.yaml")); err != nil {
+		return err
+	}
+	if _, err := c.kubectl(time.Minute, "-n", "apiconnector-system", "patch", "deployment", "apiconnector-controller-manager",
+		"--type=json", "--patch-file", filepath.Join(c.root, "hack", "cluster", "operator-settings.json")); err != nil {
 		return err
 	}
 	t = time.Now()
@@ -1105,7 +1218,7 @@ subjects:
 
 // --- status ---
 
-var components = []string{"containerd", "etcd", "kube-apiserver", "coredns", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kube-router", "traefik"}
+var components = []string{"registry", "containerd", "etcd", "kube-apiserver", "coredns", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kube-router", "traefik"}
 
 func (c *cluster) status() {
 	for _, n := range components {

@@ -136,6 +136,7 @@ func TestE2E(t *testing.T) {
 		{"services", s.deployServices},
 		{"apply-samples", s.applySamples},
 		{"ready", s.waitReady},
+		{"installed-from-registry", s.installedFromRegistry},
 		{"pod-security", s.podSecurityEnforced},
 		{"network-policy", s.networkPolicy}, // before any traffic: every later call passes the policies
 		{"unauthorized", s.unauthorized},
@@ -148,6 +149,7 @@ func TestE2E(t *testing.T) {
 		{"secret-rotation", s.secretRotation},
 		{"rules-edit-under-load", s.rulesEditUnderLoad},
 		{"delete-connector", s.deleteConnector},
+		{"helm-install", s.helmInstall}, // last: replaces the operator
 	}
 	for _, st := range steps {
 		if !t.Run(st.name, st.fn) {
@@ -158,7 +160,7 @@ func TestE2E(t *testing.T) {
 
 // newSuite connects to the cluster of `hack/cluster env` and starts from clean namespaces.
 func newSuite(t *testing.T, ctx context.Context) *suite {
-	for _, v := range []string{"KUBECONFIG", "APIC_E2E_INGRESS", "APIC_E2E_GATEWAY", "APIC_E2E_HARNESS_CA"} {
+	for _, v := range []string{"KUBECONFIG", "APIC_E2E_INGRESS", "APIC_E2E_GATEWAY", "APIC_E2E_HARNESS_CA", "APIC_E2E_REGISTRY"} {
 		if os.Getenv(v) == "" {
 			t.Fatalf("%s is not set: run through make e2e (or eval $(go run ./hack/cluster env))", v)
 		}
@@ -637,6 +639,7 @@ func (s *suite) failOnReplicaFailure(t *testing.T, u *unstructured.Unstructured)
 			t.Fatalf("connector %s/%s: its pods cannot be created: %s: %s", u.GetNamespace(), u.GetName(), c.Reason, c.Message)
 		}
 	}
+	s.failOnPullError(t, &d)
 }
 
 // --- Entra-like client ---
@@ -1241,25 +1244,7 @@ func (s *suite) deleteConnector(t *testing.T) {
 	if err := s.c.Delete(s.ctx, &c); err != nil {
 		t.Fatal(err)
 	}
-	sel := client.MatchingLabels(children.SelectorLabels(&c))
-	eventually(t, s.ctx, 2*time.Minute, "children of "+conn+" gone", func() error {
-		var left []string
-		for _, l := range []client.ObjectList{&appsv1.DeploymentList{}, &corev1.ServiceList{}, &netv1.IngressList{},
-			&corev1.ConfigMapList{}, &policyv1.PodDisruptionBudgetList{}, &netv1.NetworkPolicyList{}, &corev1.PodList{}} {
-			if err := s.c.List(s.ctx, l, client.InNamespace(ns), sel); err != nil {
-				return err
-			}
-			items, _ := metaItems(l)
-			left = append(left, items...)
-		}
-		if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: ns, Name: conn}, &apiv1.APIConnector{}); !apierrors.IsNotFound(err) {
-			left = append(left, "APIConnector")
-		}
-		if len(left) > 0 {
-			return fmt.Errorf("left: %v", left)
-		}
-		return nil
-	})
+	s.waitChildrenGone(t, &c, true)
 	s.timings["connector deleted, children gone"] = time.Since(start)
 	// The endpoint is gone from the ingress too.
 	eventually(t, s.ctx, time.Minute, "endpoint no longer routed", func() error {
@@ -1269,6 +1254,33 @@ func (s *suite) deleteConnector(t *testing.T) {
 		}
 		if a.status != http.StatusNotFound {
 			return fmt.Errorf("still answered: %s", a)
+		}
+		return nil
+	})
+}
+
+// waitChildrenGone waits until the children of a deleted connector (and, withConnector, the
+// connector itself) are gone: owner-reference garbage collection.
+func (s *suite) waitChildrenGone(t *testing.T, c *apiv1.APIConnector, withConnector bool) {
+	t.Helper()
+	sel := client.MatchingLabels(children.SelectorLabels(c))
+	eventually(t, s.ctx, 2*time.Minute, "children of "+c.Name+" gone", func() error {
+		var left []string
+		for _, l := range []client.ObjectList{&appsv1.DeploymentList{}, &corev1.ServiceList{}, &netv1.IngressList{},
+			&corev1.ConfigMapList{}, &policyv1.PodDisruptionBudgetList{}, &netv1.NetworkPolicyList{}, &corev1.PodList{}} {
+			if err := s.c.List(s.ctx, l, client.InNamespace(c.Namespace), sel); err != nil {
+				return err
+			}
+			items, _ := metaItems(l)
+			left = append(left, items...)
+		}
+		if withConnector {
+			if err := s.c.Get(s.ctx, client.ObjectKey{Namespace: c.Namespace, Name: c.Name}, &apiv1.APIConnector{}); !apierrors.IsNotFound(err) {
+				left = append(left, "APIConnector")
+			}
+		}
+		if len(left) > 0 {
+			return fmt.Errorf("left: %v", left)
 		}
 		return nil
 	})

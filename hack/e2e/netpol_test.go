@@ -38,13 +38,13 @@ const (
 	egrFail  = "The egress check call failed."
 	// The services play the ingress controller (approvals, selected by the forwarded connector's
 	// ingress selectors) and another workload (verify), whose namespace the e2e operator's
-	// --metrics-namespace-selector names (hack/cluster/operator).
+	// --metrics-namespace-selector names (hack/cluster/operator-settings.json).
 	ingressRole = "approvals"
 	otherRole   = "verify"
 )
 
 // operatorOptions are the settings WantsNetworkPolicy reads as the e2e operator runs them
-// (hack/cluster/operator): --network-policies is left at its default, on.
+// (hack/cluster/operator-settings.json): --network-policies is left at its default, on.
 var operatorOptions = children.Options{NetworkPolicy: children.NetworkPolicyOptions{Enabled: true}}
 
 // applyForwardedConnector adds a connector that trusts a client certificate forwarded by the

@@ -14,9 +14,10 @@
 //
 // Without -oci it builds the e2e cluster's images for the host's architecture as docker-archive
 // tarballs OUT/<binary>.tar tagged <name>:dev, for `ctr -n k8s.io images import`. -extra-ca adds
-// the PEM certificates of a file to their CA bundle: hack/cluster adds the CA that signs the e2e
-// cluster's HTTPS services, so the runtime verifies them the way it verifies the real systems it
-// calls.
+// the PEM certificates of a file to the CA bundle of the images: hack/cluster adds the CA that
+// signs the e2e cluster's HTTPS services to its tarballs and to the release it builds with -oci and
+// pushes to its registry, so the runtime verifies them the way it verifies the real systems it
+// calls. A release's SBOM files (-sbom) are never written for such a build.
 //
 // With -oci DIR it builds the released images (the operator and the runtime) for every platform
 // of -platforms as OCI image indexes, each written as an OCI image layout DIR/<name> tagged with
@@ -105,8 +106,8 @@ func main() {
 	push := flag.String("push", "", "with -oci: push the layouts to REGISTRY/<name>:<version>, SBOMs as OCI referrers (credentials as docker login/crane auth login store them)")
 	build := flag.Bool("build", true, "with -oci: build the layouts (false: push what DIR holds)")
 	flag.Parse()
-	if *extraCA != "" && *ociDir != "" {
-		fail(fmt.Errorf("-extra-ca is for the e2e cluster's tarballs, not for released images (-oci)"))
+	if *extraCA != "" && *sbomDir != "" {
+		fail(fmt.Errorf("-extra-ca is for test clusters, not for released images (-sbom)"))
 	}
 	if *extraCA != "" {
 		data, err := os.ReadFile(*extraCA)

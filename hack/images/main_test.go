@@ -12,7 +12,9 @@ import (
 	"errors"
 	"io"
 	"math/big"
+	"os/exec"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,5 +213,19 @@ func TestExtraCA(t *testing.T) {
 		if _, err := certificatesPEM(bad); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
+	}
+}
+
+// A test cluster's extra CA never goes into a release's SBOM files: -extra-ca with -sbom is
+// refused before anything is built.
+func TestExtraCARefusedWithSBOM(t *testing.T) {
+	if testing.Short() {
+		t.Skip("go run")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("go", "run", ".", "-oci", dir, "-sbom", dir, "-extra-ca", "does-not-matter.pem")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "-extra-ca is for test clusters, not for released images (-sbom)") {
+		t.Fatalf("%v: %s", err, out)
 	}
 }
