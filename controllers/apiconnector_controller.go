@@ -522,7 +522,7 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 	r.compiledMu.Unlock()
 }
 
-// serviceTargetPorts finds, for each destination that is a cluster Service (ServiceHost), the
+// serviceTargetPorts finds, for each destination that is a cluster Service (apiv1.ClusterServiceHost), the
 // port of the Service's pods behind the destination's port: NetworkPolicies see connections after
 // the Service's address translation. A Service that does not exist (yet), that the operator may
 // not read, or that has no such port is left out, and its URL's port is used; the Service watch
@@ -530,7 +530,7 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 func (r *Reconciler) serviceTargetPorts(ctx context.Context, conn *apiv1.APIConnector) (map[children.Destination]intstr.IntOrString, error) {
 	out := map[children.Destination]intstr.IntOrString{}
 	for _, d := range children.Destinations(conn) {
-		ns, name, ok := children.ServiceHost(d.Host)
+		ns, name, ok := apiv1.ClusterServiceHost(d.Host)
 		if !ok {
 			continue
 		}

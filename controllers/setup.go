@@ -190,7 +190,7 @@ func (r *Reconciler) referencing(index string) handler.MapFunc {
 func serviceKeys(c *apiv1.APIConnector) []string {
 	var out []string
 	for _, d := range children.Destinations(c) {
-		if ns, name, ok := children.ServiceHost(d.Host); ok && !slices.Contains(out, ns+"/"+name) {
+		if ns, name, ok := apiv1.ClusterServiceHost(d.Host); ok && !slices.Contains(out, ns+"/"+name) {
 			out = append(out, ns+"/"+name)
 		}
 	}

@@ -319,7 +319,7 @@ func TestDestinations(t *testing.T) {
 	}
 }
 
-func TestServiceHost(t *testing.T) {
+func TestClusterServiceHost(t *testing.T) {
 	for host, want := range map[string]string{
 		"approvals.identity.svc":               "identity/approvals",
 		"approvals.identity.svc.cluster.local": "identity/approvals",
@@ -329,13 +329,13 @@ func TestServiceHost(t *testing.T) {
 		"approvals.identity.example":           "",
 		"svc":                                  "",
 	} {
-		ns, name, ok := ServiceHost(host)
+		ns, name, ok := apiv1.ClusterServiceHost(host)
 		got := ""
 		if ok {
 			got = ns + "/" + name
 		}
 		if got != want {
-			t.Errorf("ServiceHost(%q) = %q, want %q", host, got, want)
+			t.Errorf("ClusterServiceHost(%q) = %q, want %q", host, got, want)
 		}
 	}
 }

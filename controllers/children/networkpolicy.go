@@ -105,24 +105,8 @@ func destination(raw string) (Destination, bool) {
 		return Destination{}, false
 	}
 	// A fully qualified name may end in a dot (written so to skip the resolver's search list):
-	// the same host, and the same Service for ServiceHost.
+	// the same host, and the same Service for apiv1.ClusterServiceHost.
 	return Destination{Host: strings.TrimSuffix(strings.ToLower(u.Hostname()), "."), Port: port}, true
-}
-
-// ServiceHost splits a cluster Service's DNS name, <service>.<namespace>.svc or
-// <service>.<namespace>.svc.cluster.local (the in-cluster hosts the runtime accepts over plain
-// http).
-func ServiceHost(host string) (namespace, name string, ok bool) {
-	for _, suffix := range []string{".svc.cluster.local", ".svc"} {
-		if rest, found := strings.CutSuffix(host, suffix); found {
-			name, namespace, ok = strings.Cut(rest, ".")
-			if !ok || name == "" || namespace == "" || strings.Contains(namespace, ".") {
-				return "", "", false
-			}
-			return namespace, name, true
-		}
-	}
-	return "", "", false
 }
 
 // MakeNetworkPolicy fences the connector's runtime pods. Nil when the connector is not fenced

@@ -2,7 +2,6 @@ package rules
 
 import (
 	"fmt"
-	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -243,10 +242,7 @@ func checkCredentialsOverTLS(c *errs, path, raw string, a *v1alpha1.OutboundAuth
 		return
 	}
 	host := strings.TrimSuffix(u.Hostname(), ".")
-	if strings.HasSuffix(host, ".svc") || strings.HasSuffix(host, ".svc.cluster.local") || host == "localhost" {
-		return
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if v1alpha1.IsClusterServiceHost(host) || v1alpha1.IsLoopbackHost(host) {
 		return
 	}
 	c.add(path, "sends credentials (%s) over plain http to %s; use https (http is allowed only for in-cluster Service hosts *.svc and *.svc.cluster.local, and loopback)",

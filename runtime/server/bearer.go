@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"regexp"
 	"strings"
@@ -85,18 +84,10 @@ func checkKeysURL(raw string, insecureLoopback bool) error {
 	switch {
 	case u.Scheme == "https":
 		return nil
-	case u.Scheme == "http" && insecureLoopback && isLoopbackHost(u.Hostname()):
+	case u.Scheme == "http" && insecureLoopback && v1alpha1.IsLoopbackHost(u.Hostname()):
 		return nil
 	}
 	return fmt.Errorf("%q: signing keys are only fetched over https", raw)
-}
-
-func isLoopbackHost(h string) bool {
-	if h == "localhost" {
-		return true
-	}
-	a, err := netip.ParseAddr(h)
-	return err == nil && a.IsLoopback()
 }
 
 var ciamIssuerRE = regexp.MustCompile(`^https://[a-z0-9]([-a-z0-9]*[a-z0-9])?\.ciamlogin\.com/([0-9a-f-]{36})/v2\.0$`)
