@@ -103,10 +103,7 @@ func (r *Reconciler) observeRoute(ctx context.Context, conn *apiv1.APIConnector)
 	}
 	statuses, _, _ := unstructured.NestedSlice(route.Object, "status", "parents")
 	for _, p := range conn.Spec.Exposure.Gateway.ParentRefs {
-		ns := p.Namespace
-		if ns == "" {
-			ns = conn.Namespace
-		}
+		ns := children.ParentNamespace(conn, p)
 		gw := ns + "/" + p.Name
 		conds := parentConditions(statuses, p, conn.Namespace)
 		if conds == nil {
@@ -183,10 +180,7 @@ func (r *Reconciler) gatewayServesHTTPS(ctx context.Context, conn *apiv1.APIConn
 		return false, err
 	}
 	for _, p := range conn.Spec.Exposure.Gateway.ParentRefs {
-		ns := p.Namespace
-		if ns == "" {
-			ns = conn.Namespace
-		}
+		ns := children.ParentNamespace(conn, p)
 		gw := &unstructured.Unstructured{}
 		gw.SetGroupVersionKind(gatewayKind.gvk)
 		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: p.Name}, gw)

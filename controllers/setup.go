@@ -163,11 +163,7 @@ func gatewayKeys(c *apiv1.APIConnector) []string {
 	}
 	out := make([]string, 0, len(c.Spec.Exposure.Gateway.ParentRefs))
 	for _, p := range c.Spec.Exposure.Gateway.ParentRefs {
-		ns := p.Namespace
-		if ns == "" {
-			ns = c.Namespace
-		}
-		out = append(out, ns+"/"+p.Name)
+		out = append(out, children.ParentNamespace(c, p)+"/"+p.Name)
 	}
 	return out
 }

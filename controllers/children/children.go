@@ -91,6 +91,15 @@ func Path(c *apiv1.APIConnector) string {
 	return "/" + c.Namespace + "/" + c.Name
 }
 
+// ParentNamespace is the namespace of one of the connector's parent Gateways: the reference's own,
+// or the connector's.
+func ParentNamespace(c *apiv1.APIConnector, p apiv1.GatewayParentReference) string {
+	if p.Namespace != "" {
+		return p.Namespace
+	}
+	return c.Namespace
+}
+
 // ServesTLS says whether the connector's own children serve TLS: an Ingress or a LoadBalancer
 // with a certificate, or a TLSRoute to the runtime's TLS listener. Behind an HTTPRoute, TLS is the
 // Gateway listener's business, which the reconciler checks on the Gateway.

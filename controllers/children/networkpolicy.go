@@ -204,7 +204,7 @@ func gatewayNamespaces(c *apiv1.APIConnector) []string {
 	}
 	var out []string
 	for _, p := range c.Spec.Exposure.Gateway.ParentRefs {
-		ns := cmp.Or(p.Namespace, c.Namespace)
+		ns := ParentNamespace(c, p)
 		if !slices.Contains(out, ns) {
 			out = append(out, ns)
 		}
