@@ -1,6 +1,7 @@
 package entra
 
 import (
+	"cmp"
 	"encoding/json"
 	"net/http"
 
@@ -20,6 +21,8 @@ const DefaultFailureMessage = v1alpha1.DefaultFailureMessage
 // order of Microsoft's examples, so the same decision always gives the same bytes. The claim email
 // and claims named like response fields are never emitted. A nil decision or an unknown action
 // fails closed as ShowBlockPage with DefaultFailureMessage: the encoder must not invent a Continue.
+// Entra requires a userMessage with ShowBlockPage and ValidationError, so an empty one is
+// DefaultFailureMessage too.
 func EncodeDecision(d *Decision) (status int, body []byte) {
 	if d == nil {
 		d = &Decision{Action: ActionShowBlockPage, UserMessage: DefaultFailureMessage}
@@ -45,7 +48,9 @@ func EncodeDecision(d *Decision) (status int, body []byte) {
 		}
 	case ActionValidationError:
 		answer.Status, status = http.StatusBadRequest, http.StatusBadRequest
+		answer.UserMessage = cmp.Or(answer.UserMessage, DefaultFailureMessage)
 	case ActionShowBlockPage:
+		answer.UserMessage = cmp.Or(answer.UserMessage, DefaultFailureMessage)
 	default:
 		answer.Action, answer.UserMessage = ActionShowBlockPage, DefaultFailureMessage
 	}

@@ -68,13 +68,17 @@ func FuzzEncodeDecision(f *testing.F) {
 		if _, ok := got["email"]; ok {
 			t.Fatalf("email returned: %s", body)
 		}
+		wantMessage := asJSON(message)
+		if message == "" {
+			wantMessage = DefaultFailureMessage // Entra requires one
+		}
 		switch Action(action) {
 		case ActionValidationError:
-			if status != 400 || got["status"] != float64(400) || got["userMessage"] != asJSON(message) {
+			if status != 400 || got["status"] != float64(400) || got["userMessage"] != wantMessage {
 				t.Fatalf("%d %s", status, body)
 			}
 		case ActionShowBlockPage:
-			if status != 200 || got["userMessage"] != asJSON(message) {
+			if status != 200 || got["userMessage"] != wantMessage {
 				t.Fatalf("%d %s", status, body)
 			}
 		case ActionContinue:
