@@ -245,8 +245,8 @@ func TestCreateBuildsChildrenAndReportsReady(t *testing.T) {
 
 	markDeploymentAvailable(t, key)
 	c = waitCondition(t, key, ConditionReady, metav1.ConditionTrue, ReasonSucceeded)
-	if meta.FindStatusCondition(c.Status.Conditions, ConditionReconciling) != nil {
-		t.Error("Reconciling must be removed once Ready")
+	if !conditionIs(c, ConditionReconciling, metav1.ConditionFalse) {
+		t.Errorf("once Ready want Reconciling=False (settled); got %+v", c.Status.Conditions)
 	}
 	if got := kstatus(t, c); got != status.CurrentStatus {
 		t.Errorf("kstatus when ready = %s, want Current", got)
@@ -292,8 +292,9 @@ func TestRuleChangesRollAndInvalidRulesStall(t *testing.T) {
 	if !strings.Contains(msg, "spec.rules[0].when") {
 		t.Errorf("Stalled message does not name the field: %s", msg)
 	}
-	if !conditionIs(c, ConditionRulesValid, metav1.ConditionFalse) || !conditionIs(c, ConditionReady, metav1.ConditionFalse) {
-		t.Errorf("want RulesValid=False and Ready=False, got %+v", c.Status.Conditions)
+	if !conditionIs(c, ConditionRulesValid, metav1.ConditionFalse) || !conditionIs(c, ConditionReady, metav1.ConditionFalse) ||
+		!conditionIs(c, ConditionReconciling, metav1.ConditionFalse) {
+		t.Errorf("want RulesValid=False, Ready=False and Reconciling=False (settled), got %+v", c.Status.Conditions)
 	}
 	if got := kstatus(t, c); got != status.FailedStatus {
 		t.Errorf("kstatus when stalled = %s, want Failed", got)

@@ -70,6 +70,11 @@ func (s *scope) stalledMessage() string {
 //   - replicas 0: Ready=True, reason ScaledToZero, settled (neither reconciling nor stalled);
 //   - otherwise the first detail condition that is not True holds Ready and Reconciling, or the
 //     connector is Ready.
+//
+// A settled connector (Ready or Stalled) has Reconciling=False rather than no Reconciling: kstatus
+// reads both alike, and `kubectl wait --for=condition=Reconciling=False` then returns as soon as
+// the connector is settled either way, where waiting for Ready alone would sit out its timeout on
+// a Stalled connector.
 func (s *scope) status() {
 	c := s.conn
 	switch {
@@ -77,7 +82,7 @@ func (s *scope) status() {
 		msg := s.stalledMessage()
 		setCondition(c, ConditionStalled, metav1.ConditionTrue, s.problems[0].reason, msg)
 		setCondition(c, ConditionReady, metav1.ConditionFalse, s.problems[0].reason, msg)
-		meta.RemoveStatusCondition(&c.Status.Conditions, ConditionReconciling)
+		setCondition(c, ConditionReconciling, metav1.ConditionFalse, s.problems[0].reason, "Stalled: only a change to the connector or what it references can fix it.")
 		return
 	case s.err != nil:
 		meta.RemoveStatusCondition(&c.Status.Conditions, ConditionStalled)
@@ -92,7 +97,7 @@ func (s *scope) status() {
 		// pipeline waiting on a deliberate scale-down. The reason says nothing serves it.
 		setCondition(c, ConditionReady, metav1.ConditionTrue, ReasonScaledToZero,
 			"spec.runtime.replicas is 0: nothing serves the endpoint; set replicas to serve it again.")
-		meta.RemoveStatusCondition(&c.Status.Conditions, ConditionReconciling)
+		setCondition(c, ConditionReconciling, metav1.ConditionFalse, ReasonScaledToZero, "Settled.")
 		return
 	}
 	for _, detail := range []string{ConditionRulesValid, ConditionDeploymentAvailable, ConditionCertificateReady, ConditionRouteReady} {
@@ -105,5 +110,5 @@ func (s *scope) status() {
 		return
 	}
 	setCondition(c, ConditionReady, metav1.ConditionTrue, ReasonSucceeded, "The endpoint is served by the current configuration.")
-	meta.RemoveStatusCondition(&c.Status.Conditions, ConditionReconciling)
+	setCondition(c, ConditionReconciling, metav1.ConditionFalse, ReasonSucceeded, "Settled.")
 }

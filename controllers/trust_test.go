@@ -229,7 +229,7 @@ func TestScaledToZeroSettles(t *testing.T) {
 	key := client.ObjectKeyFromObject(conn)
 	markDeploymentAvailable(t, key)
 	c := waitCondition(t, key, ConditionReady, metav1.ConditionTrue, ReasonScaledToZero)
-	if meta.FindStatusCondition(c.Status.Conditions, ConditionReconciling) != nil || meta.FindStatusCondition(c.Status.Conditions, ConditionStalled) != nil {
+	if !conditionIs(c, ConditionReconciling, metav1.ConditionFalse) || meta.FindStatusCondition(c.Status.Conditions, ConditionStalled) != nil {
 		t.Errorf("scaled to zero must settle: %+v", c.Status.Conditions)
 	}
 	if got := kstatus(t, c); got != status.CurrentStatus {

@@ -24,6 +24,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
+
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
 	"github.com/apiconnector/operator/hack/localcp"
@@ -33,11 +35,15 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 func main() {
 	sample := flag.String("sample", "config/samples/demo.yaml", "manifest with the connector and its Secret")
 	flag.Parse()
+	// The demo prints its own steps and errors; envtest and the client would otherwise log through
+	// controller-runtime's logger, which, never set, prints a warning with a stack trace.
+	ctrllog.SetLogger(logr.Discard())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Stdout, *sample); err != nil {
