@@ -164,8 +164,10 @@ verify-release: ## Build the release twice, the second time with an empty Go bui
 		diff -r $(DIST) $(DIST).again && echo "reproducible: $(DIST) and $(DIST).again are identical"
 
 .PHONY: publish
-publish: ## Push the images in DIST with their SBOMs to REGISTRY, tagged VERSION (then the chart and the GitHub release: docs/release.md).
+publish: ## Push the images in DIST with their SBOMs to REGISTRY, tagged VERSION, and the chart to oci://REGISTRY/charts (then the GitHub release: docs/release.md).
 	cd hack/images && $(GO) run . -oci $(abspath $(DIST))/images -push $(REGISTRY) -build=false
+	@set -- $(DIST)/apiconnector-operator-*.tgz; test $$# -eq 1 -a -f "$$1" || { echo "want one chart in $(DIST), found: $$*" >&2; exit 1; }; \
+		set -x; $(GO) tool -modfile=hack/tools/helm/go.mod helm push "$$1" oci://$(REGISTRY)/charts $(HELM_PUSH_FLAGS)
 
 .PHONY: e2e
 e2e: ## End to end on a real single-node cluster (root; docs/e2e.md). E2E_KEEP=1 leaves it up.

@@ -456,8 +456,9 @@ func registryCheck() error {
 
 // buildRelease builds the operator's and runtime's release for the host's platform with the
 // harness CA in their CA bundle (so the runtime verifies the e2e services), pushes the images with
-// their SBOM referrers to the registry, and writes install.yaml and the chart pinned to the pushed
-// digests: make release and make images PUSH=1 for REGISTRY=registryAddr.
+// their SBOM referrers to the registry, writes install.yaml and the chart pinned to the pushed
+// digests, and pushes the chart to the registry as an OCI artifact: make release, then make
+// publish (images and chart) for REGISTRY=registryAddr.
 func (c *cluster) buildRelease() error {
 	if err := os.RemoveAll(c.distDir()); err != nil {
 		return err
@@ -478,6 +479,14 @@ func (c *cluster) buildRelease() error {
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("%s: %w", strings.Join(cmd.Args[:3], " "), err)
 		}
+	}
+	charts, _ := filepath.Glob(filepath.Join(c.distDir(), "apiconnector-operator-*.tgz"))
+	if len(charts) != 1 {
+		return fmt.Errorf("want one chart in %s, found %v", c.distDir(), charts)
+	}
+	// The registry speaks plain HTTP on the host's side of the veth.
+	if out, err := run(2*time.Minute, c.helmBin(""), "push", charts[0], "oci://"+registryAddr+"/charts", "--plain-http"); err != nil {
+		return fmt.Errorf("helm push %s: %w\n%s", filepath.Base(charts[0]), err, out)
 	}
 	return nil
 }

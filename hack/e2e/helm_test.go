@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,9 +22,10 @@ const helmConnector = "signup"
 
 // helmInstall is the second install path, last because it replaces the operator: the install.yaml
 // install is deleted (`kubectl delete -f install.yaml`: the CRD, and with it every connector), then
-// the release's chart (dist/apiconnector-operator-<X.Y.Z>.tgz) is installed with `helm install`
-// (hack/tools/helm, the Helm version the chart is packaged with), the two NetworkPolicy settings
-// as chart values.
+// the release's chart is installed from the registry, where the release pushed it as an OCI
+// artifact (oci://<registry>/charts/apiconnector-operator, the version of
+// dist/apiconnector-operator-<X.Y.Z>.tgz), with `helm install` (hack/tools/helm, the Helm version
+// the chart is packaged with), the two NetworkPolicy settings as chart values.
 // The operator then serves a connector: Current, routed, its documented cases answered, its runtime
 // pulled from the registry by the digest the chart pins.
 func (s *suite) helmInstall(t *testing.T) {
@@ -53,11 +55,13 @@ func (s *suite) helmInstall(t *testing.T) {
 	namespace := "apiconnector-system"
 	// What hack/cluster/operator-settings.json patches into the install.yaml install, as values.
 	start = time.Now()
-	if out, err := exec.CommandContext(s.ctx, "helm", "install", "apiconnector", charts[0], "-n", namespace, "--create-namespace",
+	version := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(charts[0]), "apiconnector-operator-"), ".tgz")
+	chart := "oci://" + registryAddr(t) + "/charts/apiconnector-operator"
+	if out, err := exec.CommandContext(s.ctx, "helm", "install", "apiconnector", chart, "--version", version, "--plain-http", "-n", namespace, "--create-namespace",
 		"--set", "networkPolicy.ingressCIDRs={"+os.Getenv("APIC_E2E_HOST_IP")+"/32}",
 		"--set", "networkPolicy.metricsNamespaceSelector=kubernetes.io/metadata.name="+svcNS,
 		"--wait", "--timeout=3m").CombinedOutput(); err != nil {
-		t.Fatalf("helm install %s: %v\n%s", filepath.Base(charts[0]), err, out)
+		t.Fatalf("helm install %s --version %s: %v\n%s", chart, version, err, out)
 	}
 	s.timings["helm: chart installed, operator available"] = time.Since(start)
 
@@ -95,6 +99,6 @@ func (s *suite) helmInstall(t *testing.T) {
 			expectAction(t, a, string(tc.Expect.Action), deref(tc.Expect.UserMessage), tc.Expect.Claims)
 		})
 	}
-	t.Logf("chart %s installed with helm; %s answered its %d documented cases",
-		filepath.Base(charts[0]), helmConnector, len(cases[helmConnector]))
+	t.Logf("chart %s %s installed with helm from the registry; %s answered its %d documented cases",
+		chart, version, helmConnector, len(cases[helmConnector]))
 }
