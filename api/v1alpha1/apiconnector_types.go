@@ -7,13 +7,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Step is the point of an Entra ID sign-up user flow at which Entra calls the connector.
+// Step is the point of an Entra ID user flow at which Entra calls the connector. What each step
+// allows (answers, authentication, time budget) is in step.go.
 //
-// The legacy API connector steps (PostFederationSignup, PostAttributeCollection) speak the flat
-// claims protocol and authenticate with basic or clientCertificate. The custom authentication
-// extension events (OnAttributeCollectionStart, OnAttributeCollectionSubmit, OnTokenIssuanceStart)
-// speak the extension envelope and authenticate with an Entra-issued bearer token.
-// +kubebuilder:validation:Enum=PostFederationSignup;PostAttributeCollection;OnAttributeCollectionStart;OnAttributeCollectionSubmit;OnTokenIssuanceStart
+// The legacy API connector steps (PostFederationSignup, PostAttributeCollection and Azure AD B2C's
+// PreTokenIssuance) speak the flat claims protocol and authenticate with basic or
+// clientCertificate. The custom authentication extension events (OnAttributeCollectionStart,
+// OnAttributeCollectionSubmit, OnTokenIssuanceStart) speak the extension envelope and
+// authenticate with an Entra-issued bearer token.
+// +kubebuilder:validation:Enum=PostFederationSignup;PostAttributeCollection;PreTokenIssuance;OnAttributeCollectionStart;OnAttributeCollectionSubmit;OnTokenIssuanceStart
 type Step string
 
 const (
@@ -23,6 +25,12 @@ const (
 	// StepPostAttributeCollection runs before the user is created. Claims returned on Continue
 	// override what the user entered. Only this step may answer ValidationError.
 	StepPostAttributeCollection Step = "PostAttributeCollection"
+	// StepPreTokenIssuance is Azure AD B2C's "Before sending the token (preview)" step, at sign-up
+	// and sign-in: claims returned on Continue go into the token (when selected as application
+	// claims). Its only answer is Continue, so rules cannot decide there. B2C's documentation also
+	// names the step PreTokenApplicationClaims in its example request; both are accepted in the
+	// request's step claim (StepFromWire).
+	StepPreTokenIssuance Step = "PreTokenIssuance"
 	// StepOnAttributeCollectionStart is the custom authentication extension event before the
 	// attribute collection page (External ID). Claims returned on Continue prefill the page
 	// (setPrefillValues); block answers showBlockPage.
@@ -37,12 +45,6 @@ const (
 	// validation error, so rules cannot decide there.
 	StepOnTokenIssuanceStart Step = "OnTokenIssuanceStart"
 )
-
-// IsExtension reports whether the step is a custom authentication extension event (the
-// envelope protocol with bearer authentication) rather than a legacy API connector step.
-func (s Step) IsExtension() bool {
-	return s == StepOnAttributeCollectionStart || s == StepOnAttributeCollectionSubmit || s == StepOnTokenIssuanceStart
-}
 
 // EntraAuthenticationEventsAppID is the application ID of the Microsoft Entra authentication
 // events service, the azp (v2 tokens) or appid (v1 tokens) of the bearer tokens Entra sends to
@@ -75,16 +77,17 @@ const (
 // APIConnectorSpec declares one Entra ID API connector endpoint.
 //
 // +kubebuilder:validation:XValidation:rule="self.step in ['PostAttributeCollection', 'OnAttributeCollectionSubmit'] || !has(self.rules) || self.rules.all(r, !has(r.validationError))",message="validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit; use block elsewhere",fieldPath=".rules"
-// +kubebuilder:validation:XValidation:rule="self.step != 'OnTokenIssuanceStart' || !has(self.rules) || self.rules.all(r, !has(r.block))",message="block outcomes are not allowed at step OnTokenIssuanceStart: token issuance has no block page",fieldPath=".rules"
+// +kubebuilder:validation:XValidation:rule="!(self.step in ['OnTokenIssuanceStart', 'PreTokenIssuance']) || !has(self.rules) || self.rules.all(r, !has(r.block))",message="block outcomes are not allowed at steps OnTokenIssuanceStart and PreTokenIssuance: token issuance has no block page",fieldPath=".rules"
 // +kubebuilder:validation:XValidation:rule="!(self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart']) || has(self.authentication.bearer)",message="custom authentication extension steps (On...) authenticate with bearer",fieldPath=".authentication"
-// +kubebuilder:validation:XValidation:rule="self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart'] || !has(self.authentication.bearer)",message="bearer authentication is only for custom authentication extension steps; PostFederationSignup and PostAttributeCollection use basic or clientCertificate",fieldPath=".authentication"
+// +kubebuilder:validation:XValidation:rule="self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart'] || !has(self.authentication.bearer)",message="bearer authentication is only for custom authentication extension steps; the legacy steps PostFederationSignup, PostAttributeCollection and PreTokenIssuance use basic or clientCertificate",fieldPath=".authentication"
 // +kubebuilder:validation:XValidation:rule="!has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded) || !has(self.exposure.type) || self.exposure.type != 'LoadBalancer'",message="clientCertificate.forwarded cannot be used with exposure type LoadBalancer: the load balancer can make any internet client look like a trusted proxy; use type Ingress or Gateway, or drop forwarded so the runtime checks the certificate in its own TLS handshake",fieldPath=".authentication.clientCertificate.forwarded"
 // +kubebuilder:validation:XValidation:rule="!has(self.runtime) || !has(self.runtime.networkPolicy) || !has(self.runtime.networkPolicy.enabled) || self.runtime.networkPolicy.enabled || !has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded)",message="networkPolicy.enabled cannot be false with authentication.clientCertificate.forwarded: the NetworkPolicy is what keeps pods other than the ingress controller from sending the forwarded certificate header",fieldPath=".runtime.networkPolicy.enabled"
 type APIConnectorSpec struct {
 	// Step is the user-flow step this connector serves. PostFederationSignup runs after the user
 	// signs in with an identity provider (returned claims prefill the attribute page);
-	// PostAttributeCollection runs before the user is created (returned claims override input).
-	// OnAttributeCollectionStart, OnAttributeCollectionSubmit and OnTokenIssuanceStart are the
+	// PostAttributeCollection runs before the user is created (returned claims override input);
+	// PreTokenIssuance is Azure AD B2C's "before sending the token" step (returned claims go into
+	// the token; no rules). OnAttributeCollectionStart, OnAttributeCollectionSubmit and OnTokenIssuanceStart are the
 	// custom authentication extension events of Entra External ID; they use the extension wire
 	// format and bearer authentication (docs/extensions.md).
 	// +required

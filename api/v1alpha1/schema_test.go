@@ -456,7 +456,19 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			set(o, "spec.step", "OnTokenIssuanceStart")
 			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
 			set(o, "spec.rules", []any{map[string]any{"name": "no", "when": "true", "block": map[string]any{"message": "no"}}})
-		}, []string{"spec.rules", "block outcomes are not allowed at step OnTokenIssuanceStart"}},
+		}, []string{"spec.rules", "block outcomes are not allowed at steps OnTokenIssuanceStart and PreTokenIssuance"}},
+		{"block at PreTokenIssuance", func(o map[string]any) {
+			set(o, "spec.step", "PreTokenIssuance")
+			set(o, "spec.rules", []any{map[string]any{"name": "no", "when": "true", "block": map[string]any{"message": "no"}}})
+		}, []string{"spec.rules", "block outcomes are not allowed at steps OnTokenIssuanceStart and PreTokenIssuance"}},
+		{"bearer at PreTokenIssuance", func(o map[string]any) {
+			set(o, "spec.step", "PreTokenIssuance")
+			set(o, "spec.rules", nil)
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+		}, []string{"spec.authentication", "the legacy steps PostFederationSignup, PostAttributeCollection and PreTokenIssuance use basic"}},
+		{"the other wire name is not a step", func(o map[string]any) {
+			set(o, "spec.step", "PreTokenApplicationClaims")
+		}, []string{"spec.step", "Unsupported value"}},
 		{"attribute on block", func(o map[string]any) {
 			set(o, "spec.rules.0.validationError", nil)
 			set(o, "spec.rules.0.block", map[string]any{"message": "no", "attribute": "postalCode"})

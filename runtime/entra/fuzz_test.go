@@ -18,6 +18,7 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"identities":[{"signInType":"federated","issuer":"facebook.com","issuerAssignedId":"1"}]}`,
 		`{"identities":[1]}`, `{"email":null}`, `{"a":{"a":{"a":[[[[]]]]}}}`, `{"x":"<&>\u2028"}`, `{} {}`,
 		`{"extension_0123456789abcdef0123456789abcdef_n":12345678901234567890}`,
+		`{"clientId":"231c70e8-8424-48ac-9b5d-5623b9e4ccf3","step":"PreTokenApplicationClaims","objectId":"x"}`, `{"clientId":1}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -92,6 +93,15 @@ func FuzzEncodeDecision(f *testing.F) {
 			if status != 200 || got["action"] != "ShowBlockPage" || got["userMessage"] != DefaultFailureMessage {
 				t.Fatalf("unknown action not failed closed: %d %s", status, body)
 			}
+		}
+		// At B2C's token step only Continue is a 200; anything else is an error status, no action.
+		status, body = EncodeLegacyDecision(v1alpha1.StepPreTokenIssuance, d)
+		got = nil
+		if err := json.Unmarshal(body, &got); err != nil {
+			t.Fatalf("invalid JSON %q: %v", body, err)
+		}
+		if (Action(action) == ActionContinue) != (status == 200) || (status != 200 && (status != LegacyFailureStatus || got["action"] != nil)) {
+			t.Fatalf("PreTokenIssuance %s: %d %s", action, status, body)
 		}
 	})
 }

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,8 +64,14 @@ func newMap(m map[string]any) ref.Val {
 func (e *Engine) newVars(req *entra.Request) *vars {
 	claims := req.Claims
 	str := func(key string) string { s, _ := claims[key].(string); return s }
+	// A step claim Entra documents under another name (PreTokenApplicationClaims) is given to
+	// rules under the step's name, so one expression covers both.
 	step := str("step")
-	clientID, uiLocales := str("client_id"), str("ui_locales")
+	if s, ok := v1alpha1.StepFromWire(step); ok {
+		step = string(s)
+	}
+	// B2C's token step example sends clientId where the other steps send client_id.
+	clientID, uiLocales := cmp.Or(str("client_id"), str("clientId")), str("ui_locales")
 	context := emptyMap
 	if x := req.Extension; x != nil {
 		// The envelope has no step, client_id or ui_locales claims: take them from the connector

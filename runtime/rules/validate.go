@@ -42,7 +42,7 @@ func Validate(conn *v1alpha1.APIConnector) error {
 func validate(c *errs, conn *v1alpha1.APIConnector) {
 	s := &conn.Spec
 	if !s.Step.Valid() {
-		c.add("spec.step", "must be PostFederationSignup, PostAttributeCollection, OnAttributeCollectionStart, OnAttributeCollectionSubmit or OnTokenIssuanceStart, got %q", s.Step)
+		c.add("spec.step", "must be one of %v, got %q", v1alpha1.Steps, s.Step)
 	}
 	a := s.Authentication
 	methods := 0
@@ -58,7 +58,7 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		c.add("spec.authentication", "custom authentication extension steps (On...) authenticate with bearer")
 	}
 	if !s.Step.IsExtension() && a.Bearer != nil {
-		c.add("spec.authentication", "bearer authentication is only for custom authentication extension steps; PostFederationSignup and PostAttributeCollection use basic or clientCertificate")
+		c.add("spec.authentication", "bearer authentication is only for custom authentication extension steps; the legacy steps PostFederationSignup, PostAttributeCollection and PreTokenIssuance use basic or clientCertificate")
 	}
 	if b := a.Bearer; b != nil {
 		if !guidRE.MatchString(b.TenantID) {
@@ -152,7 +152,7 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 			c.add(p+".validationError", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit; use block elsewhere")
 		}
 		if r.Block != nil && !s.Step.AllowsBlockPage() {
-			c.add(p+".block", "block outcomes are not allowed at step OnTokenIssuanceStart: token issuance has no block page")
+			c.add(p+".block", "block outcomes are not allowed at step %s: token issuance has no block page", s.Step)
 		}
 		if r.Block != nil && r.Block.Attribute != "" {
 			c.add(p+".block", "attribute is only allowed on validationError")

@@ -218,7 +218,7 @@ func Encode(step v1alpha1.Step, d *entra.Decision) (int, []byte) {
 	if step.IsExtension() {
 		return entra.EncodeExtensionDecision(string(step), d)
 	}
-	return entra.EncodeDecision(d)
+	return entra.EncodeLegacyDecision(step, d)
 }
 
 // Decode parses a request body as the server does for step (the eval command uses it).
