@@ -13,9 +13,9 @@ import (
 // The legacy API connector steps (PostFederationSignup, PostAttributeCollection and Azure AD B2C's
 // PreTokenIssuance) speak the flat claims protocol and authenticate with basic or
 // clientCertificate. The custom authentication extension events (OnAttributeCollectionStart,
-// OnAttributeCollectionSubmit, OnTokenIssuanceStart) speak the extension envelope and
+// OnAttributeCollectionSubmit, OnTokenIssuanceStart, OnOtpSend) speak the extension envelope and
 // authenticate with an Entra-issued bearer token.
-// +kubebuilder:validation:Enum=PostFederationSignup;PostAttributeCollection;PreTokenIssuance;OnAttributeCollectionStart;OnAttributeCollectionSubmit;OnTokenIssuanceStart
+// +kubebuilder:validation:Enum=PostFederationSignup;PostAttributeCollection;PreTokenIssuance;OnAttributeCollectionStart;OnAttributeCollectionSubmit;OnTokenIssuanceStart;OnOtpSend
 type Step string
 
 const (
@@ -44,6 +44,11 @@ const (
 	// Claims returned are added to the token (provideClaimsForToken); it has no block page and no
 	// validation error, so rules cannot decide there.
 	StepOnTokenIssuanceStart Step = "OnTokenIssuanceStart"
+	// StepOnOtpSend is the custom e-mail one-time passcode event (External ID, preview): Entra
+	// hands the code and the address to the connector, whose calls deliver it through the tenant's
+	// own e-mail service. The answer is continueWithDefaultBehavior; there are no rules and no
+	// claims. The code and the address are only visible to calls' expressions (the otp variable).
+	StepOnOtpSend Step = "OnOtpSend"
 )
 
 // EntraAuthenticationEventsAppID is the application ID of the Microsoft Entra authentication
@@ -77,9 +82,10 @@ const (
 // APIConnectorSpec declares one Entra ID API connector endpoint.
 //
 // +kubebuilder:validation:XValidation:rule="self.step in ['PostAttributeCollection', 'OnAttributeCollectionSubmit'] || !has(self.rules) || self.rules.all(r, !has(r.validationError))",message="validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit; use block elsewhere",fieldPath=".rules"
-// +kubebuilder:validation:XValidation:rule="!(self.step in ['OnTokenIssuanceStart', 'PreTokenIssuance']) || !has(self.rules) || self.rules.all(r, !has(r.block))",message="block outcomes are not allowed at steps OnTokenIssuanceStart and PreTokenIssuance: token issuance has no block page",fieldPath=".rules"
-// +kubebuilder:validation:XValidation:rule="!(self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart']) || has(self.authentication.bearer)",message="custom authentication extension steps (On...) authenticate with bearer",fieldPath=".authentication"
-// +kubebuilder:validation:XValidation:rule="self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart'] || !has(self.authentication.bearer)",message="bearer authentication is only for custom authentication extension steps; the legacy steps PostFederationSignup, PostAttributeCollection and PreTokenIssuance use basic or clientCertificate",fieldPath=".authentication"
+// +kubebuilder:validation:XValidation:rule="!(self.step in ['OnTokenIssuanceStart', 'PreTokenIssuance', 'OnOtpSend']) || !has(self.rules) || self.rules.all(r, !has(r.block))",message="block outcomes are not allowed at steps OnTokenIssuanceStart, PreTokenIssuance and OnOtpSend: they have no block page",fieldPath=".rules"
+// +kubebuilder:validation:XValidation:rule="!(self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart', 'OnOtpSend']) || has(self.authentication.bearer)",message="custom authentication extension steps (On...) authenticate with bearer",fieldPath=".authentication"
+// +kubebuilder:validation:XValidation:rule="self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart', 'OnOtpSend'] || !has(self.authentication.bearer)",message="bearer authentication is only for custom authentication extension steps; the legacy steps PostFederationSignup, PostAttributeCollection and PreTokenIssuance use basic or clientCertificate",fieldPath=".authentication"
+// +kubebuilder:validation:XValidation:rule="self.step != 'OnOtpSend' || !has(self.claims)",message="claims are not allowed at step OnOtpSend: its answer carries none",fieldPath=".claims"
 // +kubebuilder:validation:XValidation:rule="!has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded) || !has(self.exposure.type) || self.exposure.type != 'LoadBalancer'",message="clientCertificate.forwarded cannot be used with exposure type LoadBalancer: the load balancer can make any internet client look like a trusted proxy; use type Ingress or Gateway, or drop forwarded so the runtime checks the certificate in its own TLS handshake",fieldPath=".authentication.clientCertificate.forwarded"
 // +kubebuilder:validation:XValidation:rule="!has(self.runtime) || !has(self.runtime.networkPolicy) || !has(self.runtime.networkPolicy.enabled) || self.runtime.networkPolicy.enabled || !has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded)",message="networkPolicy.enabled cannot be false with authentication.clientCertificate.forwarded: the NetworkPolicy is what keeps pods other than the ingress controller from sending the forwarded certificate header",fieldPath=".runtime.networkPolicy.enabled"
 type APIConnectorSpec struct {
@@ -87,8 +93,9 @@ type APIConnectorSpec struct {
 	// signs in with an identity provider (returned claims prefill the attribute page);
 	// PostAttributeCollection runs before the user is created (returned claims override input);
 	// PreTokenIssuance is Azure AD B2C's "before sending the token" step (returned claims go into
-	// the token; no rules). OnAttributeCollectionStart, OnAttributeCollectionSubmit and OnTokenIssuanceStart are the
-	// custom authentication extension events of Entra External ID; they use the extension wire
+	// the token; no rules). OnAttributeCollectionStart, OnAttributeCollectionSubmit,
+	// OnTokenIssuanceStart and OnOtpSend are the custom authentication extension events of Entra
+	// External ID; they use the extension wire
 	// format and bearer authentication (docs/extensions.md).
 	// +required
 	Step Step `json:"step"`

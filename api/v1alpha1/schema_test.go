@@ -456,16 +456,26 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			set(o, "spec.step", "OnTokenIssuanceStart")
 			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
 			set(o, "spec.rules", []any{map[string]any{"name": "no", "when": "true", "block": map[string]any{"message": "no"}}})
-		}, []string{"spec.rules", "block outcomes are not allowed at steps OnTokenIssuanceStart and PreTokenIssuance"}},
+		}, []string{"spec.rules", "block outcomes are not allowed at steps OnTokenIssuanceStart, PreTokenIssuance and OnOtpSend"}},
 		{"block at PreTokenIssuance", func(o map[string]any) {
 			set(o, "spec.step", "PreTokenIssuance")
 			set(o, "spec.rules", []any{map[string]any{"name": "no", "when": "true", "block": map[string]any{"message": "no"}}})
-		}, []string{"spec.rules", "block outcomes are not allowed at steps OnTokenIssuanceStart and PreTokenIssuance"}},
+		}, []string{"spec.rules", "block outcomes are not allowed at steps OnTokenIssuanceStart, PreTokenIssuance and OnOtpSend"}},
 		{"bearer at PreTokenIssuance", func(o map[string]any) {
 			set(o, "spec.step", "PreTokenIssuance")
 			set(o, "spec.rules", nil)
 			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
 		}, []string{"spec.authentication", "the legacy steps PostFederationSignup, PostAttributeCollection and PreTokenIssuance use basic"}},
+		{"claims at OnOtpSend", func(o map[string]any) {
+			set(o, "spec.step", "OnOtpSend")
+			set(o, "spec.rules", nil)
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+			set(o, "spec.claims", map[string]any{"c": "'x'"})
+		}, []string{"spec.claims", "claims are not allowed at step OnOtpSend"}},
+		{"basic at OnOtpSend", func(o map[string]any) {
+			set(o, "spec.step", "OnOtpSend")
+			set(o, "spec.rules", nil)
+		}, []string{"spec.authentication", "custom authentication extension steps (On...) authenticate with bearer"}},
 		{"the other wire name is not a step", func(o map[string]any) {
 			set(o, "spec.step", "PreTokenApplicationClaims")
 		}, []string{"spec.step", "Unsupported value"}},

@@ -7,7 +7,7 @@ import "time"
 
 // Steps are the steps a connector can serve, in the order a user flow meets them.
 var Steps = []Step{
-	StepPostFederationSignup, StepOnAttributeCollectionStart, StepOnAttributeCollectionSubmit,
+	StepPostFederationSignup, StepOnOtpSend, StepOnAttributeCollectionStart, StepOnAttributeCollectionSubmit,
 	StepPostAttributeCollection, StepOnTokenIssuanceStart, StepPreTokenIssuance,
 }
 
@@ -23,6 +23,11 @@ type stepFacts struct {
 	validationError bool
 	// wireNames are other names Entra's documentation gives the step in the request's step claim.
 	wireNames []string
+	// noClaims: the answer carries no claims.
+	noClaims bool
+	// sensitive names the CEL variable holding what the request carries that only calls may see
+	// (a one-time code, a password); "" when none.
+	sensitive string
 }
 
 var facts = map[Step]stepFacts{
@@ -32,6 +37,7 @@ var facts = map[Step]stepFacts{
 	StepOnAttributeCollectionStart:  {extension: true, blockPage: true},
 	StepOnAttributeCollectionSubmit: {extension: true, blockPage: true, validationError: true},
 	StepOnTokenIssuanceStart:        {extension: true},
+	StepOnOtpSend:                   {extension: true, noClaims: true, sensitive: "otp"},
 }
 
 // DefaultFailureMessage is the userMessage when a connector fails closed and sets no failureMessage.
@@ -98,11 +104,20 @@ func (s Step) DefaultTimeout() time.Duration {
 func (s Step) AllowsValidationError() bool { return facts[s].validationError }
 
 // AllowsBlockPage reports whether s can stop the flow with a message. Token issuance (both
-// protocols) has none: a connector that must fail closed there answers with an error status.
+// protocols) and OnOtpSend have none: a connector that must fail closed there answers with an
+// error status.
 func (s Step) AllowsBlockPage() bool { return facts[s].blockPage }
 
 // AllowsRules reports whether rules can decide at s: they need an answer other than Continue.
 func (s Step) AllowsRules() bool { return s.AllowsBlockPage() || s.AllowsValidationError() }
+
+// ReturnsClaims reports whether Entra takes claims in the answer at s.
+func (s Step) ReturnsClaims() bool { return s.Valid() && !facts[s].noClaims }
+
+// SensitiveVariable is the CEL variable holding what requests at s carry that only calls'
+// expressions may see, never rules, claims, events, logs or metrics: otp (the one-time code and
+// the address it goes to) at OnOtpSend. "" at steps without one.
+func (s Step) SensitiveVariable() string { return facts[s].sensitive }
 
 // FailsWithErrorStatus reports whether a fail-closed answer at s is an HTTP error status rather
 // than a block page: the steps without one.

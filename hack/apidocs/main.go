@@ -79,7 +79,7 @@ func writeSteps(sb *strings.Builder, step apiextensionsv1.JSONSchemaProps) error
 	}
 	yes := map[bool]string{true: "yes", false: "no"}
 	sb.WriteString("## Steps\n\n")
-	sb.WriteString("| step | protocol | Entra waits at most | default `spec.timeout` | block page | validation error | fails closed with |\n|---|---|---|---|---|---|---|\n")
+	sb.WriteString("| step | protocol | Entra waits at most | default `spec.timeout` | block page | validation error | claims returned | fails closed with |\n|---|---|---|---|---|---|---|---|\n")
 	for _, s := range v1alpha1.Steps {
 		protocol := "legacy API connector (basic or client certificate)"
 		if s.IsExtension() {
@@ -92,7 +92,10 @@ func writeSteps(sb *strings.Builder, step apiextensionsv1.JSONSchemaProps) error
 		if s.FailsWithErrorStatus() {
 			failure = "HTTP 500"
 		}
-		fmt.Fprintf(sb, "| `%s` | %s | %s | %s | %s | %s | %s |\n", s, protocol, s.EntraWait(), s.DefaultTimeout(), yes[s.AllowsBlockPage()], yes[s.AllowsValidationError()], failure)
+		if v := s.SensitiveVariable(); v != "" {
+			protocol += "; `" + v + "` holds what only calls may read"
+		}
+		fmt.Fprintf(sb, "| `%s` | %s | %s | %s | %s | %s | %s | %s |\n", s, protocol, s.EntraWait(), s.DefaultTimeout(), yes[s.AllowsBlockPage()], yes[s.AllowsValidationError()], yes[s.ReturnsClaims()], failure)
 	}
 	fmt.Fprintf(sb, "\nA connector that cannot decide answers with the failure policy; `failureMessage` defaults to %q. No step may return the claims email, version, action, status or userMessage.\n\n", v1alpha1.DefaultFailureMessage)
 	return nil

@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
@@ -112,4 +115,54 @@ func asJSON(s string) string {
 	var out string
 	_ = json.Unmarshal(b, &out)
 	return out
+}
+
+// FuzzDecodeExtensionRequest: whatever the body, DecodeExtensionRequest returns a request or a
+// *DecodeError, *ClaimTypeError or *EventTypeError at every extension step without panicking; a
+// decoded OnOtpSend request has both sensitive values and neither shows in Canonical, and the
+// answer to any request is HTTP 200 or ExtensionFailureStatus with JSON.
+func FuzzDecodeExtensionRequest(f *testing.F) {
+	for _, name := range []string{"request-emailotpsend.json", "request-attributecollectionsubmit.json", "request-tokenissuancestart.json"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "golden", "extensions", name))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	for _, seed := range []string{
+		`{}`, `{"type":"microsoft.graph.authenticationEvent.emailOtpSend","data":{"@odata.type":"microsoft.graph.onOtpSendCalloutData","otpContext":{"identifier":"a@b","oneTimeCode":"00012345"}}}`,
+		`{"type":"microsoft.graph.authenticationEvent.emailOtpSend","data":{"@odata.type":"microsoft.graph.onOtpSendCalloutData","otpContext":{"identifier":"a@b","oneTimeCode":1e999}}}`,
+		`{"type":"microsoft.graph.authenticationEvent.emailOtpSend","data":{"@odata.type":"microsoft.graph.onOtpSendCalloutData","otpContext":[]}}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	steps := []string{StepAttributeCollectionStart, StepAttributeCollectionSubmit, StepTokenIssuanceStart, StepOtpSend}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		for _, step := range steps {
+			req, err := DecodeExtensionRequest(body, step)
+			if err != nil {
+				var de *DecodeError
+				var ce *ClaimTypeError
+				var et *EventTypeError
+				if !errors.As(err, &de) && !errors.As(err, &ce) && !errors.As(err, &et) {
+					t.Fatalf("%s: error of type %T: %v", step, err, err)
+				}
+				continue
+			}
+			if step == StepOtpSend {
+				code, id := req.Extension.Sensitive["oneTimeCode"], req.Extension.Sensitive["identifier"]
+				if code == "" || id == "" || len(req.Claims) != 0 {
+					t.Fatalf("OTP request decoded without its values or with claims: %v", req.Claims)
+				}
+				canon := string(req.Canonical())
+				if strings.Contains(canon, `"otpContext"`) || (len(code) >= 6 && strings.Contains(canon, code)) {
+					t.Fatalf("canonical form holds the OTP context: %s", canon)
+				}
+			}
+			status, out := EncodeExtensionDecision(step, &Decision{Action: ActionContinue, Claims: map[string]string{"k": "v"}})
+			if (status != 200 && status != ExtensionFailureStatus) || !json.Valid(out) {
+				t.Fatalf("%s: %d %s", step, status, out)
+			}
+		}
+	})
 }

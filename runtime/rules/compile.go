@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -396,6 +397,7 @@ func orDelivery(d v1alpha1.DeliveryMode) v1alpha1.DeliveryMode {
 
 type compiler struct {
 	opts                       Options
+	step                       v1alpha1.Step
 	callEnv, ruleEnv, eventEnv *cel.Env
 	callNames, listNames       map[string]bool
 	errs                       *errs
@@ -406,7 +408,7 @@ func newCompiler(opts Options, s *v1alpha1.APIConnectorSpec) (*compiler, error) 
 	if err != nil {
 		return nil, err
 	}
-	cp := &compiler{opts: opts, callEnv: envs[envCall], ruleEnv: envs[envRule], eventEnv: envs[envEvent], callNames: map[string]bool{}}
+	cp := &compiler{opts: opts, step: s.Step, callEnv: envs[envCall], ruleEnv: envs[envRule], eventEnv: envs[envEvent], callNames: map[string]bool{}}
 	for _, c := range s.Calls {
 		cp.callNames[c.Name] = true
 	}
@@ -516,6 +518,12 @@ func (cp *compiler) checkReferences(path string, ast *cel.Ast) bool {
 	ok := true
 	native := ast.NativeRep()
 	celast.PostOrderVisit(native.Expr(), celast.NewExprVisitor(func(x celast.Expr) {
+		if x.Kind() == celast.IdentKind && slices.Contains(sensitiveVariables(), x.AsIdent()) && x.AsIdent() != cp.step.SensitiveVariable() {
+			loc := native.SourceInfo().GetStartLocation(x.ID())
+			cp.errs.add(path, "%d:%d: %s is not available at step %s", loc.Line(), loc.Column()+1, x.AsIdent(), cp.step)
+			ok = false
+			return
+		}
 		if x.Kind() != celast.SelectKind {
 			return
 		}

@@ -25,6 +25,10 @@ var _ entra.Evaluator = (*Engine)(nil)
 // request, not once per expression.
 type vars struct {
 	claims, request, identity, lists, calls, decision, context ref.Val
+	// sensitive is the step's sensitive variable (v1alpha1.Step.SensitiveVariable) named
+	// sensitiveName, for calls' expressions only.
+	sensitive     ref.Val
+	sensitiveName string
 	// step is the request variable's step.
 	step string
 	// rawClaims are the request's claims as sent (without extension aliases), the default body
@@ -49,6 +53,10 @@ func (v *vars) ResolveName(name string) (any, bool) {
 		out = v.decision
 	case "context":
 		out = v.context
+	default:
+		if name == v.sensitiveName {
+			out = v.sensitive
+		}
 	}
 	return out, out != nil
 }
@@ -90,7 +98,7 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 			identity = newMap(first)
 		}
 	}
-	return &vars{
+	v := &vars{
 		claims:    newMap(withExtensionAliases(claims)),
 		request:   newMap(map[string]any{"step": step, "clientId": clientID, "uiLocales": uiLocales}),
 		context:   context,
@@ -100,6 +108,14 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 		step:      step,
 		rawClaims: req.Claims,
 	}
+	if name := e.step.SensitiveVariable(); name != "" {
+		v.sensitiveName = name
+		v.sensitive = types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{})
+		if x := req.Extension; x != nil && x.Sensitive != nil {
+			v.sensitive = types.NewStringStringMap(types.DefaultTypeAdapter, x.Sensitive)
+		}
+	}
+	return v
 }
 
 // withExtensionAliases returns the claims as rules see them: as sent plus, for each extension

@@ -152,7 +152,7 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 			c.add(p+".validationError", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit; use block elsewhere")
 		}
 		if r.Block != nil && !s.Step.AllowsBlockPage() {
-			c.add(p+".block", "block outcomes are not allowed at step %s: token issuance has no block page", s.Step)
+			c.add(p+".block", "block outcomes are not allowed at step %s: it has no block page", s.Step)
 		}
 		if r.Block != nil && r.Block.Attribute != "" {
 			c.add(p+".block", "attribute is only allowed on validationError")
@@ -174,6 +174,9 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		}
 	}
 
+	if len(s.Claims) > 0 && s.Step.Valid() && !s.Step.ReturnsClaims() {
+		c.add("spec.claims", "claims are not allowed at step %s: its answer carries none", s.Step)
+	}
 	for name := range s.Claims {
 		p := "spec.claims." + name
 		if len(name) > 128 || !claimNameRE.MatchString(name) {

@@ -46,8 +46,8 @@ type Case struct {
 	// Claims is the request body Entra would send (step, client_id, ui_locales included). At
 	// the custom authentication extension steps it is mapped into the envelope: each claim
 	// becomes a collected attribute (userSignUpInfo.attributes) typed from its value (string,
-	// integer → int64, boolean; identities stays identities), or at OnTokenIssuanceStart
-	// authenticationContext.user. See BuildEnvelope.
+	// integer → int64, boolean; identities stays identities), at OnTokenIssuanceStart
+	// authenticationContext.user, at OnOtpSend data.otpContext. See BuildEnvelope.
 	Claims map[string]any `json:"claims,omitempty"`
 	// Context is merged over the default authenticationContext of the envelope (extension
 	// steps only).
@@ -386,7 +386,8 @@ const (
 // stringDirectoryAttributeValue, an integer an int64DirectoryAttributeValue, a boolean a
 // booleanDirectoryAttributeValue; custom attributes extension_* are directorySchemaExtension,
 // others builtIn) and identities becomes data.userSignUpInfo.identities; at OnTokenIssuanceStart
-// the claims are authenticationContext.user. context is merged over a default
+// the claims are authenticationContext.user; at OnOtpSend they are data.otpContext (identifier,
+// oneTimeCode). context is merged over a default
 // authenticationContext (top-level keys replace the defaults).
 func BuildEnvelope(step string, claims, context map[string]any) (map[string]any, error) {
 	if !entra.IsExtensionStep(step) {
@@ -408,23 +409,21 @@ func BuildEnvelope(step string, claims, context map[string]any) (map[string]any,
 	for k, v := range context {
 		authCtx[k] = v
 	}
-	calloutTypes := map[string]string{
-		entra.StepAttributeCollectionStart:  "microsoft.graph.onAttributeCollectionStartCalloutData",
-		entra.StepAttributeCollectionSubmit: "microsoft.graph.onAttributeCollectionSubmitCalloutData",
-		entra.StepTokenIssuanceStart:        "microsoft.graph.onTokenIssuanceStartCalloutData",
-	}
 	data := map[string]any{
-		"@odata.type":                     calloutTypes[step],
+		"@odata.type":                     entra.CalloutType(step),
 		"tenantId":                        TestTenantID,
 		"authenticationEventListenerId":   "00000000-0000-0000-0000-0000000000e1",
 		"customAuthenticationExtensionId": "00000000-0000-0000-0000-0000000000e2",
 		"authenticationContext":           authCtx,
 	}
-	if step == entra.StepTokenIssuanceStart {
+	switch step {
+	case entra.StepTokenIssuanceStart:
 		if _, set := context["user"]; !set && claims != nil {
 			authCtx["user"] = claims
 		}
-	} else {
+	case entra.StepOtpSend:
+		data["otpContext"] = claims
+	default:
 		attrs := map[string]any{}
 		info := map[string]any{"attributes": attrs}
 		for name, v := range claims {
