@@ -266,10 +266,10 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		}, []string{"spec.rules", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit"}},
 		{"two outcomes in one rule", func(o map[string]any) {
 			set(o, "spec.rules.0.block", map[string]any{"message": "no"})
-		}, []string{"spec.rules[0]", "exactly one of block or validationError must be set"}},
+		}, []string{"spec.rules[0]", "exactly one of block, validationError, migratePassword, updatePassword or retry must be set"}},
 		{"rule without outcome", func(o map[string]any) {
 			set(o, "spec.rules.0.validationError", nil)
-		}, []string{"spec.rules[0]", "exactly one of block or validationError must be set"}},
+		}, []string{"spec.rules[0]", "exactly one of block, validationError, migratePassword, updatePassword or retry must be set"}},
 		{"outcome without message", func(o map[string]any) {
 			set(o, "spec.rules.0.validationError", map[string]any{})
 		}, []string{"spec.rules[0].validationError", "one of message or messageExpression must be set"}},
@@ -476,6 +476,24 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			set(o, "spec.step", "OnOtpSend")
 			set(o, "spec.rules", nil)
 		}, []string{"spec.authentication", "custom authentication extension steps (On...) authenticate with bearer"}},
+		{"OnPasswordSubmit without passwordDecryption", func(o map[string]any) {
+			set(o, "spec.step", "OnPasswordSubmit")
+			set(o, "spec.rules", nil)
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+		}, []string{"spec.passwordDecryption", "passwordDecryption is required at step OnPasswordSubmit"}},
+		{"passwordDecryption elsewhere", func(o map[string]any) {
+			set(o, "spec.passwordDecryption", map[string]any{"keys": []any{map[string]any{"name": "jit", "key": "current.pem"}}})
+		}, []string{"spec.passwordDecryption", "not allowed elsewhere"}},
+		{"migratePassword elsewhere", func(o map[string]any) {
+			set(o, "spec.rules", []any{map[string]any{"name": "m", "when": "true", "migratePassword": map[string]any{}}})
+		}, []string{"spec.rules", "migratePassword, updatePassword and retry outcomes are only allowed at step OnPasswordSubmit"}},
+		{"three password decryption keys", func(o map[string]any) {
+			set(o, "spec.step", "OnPasswordSubmit")
+			set(o, "spec.rules", nil)
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+			k := map[string]any{"name": "jit", "key": "current.pem"}
+			set(o, "spec.passwordDecryption", map[string]any{"keys": []any{k, k, k}})
+		}, []string{"spec.passwordDecryption.keys", "must have at most 2 items"}},
 		{"the other wire name is not a step", func(o map[string]any) {
 			set(o, "spec.step", "PreTokenApplicationClaims")
 		}, []string{"spec.step", "Unsupported value"}},

@@ -8,7 +8,7 @@ import "time"
 // Steps are the steps a connector can serve, in the order a user flow meets them.
 var Steps = []Step{
 	StepPostFederationSignup, StepOnOtpSend, StepOnAttributeCollectionStart, StepOnAttributeCollectionSubmit,
-	StepPostAttributeCollection, StepOnTokenIssuanceStart, StepPreTokenIssuance,
+	StepPostAttributeCollection, StepOnPasswordSubmit, StepOnTokenIssuanceStart, StepPreTokenIssuance,
 }
 
 // stepFacts is what Entra's contract says about one step.
@@ -25,6 +25,8 @@ type stepFacts struct {
 	wireNames []string
 	// noClaims: the answer carries no claims.
 	noClaims bool
+	// passwordOutcomes: rules may answer migratePassword, updatePassword and retry.
+	passwordOutcomes bool
 	// sensitive names the CEL variable holding what the request carries that only calls may see
 	// (a one-time code, a password); "" when none.
 	sensitive string
@@ -38,6 +40,7 @@ var facts = map[Step]stepFacts{
 	StepOnAttributeCollectionSubmit: {extension: true, blockPage: true, validationError: true},
 	StepOnTokenIssuanceStart:        {extension: true},
 	StepOnOtpSend:                   {extension: true, noClaims: true, sensitive: "otp"},
+	StepOnPasswordSubmit:            {extension: true, blockPage: true, noClaims: true, passwordOutcomes: true, sensitive: "credentials"},
 }
 
 // DefaultFailureMessage is the userMessage when a connector fails closed and sets no failureMessage.
@@ -109,14 +112,21 @@ func (s Step) AllowsValidationError() bool { return facts[s].validationError }
 func (s Step) AllowsBlockPage() bool { return facts[s].blockPage }
 
 // AllowsRules reports whether rules can decide at s: they need an answer other than Continue.
-func (s Step) AllowsRules() bool { return s.AllowsBlockPage() || s.AllowsValidationError() }
+func (s Step) AllowsRules() bool {
+	return s.AllowsBlockPage() || s.AllowsValidationError() || s.AllowsPasswordOutcomes()
+}
+
+// AllowsPasswordOutcomes reports whether rules may answer migratePassword, updatePassword and
+// retry at s: OnPasswordSubmit.
+func (s Step) AllowsPasswordOutcomes() bool { return facts[s].passwordOutcomes }
 
 // ReturnsClaims reports whether Entra takes claims in the answer at s.
 func (s Step) ReturnsClaims() bool { return s.Valid() && !facts[s].noClaims }
 
 // SensitiveVariable is the CEL variable holding what requests at s carry that only calls'
 // expressions may see, never rules, claims, events, logs or metrics: otp (the one-time code and
-// the address it goes to) at OnOtpSend. "" at steps without one.
+// the address it goes to) at OnOtpSend, credentials (the decrypted username and password) at
+// OnPasswordSubmit. "" at steps without one.
 func (s Step) SensitiveVariable() string { return facts[s].sensitive }
 
 // FailsWithErrorStatus reports whether a fail-closed answer at s is an HTTP error status rather

@@ -26,6 +26,7 @@ const (
 	StepAttributeCollectionSubmit = "OnAttributeCollectionSubmit"
 	StepTokenIssuanceStart        = "OnTokenIssuanceStart"
 	StepOtpSend                   = "OnOtpSend"
+	StepPasswordSubmit            = "OnPasswordSubmit"
 )
 
 // extensionEvent is the wire vocabulary of one event.
@@ -61,6 +62,12 @@ var extensionEvents = map[string]extensionEvent{
 		calloutType:  "microsoft.graph.onOtpSendCalloutData",
 		responseType: "microsoft.graph.OnOtpSendResponseData",
 		actionPrefix: "microsoft.graph.OtpSend.",
+	},
+	StepPasswordSubmit: {
+		eventType:    "microsoft.graph.authenticationEvent.passwordSubmit",
+		calloutType:  "microsoft.graph.onPasswordSubmitCalloutData",
+		responseType: "microsoft.graph.onPasswordSubmitResponseData",
+		actionPrefix: "microsoft.graph.passwordSubmit.",
 	},
 }
 
@@ -116,6 +123,11 @@ type Extension struct {
 	// OnOtpSend data.otpContext's identifier and oneTimeCode. It is left out of Request.Canonical
 	// (and so of logs and event ids), and prints as a placeholder.
 	Sensitive Sensitive
+	// EncryptedPasswordContext is data.encryptedPasswordContext at OnPasswordSubmit (a compact
+	// JWE), left out of Canonical. The server decrypts it into Sensitive and Nonce.
+	EncryptedPasswordContext string
+	// Nonce is the nonce of the decrypted password context, echoed in the answer.
+	Nonce string
 }
 
 // Sensitive values of a request (see Extension.Sensitive). Printing it with fmt or slog shows
@@ -229,20 +241,44 @@ func DecodeExtensionRequest(body []byte, step string) (*Request, error) {
 		}
 		return &Request{Claims: claims, Extension: x, canonical: canon}, nil
 	}
+	if step == StepPasswordSubmit {
+		jwe, ok := data["encryptedPasswordContext"].(string)
+		if !ok || jwe == "" {
+			return nil, &ClaimTypeError{Claim: "data.encryptedPasswordContext", Want: "a non-empty string", Got: jsonType(data["encryptedPasswordContext"])}
+		}
+		x.EncryptedPasswordContext = jwe
+		delete(data, "encryptedPasswordContext") // the password stays out of Canonical
+		canon, err := canonicalOf(raw)
+		if err != nil {
+			return nil, err
+		}
+		if err := userClaims(x.Context, claims); err != nil {
+			return nil, err
+		}
+		return &Request{Claims: claims, Extension: x, canonical: canon}, nil
+	}
 	if step == StepTokenIssuanceStart {
-		if u, present := x.Context["user"]; present {
-			user, ok := u.(map[string]any)
-			if !ok {
-				return nil, &ClaimTypeError{Claim: "data.authenticationContext.user", Want: "an object", Got: jsonType(u)}
-			}
-			for k, v := range user {
-				claims[k] = v
-			}
+		if err := userClaims(x.Context, claims); err != nil {
+			return nil, err
 		}
 	} else if err := signUpClaims(data, claims, x.AttributeTypes); err != nil {
 		return nil, err
 	}
 	return &Request{Claims: claims, Extension: x, body: body}, nil
+}
+
+// userClaims copies authenticationContext.user's properties into claims.
+func userClaims(ctx, claims map[string]any) error {
+	if u, present := ctx["user"]; present {
+		user, ok := u.(map[string]any)
+		if !ok {
+			return &ClaimTypeError{Claim: "data.authenticationContext.user", Want: "an object", Got: jsonType(u)}
+		}
+		for k, v := range user {
+			claims[k] = v
+		}
+	}
+	return nil
 }
 
 // otpContext reads data.otpContext {identifier, oneTimeCode}: both are required strings (the
@@ -511,6 +547,9 @@ func EncodeExtensionDecision(step string, d *Decision) (status int, body []byte)
 	ev, ok := extensionEvents[step]
 	if !ok {
 		return EncodeDecision(d)
+	}
+	if step == StepPasswordSubmit {
+		return encodePasswordSubmit(ev, d)
 	}
 	if d == nil || (d.Action != ActionContinue && d.Action != ActionShowBlockPage && d.Action != ActionValidationError) {
 		d = &Decision{Action: ActionShowBlockPage, UserMessage: DefaultFailureMessage}

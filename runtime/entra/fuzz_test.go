@@ -2,12 +2,15 @@ package entra
 
 import (
 	"bytes"
+	"crypto/rsa"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
 )
@@ -122,7 +125,7 @@ func asJSON(s string) string {
 // decoded OnOtpSend request has both sensitive values and neither shows in Canonical, and the
 // answer to any request is HTTP 200 or ExtensionFailureStatus with JSON.
 func FuzzDecodeExtensionRequest(f *testing.F) {
-	for _, name := range []string{"request-emailotpsend.json", "request-attributecollectionsubmit.json", "request-tokenissuancestart.json"} {
+	for _, name := range []string{"request-emailotpsend.json", "request-attributecollectionsubmit.json", "request-tokenissuancestart.json", "request-passwordsubmit.json"} {
 		b, err := os.ReadFile(filepath.Join("testdata", "golden", "extensions", name))
 		if err != nil {
 			f.Fatal(err)
@@ -136,7 +139,7 @@ func FuzzDecodeExtensionRequest(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
-	steps := []string{StepAttributeCollectionStart, StepAttributeCollectionSubmit, StepTokenIssuanceStart, StepOtpSend}
+	steps := []string{StepAttributeCollectionStart, StepAttributeCollectionSubmit, StepTokenIssuanceStart, StepOtpSend, StepPasswordSubmit}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, step := range steps {
 			req, err := DecodeExtensionRequest(body, step)
@@ -159,10 +162,39 @@ func FuzzDecodeExtensionRequest(f *testing.F) {
 					t.Fatalf("canonical form holds the OTP context: %s", canon)
 				}
 			}
+			if step == StepPasswordSubmit {
+				if req.Extension.EncryptedPasswordContext == "" || strings.Contains(string(req.Canonical()), `"encryptedPasswordContext"`) {
+					t.Fatalf("password context lost or in the canonical form: %s", req.Canonical())
+				}
+			}
 			status, out := EncodeExtensionDecision(step, &Decision{Action: ActionContinue, Claims: map[string]string{"k": "v"}})
 			if (status != 200 && status != ExtensionFailureStatus) || !json.Valid(out) {
 				t.Fatalf("%s: %d %s", step, status, out)
 			}
+		}
+	})
+}
+
+// FuzzDecryptPasswordContext: whatever the context (seeded with valid ones), decryption returns
+// values or a *PasswordContextError, never panics, and an error never quotes the password.
+func FuzzDecryptPasswordContext(f *testing.F) {
+	k := rsaKeys(f)
+	f.Add(sealPasswordContext(f, &k[0].PublicKey, jose.RSA_OAEP_256, testContext))
+	f.Add(sealPasswordContext(f, &k[1].PublicKey, jose.RSA_OAEP, testContext))
+	f.Add("{5-part-JWE}")
+	f.Add("a.b.c.d.e")
+	keys := []*rsa.PrivateKey{k[0], k[1]}
+	f.Fuzz(func(t *testing.T, jwe string) {
+		s, nonce, err := DecryptPasswordContext(jwe, keys)
+		if err != nil {
+			var pe *PasswordContextError
+			if !errors.As(err, &pe) || strings.Contains(err.Error(), "C0rrect") {
+				t.Fatalf("%T %v", err, err)
+			}
+			return
+		}
+		if nonce == "" || s["password"] == "" {
+			t.Fatalf("decrypted without nonce or password")
 		}
 	})
 }

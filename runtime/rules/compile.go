@@ -18,6 +18,7 @@ import (
 	"github.com/google/cel-go/common/types/ref"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/runtime/entra"
 )
 
 // Defaults applied where the spec leaves a field empty (the CRD defaults them too, but a file
@@ -300,9 +301,16 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 		cr := &compiledRule{name: r.Name, when: cp.compile(cp.ruleEnv, p+".when", r.When, wantBool)}
 		out, field := r.Block, "block"
 		cr.action = "ShowBlockPage"
-		if r.ValidationError != nil {
+		switch {
+		case r.ValidationError != nil:
 			out, field, cr.action = r.ValidationError, "validationError", "ValidationError"
 			cr.attribute = r.ValidationError.Attribute
+		case r.MigratePassword != nil:
+			cr.action = string(entra.ActionMigratePassword)
+		case r.UpdatePassword != nil:
+			cr.action = string(entra.ActionUpdatePassword)
+		case r.Retry != nil:
+			cr.action = string(entra.ActionRetry)
 		}
 		if out != nil {
 			cr.message = out.Message

@@ -368,6 +368,9 @@ func attributeName(x *entra.Extension, name string) string {
 // message is the rule's userMessage: messageExpression, falling back to message, falling back to
 // the connector's failure message (the CRD requires one of the first two).
 func (e *Engine) message(ctx context.Context, r *compiledRule, v *vars) string {
+	if r.action != string(entra.ActionShowBlockPage) && r.action != string(entra.ActionValidationError) {
+		return "" // the password answers carry no message
+	}
 	if r.msgExpr != nil {
 		out, err := e.eval(ctx, r.msgExpr, v)
 		if err == nil {

@@ -145,8 +145,17 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		if r.When == "" {
 			c.add(p+".when", "must not be empty")
 		}
-		if (r.Block != nil) == (r.ValidationError != nil) {
-			c.add(p, "exactly one of block or validationError must be set")
+		outcomes := 0
+		for _, set := range []bool{r.Block != nil, r.ValidationError != nil, r.MigratePassword != nil, r.UpdatePassword != nil, r.Retry != nil} {
+			if set {
+				outcomes++
+			}
+		}
+		if outcomes != 1 {
+			c.add(p, "exactly one of block, validationError, migratePassword, updatePassword or retry must be set")
+		}
+		if (r.MigratePassword != nil || r.UpdatePassword != nil || r.Retry != nil) && !s.Step.AllowsPasswordOutcomes() {
+			c.add(p, "migratePassword, updatePassword and retry outcomes are only allowed at step OnPasswordSubmit")
 		}
 		if r.ValidationError != nil && !s.Step.AllowsValidationError() {
 			c.add(p+".validationError", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit; use block elsewhere")
@@ -174,6 +183,17 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		}
 	}
 
+	if (s.PasswordDecryption != nil) != (s.Step == v1alpha1.StepOnPasswordSubmit) {
+		c.add("spec.passwordDecryption", "passwordDecryption is required at step OnPasswordSubmit and not allowed elsewhere")
+	}
+	if pd := s.PasswordDecryption; pd != nil {
+		if len(pd.Keys) < 1 || len(pd.Keys) > 2 {
+			c.add("spec.passwordDecryption.keys", "must have 1 or 2 items")
+		}
+		for i, k := range pd.Keys {
+			checkSecretKeyRef(c, fmt.Sprintf("spec.passwordDecryption.keys[%d]", i), k)
+		}
+	}
 	if len(s.Claims) > 0 && s.Step.Valid() && !s.Step.ReturnsClaims() {
 		c.add("spec.claims", "claims are not allowed at step %s: its answer carries none", s.Step)
 	}

@@ -54,6 +54,10 @@ type Case struct {
 	Context map[string]any `json:"context,omitempty"`
 	// Request is the full extension envelope as Entra sends it, instead of claims and context.
 	Request map[string]any `json:"request,omitempty"`
+	// Credentials are the decrypted password context at OnPasswordSubmit (username, password):
+	// the runner does not encrypt and decrypt it, it hands them to the calls' credentials
+	// variable directly, with the nonce "test-nonce".
+	Credentials map[string]string `json:"credentials,omitempty"`
 	// Calls stubs the response of each call by name. A call that runs without a stub fails like
 	// an unreachable service.
 	Calls  map[string]CallStub `json:"calls,omitempty"`
@@ -371,8 +375,22 @@ func BuildRequest(step v1alpha1.Step, c Case) (*entra.Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	return entra.DecodeExtensionRequest(body, string(step))
+	req, err := entra.DecodeExtensionRequest(body, string(step))
+	if err != nil {
+		return nil, err
+	}
+	if c.Credentials != nil {
+		if step != v1alpha1.StepOnPasswordSubmit {
+			return nil, fmt.Errorf("credentials are only for step OnPasswordSubmit, not %s", step)
+		}
+		req.Extension.Sensitive = entra.Sensitive(c.Credentials)
+		req.Extension.EncryptedPasswordContext, req.Extension.Nonce = "", TestNonce
+	}
+	return req, nil
 }
+
+// TestNonce is the password context nonce of test cases at OnPasswordSubmit.
+const TestNonce = "test-nonce"
 
 // Fixed identifiers of built envelopes, so event ids are stable across runs.
 const (
@@ -417,9 +435,12 @@ func BuildEnvelope(step string, claims, context map[string]any) (map[string]any,
 		"authenticationContext":           authCtx,
 	}
 	switch step {
-	case entra.StepTokenIssuanceStart:
+	case entra.StepTokenIssuanceStart, entra.StepPasswordSubmit:
 		if _, set := context["user"]; !set && claims != nil {
 			authCtx["user"] = claims
+		}
+		if step == entra.StepPasswordSubmit {
+			data["encryptedPasswordContext"] = "the.test.runner.does.not.encrypt" // see Case.Credentials
 		}
 	case entra.StepOtpSend:
 		data["otpContext"] = claims

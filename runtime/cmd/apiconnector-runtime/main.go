@@ -196,6 +196,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 		PollInterval: c.pollInterval, DrainTimeout: c.drainTimeout, ShutdownDelay: c.shutdownDelay,
 		MaxConnections: c.maxConnections, ReadHeaderTimeout: c.readHeaderTimeout,
 		Logger: log, LogClaims: c.logClaims, Registry: reg, Metrics: metrics,
+		SecretKeys: opts.SecretKeys,
 	})
 	if err != nil {
 		return err
