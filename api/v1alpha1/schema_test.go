@@ -259,7 +259,7 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			set(o, "spec.authentication", nil)
 		}, []string{"spec.authentication", "Required value"}},
 		{"unknown step", func(o map[string]any) {
-			set(o, "spec.step", "PreTokenIssuance")
+			set(o, "spec.step", "PreSendVerificationCode")
 		}, []string{"spec.step", "Unsupported value"}},
 		{"validationError at PostFederationSignup", func(o map[string]any) {
 			set(o, "spec.step", "PostFederationSignup")
@@ -471,7 +471,7 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			set(o, "spec.rules", nil)
 			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
 			set(o, "spec.claims", map[string]any{"c": "'x'"})
-		}, []string{"spec.claims", "claims are not allowed at step OnOtpSend"}},
+		}, []string{"spec.claims", "claims are not allowed at steps OnOtpSend and OnPasswordSubmit"}},
 		{"basic at OnOtpSend", func(o map[string]any) {
 			set(o, "spec.step", "OnOtpSend")
 			set(o, "spec.rules", nil)
