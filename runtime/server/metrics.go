@@ -36,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "apiconnector_requests_total",
-			Help: "Connector requests answered, by step, action (Continue, ShowBlockPage, ValidationError, or BadRequest/Unauthorized/MethodNotAllowed/UnsupportedMediaType/TooLarge), HTTP code and source: rule (a rule decided), default (no rule matched), policy (the failure policy answered because an expression, a call or the evaluator failed), refused (not evaluated).",
+			Help: "Connector requests answered, by step, action (Continue, ShowBlockPage, ValidationError; at OnPasswordSubmit MigratePassword, UpdatePassword, Retry, Block; or BadRequest/Unauthorized/MethodNotAllowed/UnsupportedMediaType/TooLarge), HTTP code and source: rule (a rule decided), default (no rule matched), policy (the failure policy answered because an expression, a call or the evaluator failed), refused (not evaluated).",
 		}, []string{"step", "action", "code", "source"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "apiconnector_request_duration_seconds",
