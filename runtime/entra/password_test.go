@@ -169,3 +169,30 @@ func TestEncodePasswordSubmit(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkOpenPasswordContext is what the server does per OnPasswordSubmit request: read the
+// PEM keys (re-read every request so rotation applies at once) and decrypt the context, here with
+// the second of two keys (a rollover, the worst case).
+func BenchmarkOpenPasswordContext(b *testing.B) {
+	k := rsaKeys(b)
+	jwe := sealPasswordContext(b, &k[1].PublicKey, jose.RSA_OAEP_256, testContext)
+	var pems [][]byte
+	for _, key := range k {
+		der, _ := x509.MarshalPKCS8PrivateKey(key)
+		pems = append(pems, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		var keys []*rsa.PrivateKey
+		for _, p := range pems {
+			key, err := ParseRSAPrivateKey(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			keys = append(keys, key)
+		}
+		if _, _, err := DecryptPasswordContext(jwe, keys); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"crypto/rsa"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,7 +53,7 @@ func (s *Server) passwordKeys(cfg *config) []*rsa.PrivateKey {
 		b, err := s.opts.SecretKeys(ref)
 		var k *rsa.PrivateKey
 		if err == nil {
-			k, err = entra.ParseRSAPrivateKey(b)
+			k, err = s.keys.parse(b)
 		}
 		if err != nil {
 			s.log.Error("password decryption key not loaded", "secret", ref.Name, "key", ref.Key, "error", fmt.Sprint(err))
@@ -61,6 +62,35 @@ func (s *Server) passwordKeys(cfg *config) []*rsa.PrivateKey {
 		keys = append(keys, k)
 	}
 	return keys
+}
+
+// keyCache keeps parsed keys by the digest of their PEM: the files are read on every request (a
+// rotated Secret applies at once), but parsing and validating an RSA key costs more than the
+// decryption itself (about 1.7 ms against 1.1 ms for a 2048-bit key).
+type keyCache struct {
+	mu     sync.Mutex
+	parsed map[[sha256.Size]byte]*rsa.PrivateKey
+}
+
+func (c *keyCache) parse(pemBytes []byte) (*rsa.PrivateKey, error) {
+	sum := sha256.Sum256(pemBytes)
+	c.mu.Lock()
+	k, ok := c.parsed[sum]
+	c.mu.Unlock()
+	if ok {
+		return k, nil
+	}
+	k, err := entra.ParseRSAPrivateKey(pemBytes)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.parsed == nil || len(c.parsed) >= 8 { // two keys in use; old ones go with the map
+		c.parsed = map[[sha256.Size]byte]*rsa.PrivateKey{}
+	}
+	c.parsed[sum] = k
+	return k, nil
 }
 
 // Bounds of the nonce cache: a nonce is remembered for nonceTTL, and at most maxNonces are (the

@@ -12,9 +12,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -162,5 +164,21 @@ func TestPasswordSubmitServe(t *testing.T) {
 	}
 	if l := logs.String(); strings.Contains(l, "C0rrect") || strings.Contains(l, "guess") || strings.Contains(l, `"password"`) || !strings.Contains(l, `"reason":"replay"`) {
 		t.Errorf("logs:\n%s", l)
+	}
+}
+
+// A nonce is refused again within nonceTTL, accepted after it, and the cache never holds more
+// than maxNonces.
+func TestNonceCache(t *testing.T) {
+	var c nonceCache
+	t0 := time.Unix(1_800_000_000, 0)
+	if !c.add("a", t0) || c.add("a", t0.Add(nonceTTL)) || !c.add("a", t0.Add(nonceTTL+time.Second)) {
+		t.Error("TTL not honoured")
+	}
+	for i := range maxNonces + 10 {
+		c.add(strconv.Itoa(i), t0.Add(nonceTTL+2*time.Second))
+	}
+	if len(c.seen) > maxNonces || len(c.order) > maxNonces {
+		t.Errorf("cache holds %d nonces (%d in order)", len(c.seen), len(c.order))
 	}
 }

@@ -110,6 +110,8 @@ type Server struct {
 
 	// nonces are the password-context nonces seen recently, to refuse a replayed context.
 	nonces nonceCache
+	// keys are the parsed password decryption keys.
+	keys keyCache
 
 	reloadMu sync.Mutex // serialises reloads of the same kind triggered by watchers and tests
 	// fingerprints of what was loaded at New, so the watchers start from there
