@@ -205,6 +205,12 @@ func Run(b *connfile.Bundle, f *File) []CaseResult {
 		if err != nil {
 			res.Problems = []string{err.Error()}
 		} else {
+			if conn.Spec.Step.AllowsPasswordOutcomes() {
+				// Cases speak Entra's answers there: Retry for no rule matched, Block.
+				d := *out.Decision
+				d.Action = entra.Action(entra.PasswordSubmitAnswer(d.Action))
+				out.Decision = &d
+			}
 			res.Outcome = out
 			res.Problems = check(c.Expect, out)
 		}
