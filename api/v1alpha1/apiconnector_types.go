@@ -7,13 +7,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Step is the point of an Entra ID sign-up user flow at which Entra calls the connector.
+// Step is the point of an Entra ID user flow at which Entra calls the connector. What each step
+// allows (answers, authentication, time budget) is in step.go.
 //
-// The legacy API connector steps (PostFederationSignup, PostAttributeCollection) speak the flat
-// claims protocol and authenticate with basic or clientCertificate. The custom authentication
-// extension events (OnAttributeCollectionStart, OnAttributeCollectionSubmit, OnTokenIssuanceStart)
-// speak the extension envelope and authenticate with an Entra-issued bearer token.
-// +kubebuilder:validation:Enum=PostFederationSignup;PostAttributeCollection;OnAttributeCollectionStart;OnAttributeCollectionSubmit;OnTokenIssuanceStart
+// The legacy API connector steps (PostFederationSignup, PostAttributeCollection and Azure AD B2C's
+// PreTokenIssuance) speak the flat claims protocol and authenticate with basic or
+// clientCertificate. The custom authentication extension events (OnAttributeCollectionStart,
+// OnAttributeCollectionSubmit, OnTokenIssuanceStart, OnOtpSend, OnPasswordSubmit) speak the extension envelope and
+// authenticate with an Entra-issued bearer token.
+// +kubebuilder:validation:Enum=PostFederationSignup;PostAttributeCollection;PreTokenIssuance;OnAttributeCollectionStart;OnAttributeCollectionSubmit;OnTokenIssuanceStart;OnOtpSend;OnPasswordSubmit
 type Step string
 
 const (
@@ -23,6 +25,12 @@ const (
 	// StepPostAttributeCollection runs before the user is created. Claims returned on Continue
 	// override what the user entered. Only this step may answer ValidationError.
 	StepPostAttributeCollection Step = "PostAttributeCollection"
+	// StepPreTokenIssuance is Azure AD B2C's "Before sending the token (preview)" step, at sign-up
+	// and sign-in: claims returned on Continue go into the token (when selected as application
+	// claims). Its only answer is Continue, so rules cannot decide there. B2C's documentation also
+	// names the step PreTokenApplicationClaims in its example request; both are accepted in the
+	// request's step claim (StepFromWire).
+	StepPreTokenIssuance Step = "PreTokenIssuance"
 	// StepOnAttributeCollectionStart is the custom authentication extension event before the
 	// attribute collection page (External ID). Claims returned on Continue prefill the page
 	// (setPrefillValues); block answers showBlockPage.
@@ -36,13 +44,18 @@ const (
 	// Claims returned are added to the token (provideClaimsForToken); it has no block page and no
 	// validation error, so rules cannot decide there.
 	StepOnTokenIssuanceStart Step = "OnTokenIssuanceStart"
+	// StepOnOtpSend is the custom e-mail one-time passcode event (External ID, preview): Entra
+	// hands the code and the address to the connector, whose calls deliver it through the tenant's
+	// own e-mail service. The answer is continueWithDefaultBehavior; there are no rules and no
+	// claims. The code and the address are only visible to calls' expressions (the otp variable).
+	StepOnOtpSend Step = "OnOtpSend"
+	// StepOnPasswordSubmit is the just-in-time password migration event (External ID, preview):
+	// a user still marked for migration signed in with a password Entra does not know. The
+	// runtime decrypts the password context with spec.passwordDecryption's keys; a call verifies
+	// the password with the legacy identity system (the credentials variable, calls only), and
+	// rules answer migratePassword, updatePassword, retry or block. No rule matching answers Retry.
+	StepOnPasswordSubmit Step = "OnPasswordSubmit"
 )
-
-// IsExtension reports whether the step is a custom authentication extension event (the
-// envelope protocol with bearer authentication) rather than a legacy API connector step.
-func (s Step) IsExtension() bool {
-	return s == StepOnAttributeCollectionStart || s == StepOnAttributeCollectionSubmit || s == StepOnTokenIssuanceStart
-}
 
 // EntraAuthenticationEventsAppID is the application ID of the Microsoft Entra authentication
 // events service, the azp (v2 tokens) or appid (v1 tokens) of the bearer tokens Entra sends to
@@ -75,17 +88,22 @@ const (
 // APIConnectorSpec declares one Entra ID API connector endpoint.
 //
 // +kubebuilder:validation:XValidation:rule="self.step in ['PostAttributeCollection', 'OnAttributeCollectionSubmit'] || !has(self.rules) || self.rules.all(r, !has(r.validationError))",message="validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit; use block elsewhere",fieldPath=".rules"
-// +kubebuilder:validation:XValidation:rule="self.step != 'OnTokenIssuanceStart' || !has(self.rules) || self.rules.all(r, !has(r.block))",message="block outcomes are not allowed at step OnTokenIssuanceStart: token issuance has no block page",fieldPath=".rules"
-// +kubebuilder:validation:XValidation:rule="!(self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart']) || has(self.authentication.bearer)",message="custom authentication extension steps (On...) authenticate with bearer",fieldPath=".authentication"
-// +kubebuilder:validation:XValidation:rule="self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart'] || !has(self.authentication.bearer)",message="bearer authentication is only for custom authentication extension steps; PostFederationSignup and PostAttributeCollection use basic or clientCertificate",fieldPath=".authentication"
+// +kubebuilder:validation:XValidation:rule="!(self.step in ['OnTokenIssuanceStart', 'PreTokenIssuance', 'OnOtpSend']) || !has(self.rules) || self.rules.all(r, !has(r.block))",message="block outcomes are not allowed at steps OnTokenIssuanceStart, PreTokenIssuance and OnOtpSend: they have no block page",fieldPath=".rules"
+// +kubebuilder:validation:XValidation:rule="!(self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart', 'OnOtpSend', 'OnPasswordSubmit']) || has(self.authentication.bearer)",message="custom authentication extension steps (On...) authenticate with bearer",fieldPath=".authentication"
+// +kubebuilder:validation:XValidation:rule="self.step in ['OnAttributeCollectionStart', 'OnAttributeCollectionSubmit', 'OnTokenIssuanceStart', 'OnOtpSend', 'OnPasswordSubmit'] || !has(self.authentication.bearer)",message="bearer authentication is only for custom authentication extension steps; the legacy steps PostFederationSignup, PostAttributeCollection and PreTokenIssuance use basic or clientCertificate",fieldPath=".authentication"
+// +kubebuilder:validation:XValidation:rule="!(self.step in ['OnOtpSend', 'OnPasswordSubmit']) || !has(self.claims)",message="claims are not allowed at steps OnOtpSend and OnPasswordSubmit: their answers carry none",fieldPath=".claims"
+// +kubebuilder:validation:XValidation:rule="self.step == 'OnPasswordSubmit' || !has(self.rules) || self.rules.all(r, !has(r.migratePassword) && !has(r.updatePassword) && !has(r.retry))",message="migratePassword, updatePassword and retry outcomes are only allowed at step OnPasswordSubmit",fieldPath=".rules"
+// +kubebuilder:validation:XValidation:rule="(self.step == 'OnPasswordSubmit') == has(self.passwordDecryption)",message="passwordDecryption is required at step OnPasswordSubmit and not allowed elsewhere",fieldPath=".passwordDecryption"
 // +kubebuilder:validation:XValidation:rule="!has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded) || !has(self.exposure.type) || self.exposure.type != 'LoadBalancer'",message="clientCertificate.forwarded cannot be used with exposure type LoadBalancer: the load balancer can make any internet client look like a trusted proxy; use type Ingress or Gateway, or drop forwarded so the runtime checks the certificate in its own TLS handshake",fieldPath=".authentication.clientCertificate.forwarded"
 // +kubebuilder:validation:XValidation:rule="!has(self.runtime) || !has(self.runtime.networkPolicy) || !has(self.runtime.networkPolicy.enabled) || self.runtime.networkPolicy.enabled || !has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded)",message="networkPolicy.enabled cannot be false with authentication.clientCertificate.forwarded: the NetworkPolicy is what keeps pods other than the ingress controller from sending the forwarded certificate header",fieldPath=".runtime.networkPolicy.enabled"
 type APIConnectorSpec struct {
 	// Step is the user-flow step this connector serves. PostFederationSignup runs after the user
 	// signs in with an identity provider (returned claims prefill the attribute page);
-	// PostAttributeCollection runs before the user is created (returned claims override input).
-	// OnAttributeCollectionStart, OnAttributeCollectionSubmit and OnTokenIssuanceStart are the
-	// custom authentication extension events of Entra External ID; they use the extension wire
+	// PostAttributeCollection runs before the user is created (returned claims override input);
+	// PreTokenIssuance is Azure AD B2C's "before sending the token" step (returned claims go into
+	// the token; no rules). OnAttributeCollectionStart, OnAttributeCollectionSubmit,
+	// OnTokenIssuanceStart, OnOtpSend and OnPasswordSubmit are the custom authentication extension
+	// events of Entra External ID; they use the extension wire
 	// format and bearer authentication (docs/extensions.md).
 	// +required
 	Step Step `json:"step"`
@@ -126,6 +144,11 @@ type APIConnectorSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.all(k, !(k in ['email', 'version', 'action', 'status', 'userMessage']))",message="claims must not return email or the response fields version, action, status, userMessage"
 	Claims map[string]Expression `json:"claims,omitempty"`
 
+	// PasswordDecryption holds the keys that decrypt the password context Entra sends at step
+	// OnPasswordSubmit (required there, not allowed elsewhere).
+	// +optional
+	PasswordDecryption *PasswordDecryption `json:"passwordDecryption,omitempty"`
+
 	// Events are downstream business events (CloudEvents 1.0 over HTTP) sent after the decision.
 	// +optional
 	// +listType=map
@@ -159,6 +182,20 @@ type APIConnectorSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Runtime RuntimeSpec `json:"runtime,omitempty"`
+}
+
+// PasswordDecryption decrypts encryptedPasswordContext, the JWE (RSA-OAEP-256 or RSA-OAEP) that
+// carries the password at OnPasswordSubmit, encrypted to the public key registered on the
+// extension's app registration (keyCredentials with usage Encrypt, tokenEncryptionKeyId).
+type PasswordDecryption struct {
+	// Keys are Secret keys holding the RSA private key as PEM (PKCS#8 PRIVATE KEY or PKCS#1 RSA
+	// PRIVATE KEY; a certificate next to it is skipped). Each is tried in turn: list the current
+	// and the next key while rolling the key Entra encrypts to over. The controller mounts them
+	// into the runtime pods and rolls the pods when they change.
+	// +required
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=2
+	Keys []SecretKeySelector `json:"keys"`
 }
 
 // Expression is a CEL expression. See docs/rules.md for the variables in scope.
@@ -459,7 +496,7 @@ type OutboundAuth struct {
 }
 
 // Rule decides the answer when its condition holds.
-// +kubebuilder:validation:XValidation:rule="(has(self.block) ? 1 : 0) + (has(self.validationError) ? 1 : 0) == 1",message="exactly one of block or validationError must be set"
+// +kubebuilder:validation:XValidation:rule="(has(self.block) ? 1 : 0) + (has(self.validationError) ? 1 : 0) + (has(self.migratePassword) ? 1 : 0) + (has(self.updatePassword) ? 1 : 0) + (has(self.retry) ? 1 : 0) == 1",message="exactly one of block, validationError, migratePassword, updatePassword or retry must be set"
 // +kubebuilder:validation:XValidation:rule="!has(self.block) || !has(self.block.attribute)",message="attribute is only allowed on validationError",fieldPath=".block"
 type Rule struct {
 	// Name identifies the rule in logs, metrics and events.
@@ -482,7 +519,25 @@ type Rule struct {
 	// those two steps.
 	// +optional
 	ValidationError *Outcome `json:"validationError,omitempty"`
+
+	// MigratePassword answers MigratePassword at OnPasswordSubmit: the legacy system verified the
+	// password, and Entra stores it and clears the user's migration flag. Only at that step.
+	// +optional
+	MigratePassword *PasswordOutcome `json:"migratePassword,omitempty"`
+
+	// UpdatePassword answers UpdatePassword at OnPasswordSubmit: the password is right but weak
+	// or expired, and the user must set a new one. Only at that step.
+	// +optional
+	UpdatePassword *PasswordOutcome `json:"updatePassword,omitempty"`
+
+	// Retry answers Retry at OnPasswordSubmit: the password is wrong and the user may try again
+	// (also the answer when no rule matches). Only at that step.
+	// +optional
+	Retry *PasswordOutcome `json:"retry,omitempty"`
 }
+
+// PasswordOutcome is an answer of OnPasswordSubmit that carries nothing but its kind.
+type PasswordOutcome struct{}
 
 // Outcome is the message shown to the user.
 // +kubebuilder:validation:XValidation:rule="has(self.message) || has(self.messageExpression)",message="one of message or messageExpression must be set"

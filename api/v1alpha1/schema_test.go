@@ -259,17 +259,17 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			set(o, "spec.authentication", nil)
 		}, []string{"spec.authentication", "Required value"}},
 		{"unknown step", func(o map[string]any) {
-			set(o, "spec.step", "PreTokenIssuance")
+			set(o, "spec.step", "PreSendVerificationCode")
 		}, []string{"spec.step", "Unsupported value"}},
 		{"validationError at PostFederationSignup", func(o map[string]any) {
 			set(o, "spec.step", "PostFederationSignup")
 		}, []string{"spec.rules", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit"}},
 		{"two outcomes in one rule", func(o map[string]any) {
 			set(o, "spec.rules.0.block", map[string]any{"message": "no"})
-		}, []string{"spec.rules[0]", "exactly one of block or validationError must be set"}},
+		}, []string{"spec.rules[0]", "exactly one of block, validationError, migratePassword, updatePassword or retry must be set"}},
 		{"rule without outcome", func(o map[string]any) {
 			set(o, "spec.rules.0.validationError", nil)
-		}, []string{"spec.rules[0]", "exactly one of block or validationError must be set"}},
+		}, []string{"spec.rules[0]", "exactly one of block, validationError, migratePassword, updatePassword or retry must be set"}},
 		{"outcome without message", func(o map[string]any) {
 			set(o, "spec.rules.0.validationError", map[string]any{})
 		}, []string{"spec.rules[0].validationError", "one of message or messageExpression must be set"}},
@@ -456,7 +456,47 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			set(o, "spec.step", "OnTokenIssuanceStart")
 			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
 			set(o, "spec.rules", []any{map[string]any{"name": "no", "when": "true", "block": map[string]any{"message": "no"}}})
-		}, []string{"spec.rules", "block outcomes are not allowed at step OnTokenIssuanceStart"}},
+		}, []string{"spec.rules", "block outcomes are not allowed at steps OnTokenIssuanceStart, PreTokenIssuance and OnOtpSend"}},
+		{"block at PreTokenIssuance", func(o map[string]any) {
+			set(o, "spec.step", "PreTokenIssuance")
+			set(o, "spec.rules", []any{map[string]any{"name": "no", "when": "true", "block": map[string]any{"message": "no"}}})
+		}, []string{"spec.rules", "block outcomes are not allowed at steps OnTokenIssuanceStart, PreTokenIssuance and OnOtpSend"}},
+		{"bearer at PreTokenIssuance", func(o map[string]any) {
+			set(o, "spec.step", "PreTokenIssuance")
+			set(o, "spec.rules", nil)
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+		}, []string{"spec.authentication", "the legacy steps PostFederationSignup, PostAttributeCollection and PreTokenIssuance use basic"}},
+		{"claims at OnOtpSend", func(o map[string]any) {
+			set(o, "spec.step", "OnOtpSend")
+			set(o, "spec.rules", nil)
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+			set(o, "spec.claims", map[string]any{"c": "'x'"})
+		}, []string{"spec.claims", "claims are not allowed at steps OnOtpSend and OnPasswordSubmit"}},
+		{"basic at OnOtpSend", func(o map[string]any) {
+			set(o, "spec.step", "OnOtpSend")
+			set(o, "spec.rules", nil)
+		}, []string{"spec.authentication", "custom authentication extension steps (On...) authenticate with bearer"}},
+		{"OnPasswordSubmit without passwordDecryption", func(o map[string]any) {
+			set(o, "spec.step", "OnPasswordSubmit")
+			set(o, "spec.rules", nil)
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+		}, []string{"spec.passwordDecryption", "passwordDecryption is required at step OnPasswordSubmit"}},
+		{"passwordDecryption elsewhere", func(o map[string]any) {
+			set(o, "spec.passwordDecryption", map[string]any{"keys": []any{map[string]any{"name": "jit", "key": "current.pem"}}})
+		}, []string{"spec.passwordDecryption", "not allowed elsewhere"}},
+		{"migratePassword elsewhere", func(o map[string]any) {
+			set(o, "spec.rules", []any{map[string]any{"name": "m", "when": "true", "migratePassword": map[string]any{}}})
+		}, []string{"spec.rules", "migratePassword, updatePassword and retry outcomes are only allowed at step OnPasswordSubmit"}},
+		{"three password decryption keys", func(o map[string]any) {
+			set(o, "spec.step", "OnPasswordSubmit")
+			set(o, "spec.rules", nil)
+			set(o, "spec.authentication", map[string]any{"bearer": validBearer()})
+			k := map[string]any{"name": "jit", "key": "current.pem"}
+			set(o, "spec.passwordDecryption", map[string]any{"keys": []any{k, k, k}})
+		}, []string{"spec.passwordDecryption.keys", "must have at most 2 items"}},
+		{"the other wire name is not a step", func(o map[string]any) {
+			set(o, "spec.step", "PreTokenApplicationClaims")
+		}, []string{"spec.step", "Unsupported value"}},
 		{"attribute on block", func(o map[string]any) {
 			set(o, "spec.rules.0.validationError", nil)
 			set(o, "spec.rules.0.block", map[string]any{"message": "no", "attribute": "postalCode"})

@@ -5,10 +5,42 @@ import "time"
 // The Entra wire contract's facts about steps live here, in one place: the runtime, the
 // controller, the local test runner and the documentation read them.
 
-// Steps are the steps a connector can serve, in the order a sign-up meets them.
+// Steps are the steps a connector can serve, in the order a user flow meets them.
 var Steps = []Step{
-	StepPostFederationSignup, StepOnAttributeCollectionStart, StepOnAttributeCollectionSubmit,
-	StepPostAttributeCollection, StepOnTokenIssuanceStart,
+	StepPostFederationSignup, StepOnOtpSend, StepOnAttributeCollectionStart, StepOnAttributeCollectionSubmit,
+	StepPostAttributeCollection, StepOnPasswordSubmit, StepOnTokenIssuanceStart, StepPreTokenIssuance,
+}
+
+// stepFacts is what Entra's contract says about one step.
+type stepFacts struct {
+	// extension: a custom authentication extension event (envelope, bearer token), else a
+	// legacy API connector step (flat claims, basic or client certificate).
+	extension bool
+	// blockPage: the step can stop the flow with a message (ShowBlockPage, showBlockPage).
+	blockPage bool
+	// validationError: the step can send the user back to the form (ValidationError,
+	// showValidationError).
+	validationError bool
+	// wireNames are other names Entra's documentation gives the step in the request's step claim.
+	wireNames []string
+	// noClaims: the answer carries no claims.
+	noClaims bool
+	// passwordOutcomes: rules may answer migratePassword, updatePassword and retry.
+	passwordOutcomes bool
+	// sensitive names the CEL variable holding what the request carries that only calls may see
+	// (a one-time code, a password); "" when none.
+	sensitive string
+}
+
+var facts = map[Step]stepFacts{
+	StepPostFederationSignup:        {blockPage: true},
+	StepPostAttributeCollection:     {blockPage: true, validationError: true},
+	StepPreTokenIssuance:            {wireNames: []string{"PreTokenApplicationClaims"}},
+	StepOnAttributeCollectionStart:  {extension: true, blockPage: true},
+	StepOnAttributeCollectionSubmit: {extension: true, blockPage: true, validationError: true},
+	StepOnTokenIssuanceStart:        {extension: true},
+	StepOnOtpSend:                   {extension: true, noClaims: true, sensitive: "otp"},
+	StepOnPasswordSubmit:            {extension: true, blockPage: true, noClaims: true, passwordOutcomes: true, sensitive: "credentials"},
 }
 
 // DefaultFailureMessage is the userMessage when a connector fails closed and sets no failureMessage.
@@ -24,13 +56,33 @@ const (
 
 // Valid reports whether s is a step the runtime serves.
 func (s Step) Valid() bool {
-	for _, step := range Steps {
-		if s == step {
-			return true
+	_, ok := facts[s]
+	return ok
+}
+
+// IsExtension reports whether the step is a custom authentication extension event (the
+// envelope protocol with bearer authentication) rather than a legacy API connector step.
+func (s Step) IsExtension() bool { return facts[s].extension }
+
+// StepFromWire maps the step claim of a legacy request to the step it names: a step's own name
+// or another name Entra's documentation uses for it (PreTokenApplicationClaims is
+// PreTokenIssuance). ok is false for anything else.
+func StepFromWire(name string) (step Step, ok bool) {
+	if Step(name).Valid() {
+		return Step(name), true
+	}
+	for s, f := range facts {
+		for _, n := range f.wireNames {
+			if n == name {
+				return s, true
+			}
 		}
 	}
-	return false
+	return "", false
 }
+
+// WireNames are the other names Entra's documentation gives the step in requests.
+func (s Step) WireNames() []string { return facts[s].wireNames }
 
 // EntraWait is the longest Entra waits for an answer at this step.
 func (s Step) EntraWait() time.Duration {
@@ -52,13 +104,34 @@ func (s Step) DefaultTimeout() time.Duration {
 
 // AllowsValidationError reports whether Entra accepts a validation error at s: ValidationError
 // (HTTP 400) at PostAttributeCollection, showValidationError at OnAttributeCollectionSubmit.
-func (s Step) AllowsValidationError() bool {
-	return s == StepPostAttributeCollection || s == StepOnAttributeCollectionSubmit
+func (s Step) AllowsValidationError() bool { return facts[s].validationError }
+
+// AllowsBlockPage reports whether s can stop the flow with a message. Token issuance (both
+// protocols) and OnOtpSend have none: a connector that must fail closed there answers with an
+// error status.
+func (s Step) AllowsBlockPage() bool { return facts[s].blockPage }
+
+// AllowsRules reports whether rules can decide at s: they need an answer other than Continue.
+func (s Step) AllowsRules() bool {
+	return s.AllowsBlockPage() || s.AllowsValidationError() || s.AllowsPasswordOutcomes()
 }
 
-// AllowsBlockPage reports whether s can stop the sign-up with a message: every step but token
-// issuance, which has no block page (a failure there is an error status).
-func (s Step) AllowsBlockPage() bool { return s != StepOnTokenIssuanceStart }
+// AllowsPasswordOutcomes reports whether rules may answer migratePassword, updatePassword and
+// retry at s: OnPasswordSubmit.
+func (s Step) AllowsPasswordOutcomes() bool { return facts[s].passwordOutcomes }
+
+// ReturnsClaims reports whether Entra takes claims in the answer at s.
+func (s Step) ReturnsClaims() bool { return s.Valid() && !facts[s].noClaims }
+
+// SensitiveVariable is the CEL variable holding what requests at s carry that only calls'
+// expressions may see, never rules, claims, events, logs or metrics: otp (the one-time code and
+// the address it goes to) at OnOtpSend, credentials (the decrypted username and password) at
+// OnPasswordSubmit. "" at steps without one.
+func (s Step) SensitiveVariable() string { return facts[s].sensitive }
+
+// FailsWithErrorStatus reports whether a fail-closed answer at s is an HTTP error status rather
+// than a block page: the steps without one.
+func (s Step) FailsWithErrorStatus() bool { return s.Valid() && !s.AllowsBlockPage() }
 
 // IsReservedClaim reports whether a connector may never return the claim name: Entra refuses
 // email, and the others are the legacy answer's own fields.

@@ -257,9 +257,12 @@ func secretProjections(c *apiv1.APIConnector) []*corev1ac.VolumeProjectionApplyC
 }
 
 // SecretKeyRefs lists the Secret keys of every call's and sink's secretHeaders and
-// secretQueryParams, in spec order, repetitions included.
+// secretQueryParams and of passwordDecryption, in spec order, repetitions included.
 func SecretKeyRefs(c *apiv1.APIConnector) []apiv1.SecretKeySelector {
 	var out []apiv1.SecretKeySelector
+	if pd := c.Spec.PasswordDecryption; pd != nil {
+		out = append(out, pd.Keys...)
+	}
 	add := func(sv apiv1.SecretValues) {
 		for _, h := range sv.SecretHeaders {
 			out = append(out, h.ValueFrom.SecretKeyRef)

@@ -339,3 +339,18 @@ func TestClusterServiceHost(t *testing.T) {
 		}
 	}
 }
+
+// The keys of passwordDecryption are mounted, hashed and watched like the other Secret keys: the
+// runtime reads them at <outbound>/secret-keys/<Secret>/<key>.
+func TestPasswordDecryptionKeysAreSecretKeys(t *testing.T) {
+	c := &apiv1.APIConnector{}
+	c.Spec.Step = apiv1.StepOnPasswordSubmit
+	c.Spec.Authentication.Bearer = &apiv1.BearerAuth{TenantID: "aaaabbbb-0000-cccc-1111-dddd2222eeee", Audience: "a"}
+	c.Spec.PasswordDecryption = &apiv1.PasswordDecryption{Keys: []apiv1.SecretKeySelector{{Name: "jit", Key: "current.pem"}, {Name: "jit", Key: "next.pem"}}}
+	if got := SecretKeyRefs(c); len(got) != 2 || got[1].Key != "next.pem" {
+		t.Errorf("SecretKeyRefs = %v", got)
+	}
+	if got := strings.Join(SecretNames(c), ","); got != "jit" {
+		t.Errorf("SecretNames = %s", got)
+	}
+}

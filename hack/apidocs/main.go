@@ -79,13 +79,23 @@ func writeSteps(sb *strings.Builder, step apiextensionsv1.JSONSchemaProps) error
 	}
 	yes := map[bool]string{true: "yes", false: "no"}
 	sb.WriteString("## Steps\n\n")
-	sb.WriteString("| step | protocol | Entra waits at most | default `spec.timeout` | block page | validation error |\n|---|---|---|---|---|---|\n")
+	sb.WriteString("| step | protocol | Entra waits at most | default `spec.timeout` | block page | validation error | claims returned | fails closed with |\n|---|---|---|---|---|---|---|---|\n")
 	for _, s := range v1alpha1.Steps {
 		protocol := "legacy API connector (basic or client certificate)"
 		if s.IsExtension() {
 			protocol = "custom authentication extension (bearer)"
 		}
-		fmt.Fprintf(sb, "| `%s` | %s | %s | %s | %s | %s |\n", s, protocol, s.EntraWait(), s.DefaultTimeout(), yes[s.AllowsBlockPage()], yes[s.AllowsValidationError()])
+		if names := s.WireNames(); len(names) > 0 {
+			protocol += "; the request's step may also be `" + strings.Join(names, "`, `") + "`"
+		}
+		failure := "the block page with `failureMessage`"
+		if s.FailsWithErrorStatus() {
+			failure = "HTTP 500"
+		}
+		if v := s.SensitiveVariable(); v != "" {
+			protocol += "; `" + v + "` holds what only calls may read"
+		}
+		fmt.Fprintf(sb, "| `%s` | %s | %s | %s | %s | %s | %s | %s |\n", s, protocol, s.EntraWait(), s.DefaultTimeout(), yes[s.AllowsBlockPage()], yes[s.AllowsValidationError()], yes[s.ReturnsClaims()], failure)
 	}
 	fmt.Fprintf(sb, "\nA connector that cannot decide answers with the failure policy; `failureMessage` defaults to %q. No step may return the claims email, version, action, status or userMessage.\n\n", v1alpha1.DefaultFailureMessage)
 	return nil

@@ -21,7 +21,7 @@ const maxDepth = 32
 // rather than coerced, so rules never see a surprise type for a documented claim. Sorted: with
 // several wrong claims, the error names the first, the same one every time.
 var stringClaimNames = []string{
-	"city", "client_id", "country", "displayName", "email", "givenName", "jobTitle", "objectId",
+	"city", "clientId", "client_id", "country", "displayName", "email", "givenName", "jobTitle", "objectId",
 	"postalCode", "state", "step", "streetAddress", "surname", "ui_locales",
 }
 

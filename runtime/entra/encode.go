@@ -63,3 +63,28 @@ func EncodeDecision(d *Decision) (status int, body []byte) {
 	}
 	return status, body
 }
+
+// LegacyFailureStatus is the HTTP status of a fail-closed answer at a legacy step without a block
+// page (PreTokenIssuance, whose only documented answer is Continue): the token must not be issued
+// without the claims the connector could not decide.
+const LegacyFailureStatus = http.StatusInternalServerError
+
+// EncodeLegacyDecision is EncodeDecision at step: at a step without a block page
+// (v1alpha1.Step.FailsWithErrorStatus) any answer but Continue becomes LegacyFailureStatus with
+// {"version":"1.0.0","status":500,"userMessage":"..."} and no action, which Entra treats as a
+// failed call.
+func EncodeLegacyDecision(step v1alpha1.Step, d *Decision) (status int, body []byte) {
+	if !step.FailsWithErrorStatus() || (d != nil && d.Action == ActionContinue) {
+		return EncodeDecision(d)
+	}
+	msg := DefaultFailureMessage
+	if d != nil && d.UserMessage != "" {
+		msg = d.UserMessage
+	}
+	body, _ = json.Marshal(struct {
+		Version     string `json:"version"`
+		Status      int    `json:"status"`
+		UserMessage string `json:"userMessage"`
+	}{Version, LegacyFailureStatus, msg})
+	return LegacyFailureStatus, body
+}

@@ -79,6 +79,8 @@ type Decision struct {
 	// Failure says why the connector failed closed or open (a call or expression error), empty
 	// otherwise. It is for logs and metrics and never shown to the user.
 	Failure string
+	// Nonce is echoed in the answer at OnPasswordSubmit (the decrypted context's nonce).
+	Nonce string
 }
 
 // Evaluator decides the answer to a request. The rules engine implements it; the server calls it

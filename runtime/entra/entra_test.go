@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
 )
 
 func readGolden(t *testing.T, name string) []byte {
@@ -220,4 +222,58 @@ func TestDecodeErrorsCarryNoValues(t *testing.T) {
 
 func repeat(s string, n int) string {
 	return string(bytes.Repeat([]byte(s), n))
+}
+
+// B2C's "before sending the token" step: both documented requests decode (the token enrichment
+// page names the step PreTokenIssuance and sends client_id and objectId; the API connector page's
+// example names it PreTokenApplicationClaims and sends clientId), and the documented
+// continuation response is encoded.
+func TestGoldenPreTokenIssuance(t *testing.T) {
+	for file, want := range map[string]map[string]any{
+		"request-pretokenissuance.json": {"step": "PreTokenIssuance", "client_id": "231c70e8-8424-48ac-9b5d-5623b9e4ccf3",
+			"objectId": "ab3ec3b2-a435-45e4-b93a-56a005e88bb7"},
+		"request-pretokenapplicationclaims.json": {"step": "PreTokenApplicationClaims", "clientId": "231c70e8-8424-48ac-9b5d-5623b9e4ccf3"},
+	} {
+		req, err := DecodeRequest(readGolden(t, file))
+		if err != nil {
+			t.Fatalf("%s: %v", file, err)
+		}
+		for k, v := range want {
+			if req.Claims[k] != v {
+				t.Errorf("%s: %s = %v, want %v", file, k, req.Claims[k], v)
+			}
+		}
+		if req.Claims["extension_<extensions-app-id>_CustomAttribute2"] != "custom attribute value" || req.Claims["displayName"] != "John Smith" {
+			t.Errorf("%s: claims %v", file, req.Claims)
+		}
+		if s, ok := v1alpha1.StepFromWire(req.Claims["step"].(string)); !ok || s != v1alpha1.StepPreTokenIssuance {
+			t.Errorf("%s: step %v is not PreTokenIssuance", file, req.Claims["step"])
+		}
+	}
+	if _, err := DecodeRequest([]byte(`{"clientId":7}`)); err == nil {
+		t.Error("clientId must be a string")
+	}
+	d := &Decision{Action: ActionContinue, Claims: map[string]string{"postalCode": "12349", "extension_<extensions-app-id>_CustomAttribute": "value"}}
+	status, body := EncodeLegacyDecision(v1alpha1.StepPreTokenIssuance, d)
+	if status != 200 || !bytes.Equal(mustCanon(t, body), mustCanon(t, readGolden(t, "response-pretokenissuance-continue.json"))) {
+		t.Errorf("got %d %s", status, body)
+	}
+}
+
+// At a step without a block page every answer but Continue is an error status without an
+// action; elsewhere EncodeLegacyDecision is EncodeDecision.
+func TestEncodeLegacyDecisionFailsWithErrorStatus(t *testing.T) {
+	for _, d := range []*Decision{nil, {Action: ActionShowBlockPage}, {Action: ActionValidationError, UserMessage: "m"}, {Action: "Allow"}} {
+		status, body := EncodeLegacyDecision(v1alpha1.StepPreTokenIssuance, d)
+		var got map[string]any
+		if err := json.Unmarshal(body, &got); err != nil || status != LegacyFailureStatus || got["status"] != float64(500) || got["action"] != nil || got["userMessage"] == "" {
+			t.Errorf("%+v: %d %s", d, status, body)
+		}
+	}
+	d := &Decision{Action: ActionShowBlockPage, UserMessage: "m"}
+	s1, b1 := EncodeLegacyDecision(v1alpha1.StepPostFederationSignup, d)
+	s2, b2 := EncodeDecision(d)
+	if s1 != s2 || !bytes.Equal(b1, b2) {
+		t.Errorf("PostFederationSignup: %d %s", s1, b1)
+	}
 }

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
 )
 
 // Custom authentication extensions (Entra External ID) call the API with a CloudEvents-like
@@ -21,6 +25,8 @@ const (
 	StepAttributeCollectionStart  = "OnAttributeCollectionStart"
 	StepAttributeCollectionSubmit = "OnAttributeCollectionSubmit"
 	StepTokenIssuanceStart        = "OnTokenIssuanceStart"
+	StepOtpSend                   = "OnOtpSend"
+	StepPasswordSubmit            = "OnPasswordSubmit"
 )
 
 // extensionEvent is the wire vocabulary of one event.
@@ -50,6 +56,19 @@ var extensionEvents = map[string]extensionEvent{
 		responseType: "microsoft.graph.onTokenIssuanceStartResponseData",
 		actionPrefix: "microsoft.graph.tokenIssuanceStart.",
 	},
+	// The OTP reference page spells the response type and the action prefix with a capital O.
+	StepOtpSend: {
+		eventType:    "microsoft.graph.authenticationEvent.emailOtpSend",
+		calloutType:  "microsoft.graph.onOtpSendCalloutData",
+		responseType: "microsoft.graph.OnOtpSendResponseData",
+		actionPrefix: "microsoft.graph.OtpSend.",
+	},
+	StepPasswordSubmit: {
+		eventType:    "microsoft.graph.authenticationEvent.passwordSubmit",
+		calloutType:  "microsoft.graph.onPasswordSubmitCalloutData",
+		responseType: "microsoft.graph.onPasswordSubmitResponseData",
+		actionPrefix: "microsoft.graph.passwordSubmit.",
+	},
 }
 
 // IsExtensionStep reports whether step is a custom authentication extension event.
@@ -60,6 +79,9 @@ func IsExtensionStep(step string) bool {
 
 // EventType is the envelope "type" Entra sends for an extension step ("" for other steps).
 func EventType(step string) string { return extensionEvents[step].eventType }
+
+// CalloutType is the data.@odata.type Entra sends for an extension step ("" for other steps).
+func CalloutType(step string) string { return extensionEvents[step].calloutType }
 
 // AttributeType is the type of a collected attribute, from its @odata.type.
 type AttributeType string
@@ -97,7 +119,36 @@ type Extension struct {
 	// attribute name, including attributes sent without a value. Returned values are converted to
 	// these types. Attributes of an unknown @odata.type are left out.
 	AttributeTypes map[string]AttributeType
+	// Sensitive is what the request carries that only outbound calls may see, by name: at
+	// OnOtpSend data.otpContext's identifier and oneTimeCode. It is left out of Request.Canonical
+	// (and so of logs and event ids), and prints as a placeholder.
+	Sensitive Sensitive
+	// EncryptedPasswordContext is data.encryptedPasswordContext at OnPasswordSubmit (a compact
+	// JWE), left out of Canonical. The server decrypts it into Sensitive and Nonce.
+	EncryptedPasswordContext string
+	// Nonce is the nonce of the decrypted password context, echoed in the answer.
+	Nonce string
 }
+
+// Sensitive values of a request (see Extension.Sensitive). Printing it with fmt or slog shows
+// only its keys, never a value.
+type Sensitive map[string]string
+
+// String lists the keys.
+func (s Sensitive) String() string {
+	keys := make([]string, 0, len(s))
+	for k := range s {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return "Sensitive{" + strings.Join(keys, ",") + ": redacted}"
+}
+
+// GoString is String, for %#v.
+func (s Sensitive) GoString() string { return s.String() }
+
+// LogValue keeps values out of structured logs.
+func (s Sensitive) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // EventTypeError says the envelope is not the event the connector serves.
 type EventTypeError struct {
@@ -119,6 +170,8 @@ func (e *EventTypeError) Error() string {
 //     first email identity when no email attribute is collected. Attributes without a value are
 //     absent, as in the legacy protocol.
 //   - OnTokenIssuanceStart: the claims are authenticationContext.user's properties.
+//   - OnOtpSend: no claims; data.otpContext's identifier and oneTimeCode (required non-empty
+//     strings) are Extension.Sensitive and are left out of Canonical.
 //
 // authenticationContext is Extension.Context. Canonical is the whole envelope, canonicalised.
 func DecodeExtensionRequest(body []byte, step string) (*Request, error) {
@@ -175,20 +228,96 @@ func DecodeExtensionRequest(body []byte, step string) (*Request, error) {
 	}
 
 	claims := map[string]any{}
+	if step == StepOtpSend {
+		if x.Sensitive, err = otpContext(data); err != nil {
+			return nil, err
+		}
+		// The code and the address stay out of Canonical: it is logged with --log-claims and
+		// hashed into event ids, and a hash of an 8-digit code is no secret.
+		delete(data, "otpContext")
+		canon, err := canonicalOf(raw)
+		if err != nil {
+			return nil, err
+		}
+		return &Request{Claims: claims, Extension: x, canonical: canon}, nil
+	}
+	if step == StepPasswordSubmit {
+		jwe, ok := data["encryptedPasswordContext"].(string)
+		if !ok || jwe == "" {
+			return nil, &ClaimTypeError{Claim: "data.encryptedPasswordContext", Want: "a non-empty string", Got: jsonType(data["encryptedPasswordContext"])}
+		}
+		x.EncryptedPasswordContext = jwe
+		delete(data, "encryptedPasswordContext") // the password stays out of Canonical
+		canon, err := canonicalOf(raw)
+		if err != nil {
+			return nil, err
+		}
+		if err := userClaims(x.Context, claims); err != nil {
+			return nil, err
+		}
+		return &Request{Claims: claims, Extension: x, canonical: canon}, nil
+	}
 	if step == StepTokenIssuanceStart {
-		if u, present := x.Context["user"]; present {
-			user, ok := u.(map[string]any)
-			if !ok {
-				return nil, &ClaimTypeError{Claim: "data.authenticationContext.user", Want: "an object", Got: jsonType(u)}
-			}
-			for k, v := range user {
-				claims[k] = v
-			}
+		if err := userClaims(x.Context, claims); err != nil {
+			return nil, err
 		}
 	} else if err := signUpClaims(data, claims, x.AttributeTypes); err != nil {
 		return nil, err
 	}
 	return &Request{Claims: claims, Extension: x, body: body}, nil
+}
+
+// userClaims copies authenticationContext.user's properties into claims.
+func userClaims(ctx, claims map[string]any) error {
+	if u, present := ctx["user"]; present {
+		user, ok := u.(map[string]any)
+		if !ok {
+			return &ClaimTypeError{Claim: "data.authenticationContext.user", Want: "an object", Got: jsonType(u)}
+		}
+		for k, v := range user {
+			claims[k] = v
+		}
+	}
+	return nil
+}
+
+// otpContext reads data.otpContext {identifier, oneTimeCode}: both are required strings (the
+// request is useless without them). Errors name the field, never a value.
+func otpContext(data map[string]any) (Sensitive, error) {
+	v, present := data["otpContext"]
+	ctx, ok := v.(map[string]any)
+	if !ok {
+		got := "nothing"
+		if present {
+			got = jsonType(v)
+		}
+		return nil, &ClaimTypeError{Claim: "data.otpContext", Want: "an object", Got: got}
+	}
+	out := Sensitive{}
+	for _, k := range []string{"identifier", "oneTimeCode"} {
+		s, ok := ctx[k].(string)
+		if !ok || s == "" {
+			got := "nothing"
+			if _, present := ctx[k]; present {
+				got = jsonType(ctx[k])
+				if ok {
+					got = "an empty string"
+				}
+			}
+			return nil, &ClaimTypeError{Claim: "data.otpContext." + k, Want: "a non-empty string", Got: got}
+		}
+		out[k] = s
+	}
+	return out, nil
+}
+
+// canonicalOf is the canonical form of a parsed body (numbers kept as json.Number, so as sent).
+func canonicalOf(raw map[string]any) ([]byte, error) {
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil, &DecodeError{Reason: "malformed_json", Err: err}
+	}
+	return canonical(b)
 }
 
 // signUpClaims maps data.userSignUpInfo to claims.
@@ -379,10 +508,25 @@ func TokenClaimsSize(claims map[string]string, lists map[string][]string) int {
 	return n
 }
 
-// ExtensionFailureStatus is the HTTP status of a fail-closed answer at OnTokenIssuanceStart. That
-// event has no block action, so failing closed means answering with an error status: Entra then
-// fails the token issuance (error 1003002) instead of issuing a token without the claims.
+// ExtensionFailureStatus is the HTTP status of a fail-closed answer at the events without a block
+// action (OnTokenIssuanceStart, OnOtpSend): failing closed means answering with an error status.
+// At token issuance Entra then fails the issuance (error 1003002) instead of issuing a token
+// without the claims; at OnOtpSend it applies the listener's behaviorOnError (by default no code
+// is sent; fallbackToMicrosoftProviderOnError sends Entra's own e-mail).
 const ExtensionFailureStatus = http.StatusInternalServerError
+
+// extensionFailureBody is the body of a fail-closed answer at step.
+func extensionFailureBody(step string) []byte {
+	msg := "The custom authentication extension could not decide."
+	switch step {
+	case StepTokenIssuanceStart:
+		msg = "The custom claims provider could not decide."
+	case StepOtpSend:
+		msg = "The custom e-mail provider could not send the code."
+	}
+	b, _ := json.Marshal(map[string]any{"error": map[string]any{"code": "ConnectorFailure", "message": msg}})
+	return b
+}
 
 // EncodeExtensionDecision renders a decision as the response of the extension step: always HTTP
 // 200 with one action, except a fail-closed answer at OnTokenIssuanceStart (see
@@ -391,9 +535,10 @@ const ExtensionFailureStatus = http.StatusInternalServerError
 //	Continue        start: continueWithDefaultBehavior, or setPrefillValues{inputs} with claims
 //	                submit: continueWithDefaultBehavior, or modifyAttributeValues{attributes}
 //	                token: provideClaimsForToken{claims} ({} when none)
-//	ShowBlockPage   start, submit: showBlockPage{message}; token: ExtensionFailureStatus
+//	                OTP send: continueWithDefaultBehavior (claims are never returned)
+//	ShowBlockPage   start, submit: showBlockPage{message}; token, OTP send: ExtensionFailureStatus
 //	ValidationError submit: showValidationError{message, attributeErrors}; start: showBlockPage;
-//	                token: ExtensionFailureStatus
+//	                token, OTP send: ExtensionFailureStatus
 //
 // Claims come from Decision.Claims and Decision.ClaimValues (typed values, string arrays). The
 // claim email is never returned at the attribute collection events. A nil decision or an unknown
@@ -403,14 +548,19 @@ func EncodeExtensionDecision(step string, d *Decision) (status int, body []byte)
 	if !ok {
 		return EncodeDecision(d)
 	}
+	if step == StepPasswordSubmit {
+		return encodePasswordSubmit(ev, d)
+	}
 	if d == nil || (d.Action != ActionContinue && d.Action != ActionShowBlockPage && d.Action != ActionValidationError) {
 		d = &Decision{Action: ActionShowBlockPage, UserMessage: DefaultFailureMessage}
 	}
-	if step == StepTokenIssuanceStart && d.Action != ActionContinue {
-		return ExtensionFailureStatus, []byte(`{"error":{"code":"ConnectorFailure","message":"The custom claims provider could not decide."}}`)
+	if v1alpha1.Step(step).FailsWithErrorStatus() && d.Action != ActionContinue {
+		return ExtensionFailureStatus, extensionFailureBody(step)
 	}
 	action := map[string]any{}
 	switch {
+	case step == StepOtpSend: // Continue; the answer carries nothing else
+		action["@odata.type"] = ev.actionPrefix + "continueWithDefaultBehavior"
 	case d.Action == ActionContinue && step == StepTokenIssuanceStart:
 		action["@odata.type"] = ev.actionPrefix + "provideClaimsForToken"
 		action["claims"] = returnedClaims(d, false)

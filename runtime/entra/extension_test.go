@@ -2,6 +2,8 @@ package entra
 
 import (
 	"errors"
+	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -211,6 +213,76 @@ func TestConvertAttribute(t *testing.T) {
 		got, err := ConvertAttribute(tt.typ, tt.in)
 		if (err != nil) != tt.err || (!tt.err && !reflect.DeepEqual(got, tt.want)) {
 			t.Errorf("ConvertAttribute(%s, %#v) = %#v, %v", tt.typ, tt.in, got, err)
+		}
+	}
+}
+
+// OnOtpSend: the documented request decodes with the code and the address in Sensitive only
+// (no claims, and neither in Canonical), and the documented answer is continueWithDefaultBehavior.
+func TestOtpSendGolden(t *testing.T) {
+	req, err := DecodeExtensionRequest(golden(t, "request-emailotpsend.json"), StepOtpSend)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := req.Extension
+	if len(req.Claims) != 0 || x.Context["requestType"] != "signUp" || x.TenantID != "ffff5f5f-aa6a-bb7b-cc8c-dddddd9d9d9d" {
+		t.Errorf("claims %v, extension %+v", req.Claims, x)
+	}
+	if !reflect.DeepEqual(x.Sensitive, Sensitive{"identifier": "someone@example.com", "oneTimeCode": "12345678"}) {
+		t.Errorf("sensitive values not decoded")
+	}
+	canon := string(req.Canonical())
+	if strings.Contains(canon, "12345678") || strings.Contains(canon, "someone@example.com") || strings.Contains(canon, "otpContext") ||
+		!strings.Contains(canon, `"requestType":"signUp"`) {
+		t.Errorf("canonical %s", canon)
+	}
+	// Printed by mistake, the values still do not show.
+	for _, s := range []string{fmt.Sprintf("%v %+v %#v %s", x, x, x, x.Sensitive), logged(x.Sensitive)} {
+		if strings.Contains(s, "12345678") || strings.Contains(s, "someone@example.com") {
+			t.Errorf("printed: %s", s)
+		}
+	}
+	for _, d := range []*Decision{{Action: ActionContinue}, {Action: ActionContinue, Claims: map[string]string{"a": "b"}}} {
+		status, body := EncodeExtensionDecision(StepOtpSend, d)
+		if status != http.StatusOK || string(mustCanon(t, body)) != string(mustCanon(t, golden(t, "response-otpsend-continue.json"))) {
+			t.Errorf("%d %s", status, body)
+		}
+	}
+	// No block page: failing closed is an error status, so Entra's behaviorOnError applies.
+	for _, d := range []*Decision{nil, {Action: ActionShowBlockPage, UserMessage: "m"}, {Action: ActionValidationError}} {
+		if status, body := EncodeExtensionDecision(StepOtpSend, d); status != ExtensionFailureStatus || !strings.Contains(string(body), "ConnectorFailure") {
+			t.Errorf("%+v: %d %s", d, status, body)
+		}
+	}
+}
+
+func logged(v any) string {
+	var b strings.Builder
+	slog.New(slog.NewJSONHandler(&b, nil)).Info("x", "v", v)
+	return b.String()
+}
+
+func TestOtpSendDecodeErrors(t *testing.T) {
+	env := func(otp string) string {
+		return `{"type":"microsoft.graph.authenticationEvent.emailOtpSend","data":{"@odata.type":"microsoft.graph.onOtpSendCalloutData"` + otp + `}}`
+	}
+	for name, body := range map[string]string{
+		"no otpContext":          env(``),
+		"otpContext not object":  env(`,"otpContext":"12345678"`),
+		"no code":                env(`,"otpContext":{"identifier":"a@b.example"}`),
+		"code a number":          env(`,"otpContext":{"identifier":"a@b.example","oneTimeCode":12345678}`),
+		"empty code":             env(`,"otpContext":{"identifier":"a@b.example","oneTimeCode":""}`),
+		"identifier null":        env(`,"otpContext":{"identifier":null,"oneTimeCode":"12345678"}`),
+		"submit envelope at OTP": `{"type":"microsoft.graph.authenticationEvent.attributeCollectionSubmit","data":{}}`,
+	} {
+		_, err := DecodeExtensionRequest([]byte(body), StepOtpSend)
+		var ce *ClaimTypeError
+		var et *EventTypeError
+		if !errors.As(err, &ce) && !errors.As(err, &et) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if err != nil && strings.Contains(err.Error(), "12345678") {
+			t.Errorf("%s: the error quotes the code: %v", name, err)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/google/cel-go/common/types/ref"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
+	"github.com/apiconnector/operator/runtime/entra"
 )
 
 // Defaults applied where the spec leaves a field empty (the CRD defaults them too, but a file
@@ -299,9 +301,16 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 		cr := &compiledRule{name: r.Name, when: cp.compile(cp.ruleEnv, p+".when", r.When, wantBool)}
 		out, field := r.Block, "block"
 		cr.action = "ShowBlockPage"
-		if r.ValidationError != nil {
+		switch {
+		case r.ValidationError != nil:
 			out, field, cr.action = r.ValidationError, "validationError", "ValidationError"
 			cr.attribute = r.ValidationError.Attribute
+		case r.MigratePassword != nil:
+			cr.action = string(entra.ActionMigratePassword)
+		case r.UpdatePassword != nil:
+			cr.action = string(entra.ActionUpdatePassword)
+		case r.Retry != nil:
+			cr.action = string(entra.ActionRetry)
 		}
 		if out != nil {
 			cr.message = out.Message
@@ -396,6 +405,7 @@ func orDelivery(d v1alpha1.DeliveryMode) v1alpha1.DeliveryMode {
 
 type compiler struct {
 	opts                       Options
+	step                       v1alpha1.Step
 	callEnv, ruleEnv, eventEnv *cel.Env
 	callNames, listNames       map[string]bool
 	errs                       *errs
@@ -406,7 +416,7 @@ func newCompiler(opts Options, s *v1alpha1.APIConnectorSpec) (*compiler, error) 
 	if err != nil {
 		return nil, err
 	}
-	cp := &compiler{opts: opts, callEnv: envs[envCall], ruleEnv: envs[envRule], eventEnv: envs[envEvent], callNames: map[string]bool{}}
+	cp := &compiler{opts: opts, step: s.Step, callEnv: envs[envCall], ruleEnv: envs[envRule], eventEnv: envs[envEvent], callNames: map[string]bool{}}
 	for _, c := range s.Calls {
 		cp.callNames[c.Name] = true
 	}
@@ -516,6 +526,12 @@ func (cp *compiler) checkReferences(path string, ast *cel.Ast) bool {
 	ok := true
 	native := ast.NativeRep()
 	celast.PostOrderVisit(native.Expr(), celast.NewExprVisitor(func(x celast.Expr) {
+		if x.Kind() == celast.IdentKind && slices.Contains(sensitiveVariables(), x.AsIdent()) && x.AsIdent() != cp.step.SensitiveVariable() {
+			loc := native.SourceInfo().GetStartLocation(x.ID())
+			cp.errs.add(path, "%d:%d: %s is not available at step %s", loc.Line(), loc.Column()+1, x.AsIdent(), cp.step)
+			ok = false
+			return
+		}
 		if x.Kind() != celast.SelectKind {
 			return
 		}

@@ -47,7 +47,7 @@ func TestCompileErrors(t *testing.T) {
 		{"validationError at federation", "  step: PostFederationSignup\n  rules:\n  - {name: r, when: 'true', validationError: {message: m}}\n",
 			"spec.rules[0].validationError", "only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit"},
 		{"two outcomes", "  step: PostAttributeCollection\n  rules:\n  - {name: r, when: 'true', block: {message: m}, validationError: {message: m}}\n",
-			"spec.rules[0]", "exactly one of block or validationError"},
+			"spec.rules[0]", "exactly one of block, validationError"},
 		{"duplicate rule", "  step: PostAttributeCollection\n  rules:\n  - {name: r, when: 'true', block: {message: m}}\n  - {name: r, when: 'true', block: {message: m}}\n",
 			"spec.rules[1].name", "duplicate name"},
 		{"call credentials over http", "  step: PostAttributeCollection\n  calls:\n  - {name: c, url: 'http://approvals.example/x', auth: {type: Bearer, secretRef: {name: s}}}\n",

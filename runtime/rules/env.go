@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/google/cel-go/cel"
@@ -13,6 +14,8 @@ import (
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/google/cel-go/common/types/traits"
 	"github.com/google/cel-go/ext"
+
+	"github.com/apiconnector/operator/api/v1alpha1"
 )
 
 // Limits on what expressions may cost, the pair the Kubernetes API server uses for CRD
@@ -81,6 +84,13 @@ func newEnv(kind envKind) (*cel.Env, error) {
 		ext.Encoders(),
 		ext.Bindings(),
 	}
+	if kind == envCall {
+		// What a request carries that only calls may see (otp at OnOtpSend): declared for calls
+		// only, so rules, claims and events cannot read it; the compiler refuses it at other steps.
+		for _, name := range sensitiveVariables() {
+			opts = append(opts, cel.Variable(name, cel.MapType(cel.StringType, cel.StringType)))
+		}
+	}
 	if kind >= envRule {
 		opts = append(opts, cel.Variable("calls", cel.MapType(cel.StringType, cel.MapType(cel.StringType, dyn))))
 	}
@@ -92,6 +102,17 @@ func newEnv(kind envKind) (*cel.Env, error) {
 		return nil, fmt.Errorf("build CEL environment: %w", err)
 	}
 	return env, nil
+}
+
+// sensitiveVariables are the steps' sensitive variable names (v1alpha1.Step.SensitiveVariable).
+func sensitiveVariables() []string {
+	var names []string
+	for _, s := range v1alpha1.Steps {
+		if n := s.SensitiveVariable(); n != "" && !slices.Contains(names, n) {
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 // sizeEstimator bounds the sizes CEL cannot know, so EstimateCost gives a finite worst case:

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,10 @@ var _ entra.Evaluator = (*Engine)(nil)
 // request, not once per expression.
 type vars struct {
 	claims, request, identity, lists, calls, decision, context ref.Val
+	// sensitive is the step's sensitive variable (v1alpha1.Step.SensitiveVariable) named
+	// sensitiveName, for calls' expressions only.
+	sensitive     ref.Val
+	sensitiveName string
 	// step is the request variable's step.
 	step string
 	// rawClaims are the request's claims as sent (without extension aliases), the default body
@@ -48,6 +53,10 @@ func (v *vars) ResolveName(name string) (any, bool) {
 		out = v.decision
 	case "context":
 		out = v.context
+	default:
+		if name == v.sensitiveName {
+			out = v.sensitive
+		}
 	}
 	return out, out != nil
 }
@@ -63,8 +72,14 @@ func newMap(m map[string]any) ref.Val {
 func (e *Engine) newVars(req *entra.Request) *vars {
 	claims := req.Claims
 	str := func(key string) string { s, _ := claims[key].(string); return s }
+	// A step claim Entra documents under another name (PreTokenApplicationClaims) is given to
+	// rules under the step's name, so one expression covers both.
 	step := str("step")
-	clientID, uiLocales := str("client_id"), str("ui_locales")
+	if s, ok := v1alpha1.StepFromWire(step); ok {
+		step = string(s)
+	}
+	// B2C's token step example sends clientId where the other steps send client_id.
+	clientID, uiLocales := cmp.Or(str("client_id"), str("clientId")), str("ui_locales")
 	context := emptyMap
 	if x := req.Extension; x != nil {
 		// The envelope has no step, client_id or ui_locales claims: take them from the connector
@@ -83,7 +98,7 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 			identity = newMap(first)
 		}
 	}
-	return &vars{
+	v := &vars{
 		claims:    newMap(withExtensionAliases(claims)),
 		request:   newMap(map[string]any{"step": step, "clientId": clientID, "uiLocales": uiLocales}),
 		context:   context,
@@ -93,6 +108,14 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 		step:      step,
 		rawClaims: req.Claims,
 	}
+	if name := e.step.SensitiveVariable(); name != "" {
+		v.sensitiveName = name
+		v.sensitive = types.NewStringStringMap(types.DefaultTypeAdapter, map[string]string{})
+		if x := req.Extension; x != nil && x.Sensitive != nil {
+			v.sensitive = types.NewStringStringMap(types.DefaultTypeAdapter, x.Sensitive)
+		}
+	}
+	return v
 }
 
 // withExtensionAliases returns the claims as rules see them: as sent plus, for each extension
@@ -345,6 +368,9 @@ func attributeName(x *entra.Extension, name string) string {
 // message is the rule's userMessage: messageExpression, falling back to message, falling back to
 // the connector's failure message (the CRD requires one of the first two).
 func (e *Engine) message(ctx context.Context, r *compiledRule, v *vars) string {
+	if r.action != string(entra.ActionShowBlockPage) && r.action != string(entra.ActionValidationError) {
+		return "" // the password answers carry no message
+	}
 	if r.msgExpr != nil {
 		out, err := e.eval(ctx, r.msgExpr, v)
 		if err == nil {

@@ -39,9 +39,14 @@ var celErrorKinds = []struct{ match, kind string }{
 	{"unsupported", "unsupported operation"},
 }
 
+// errorDetail says whether errors are reported in full: Options.ErrorDetail, except at steps whose
+// requests carry sensitive values (a one-time code, a password) that calls' expressions and URLs
+// may hold. Those are never reported, not even to the test and eval commands.
+func (e *Engine) errorDetail() bool { return e.opts.ErrorDetail && e.step.SensitiveVariable() == "" }
+
 // expressionError is how an expression's evaluation error is reported: path and kind.
 func (e *Engine) expressionError(path string, err error) error {
-	if e.opts.ErrorDetail {
+	if e.errorDetail() {
 		return fmt.Errorf("%s: %w", path, err)
 	}
 	return fmt.Errorf("%s: %s", path, errorKind(err))
@@ -68,7 +73,7 @@ func errorKind(err error) string {
 // carries query parameters from Secrets: their values are never reported.
 func (e *Engine) transportError(err error, sv v1alpha1.SecretValues) error {
 	var ue *url.Error
-	if (e.opts.ErrorDetail && len(sv.SecretQueryParams) == 0) || !errors.As(err, &ue) {
+	if (e.errorDetail() && len(sv.SecretQueryParams) == 0) || !errors.As(err, &ue) {
 		return err
 	}
 	return fmt.Errorf("%s %s: %w", ue.Op, redactURL(ue.URL), ue.Err)

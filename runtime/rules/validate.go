@@ -42,7 +42,7 @@ func Validate(conn *v1alpha1.APIConnector) error {
 func validate(c *errs, conn *v1alpha1.APIConnector) {
 	s := &conn.Spec
 	if !s.Step.Valid() {
-		c.add("spec.step", "must be PostFederationSignup, PostAttributeCollection, OnAttributeCollectionStart, OnAttributeCollectionSubmit or OnTokenIssuanceStart, got %q", s.Step)
+		c.add("spec.step", "must be one of %v, got %q", v1alpha1.Steps, s.Step)
 	}
 	a := s.Authentication
 	methods := 0
@@ -58,7 +58,7 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		c.add("spec.authentication", "custom authentication extension steps (On...) authenticate with bearer")
 	}
 	if !s.Step.IsExtension() && a.Bearer != nil {
-		c.add("spec.authentication", "bearer authentication is only for custom authentication extension steps; PostFederationSignup and PostAttributeCollection use basic or clientCertificate")
+		c.add("spec.authentication", "bearer authentication is only for custom authentication extension steps; the legacy steps PostFederationSignup, PostAttributeCollection and PreTokenIssuance use basic or clientCertificate")
 	}
 	if b := a.Bearer; b != nil {
 		if !guidRE.MatchString(b.TenantID) {
@@ -145,14 +145,23 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		if r.When == "" {
 			c.add(p+".when", "must not be empty")
 		}
-		if (r.Block != nil) == (r.ValidationError != nil) {
-			c.add(p, "exactly one of block or validationError must be set")
+		outcomes := 0
+		for _, set := range []bool{r.Block != nil, r.ValidationError != nil, r.MigratePassword != nil, r.UpdatePassword != nil, r.Retry != nil} {
+			if set {
+				outcomes++
+			}
+		}
+		if outcomes != 1 {
+			c.add(p, "exactly one of block, validationError, migratePassword, updatePassword or retry must be set")
+		}
+		if (r.MigratePassword != nil || r.UpdatePassword != nil || r.Retry != nil) && !s.Step.AllowsPasswordOutcomes() {
+			c.add(p, "migratePassword, updatePassword and retry outcomes are only allowed at step OnPasswordSubmit")
 		}
 		if r.ValidationError != nil && !s.Step.AllowsValidationError() {
 			c.add(p+".validationError", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit; use block elsewhere")
 		}
 		if r.Block != nil && !s.Step.AllowsBlockPage() {
-			c.add(p+".block", "block outcomes are not allowed at step OnTokenIssuanceStart: token issuance has no block page")
+			c.add(p+".block", "block outcomes are not allowed at step %s: it has no block page", s.Step)
 		}
 		if r.Block != nil && r.Block.Attribute != "" {
 			c.add(p+".block", "attribute is only allowed on validationError")
@@ -174,6 +183,20 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		}
 	}
 
+	if (s.PasswordDecryption != nil) != (s.Step == v1alpha1.StepOnPasswordSubmit) {
+		c.add("spec.passwordDecryption", "passwordDecryption is required at step OnPasswordSubmit and not allowed elsewhere")
+	}
+	if pd := s.PasswordDecryption; pd != nil {
+		if len(pd.Keys) < 1 || len(pd.Keys) > 2 {
+			c.add("spec.passwordDecryption.keys", "must have 1 or 2 items")
+		}
+		for i, k := range pd.Keys {
+			checkSecretKeyRef(c, fmt.Sprintf("spec.passwordDecryption.keys[%d]", i), k)
+		}
+	}
+	if len(s.Claims) > 0 && s.Step.Valid() && !s.Step.ReturnsClaims() {
+		c.add("spec.claims", "claims are not allowed at step %s: its answer carries none", s.Step)
+	}
 	for name := range s.Claims {
 		p := "spec.claims." + name
 		if len(name) > 128 || !claimNameRE.MatchString(name) {

@@ -46,14 +46,18 @@ type Case struct {
 	// Claims is the request body Entra would send (step, client_id, ui_locales included). At
 	// the custom authentication extension steps it is mapped into the envelope: each claim
 	// becomes a collected attribute (userSignUpInfo.attributes) typed from its value (string,
-	// integer → int64, boolean; identities stays identities), or at OnTokenIssuanceStart
-	// authenticationContext.user. See BuildEnvelope.
+	// integer → int64, boolean; identities stays identities), at OnTokenIssuanceStart
+	// authenticationContext.user, at OnOtpSend data.otpContext. See BuildEnvelope.
 	Claims map[string]any `json:"claims,omitempty"`
 	// Context is merged over the default authenticationContext of the envelope (extension
 	// steps only).
 	Context map[string]any `json:"context,omitempty"`
 	// Request is the full extension envelope as Entra sends it, instead of claims and context.
 	Request map[string]any `json:"request,omitempty"`
+	// Credentials are the decrypted password context at OnPasswordSubmit (username, password):
+	// the runner does not encrypt and decrypt it, it hands them to the calls' credentials
+	// variable directly, with the nonce "test-nonce".
+	Credentials map[string]string `json:"credentials,omitempty"`
 	// Calls stubs the response of each call by name. A call that runs without a stub fails like
 	// an unreachable service.
 	Calls  map[string]CallStub `json:"calls,omitempty"`
@@ -201,6 +205,12 @@ func Run(b *connfile.Bundle, f *File) []CaseResult {
 		if err != nil {
 			res.Problems = []string{err.Error()}
 		} else {
+			if conn.Spec.Step.AllowsPasswordOutcomes() {
+				// Cases speak Entra's answers there: Retry for no rule matched, Block.
+				d := *out.Decision
+				d.Action = entra.Action(entra.PasswordSubmitAnswer(d.Action))
+				out.Decision = &d
+			}
 			res.Outcome = out
 			res.Problems = check(c.Expect, out)
 		}
@@ -371,8 +381,22 @@ func BuildRequest(step v1alpha1.Step, c Case) (*entra.Request, error) {
 	if err != nil {
 		return nil, err
 	}
-	return entra.DecodeExtensionRequest(body, string(step))
+	req, err := entra.DecodeExtensionRequest(body, string(step))
+	if err != nil {
+		return nil, err
+	}
+	if c.Credentials != nil {
+		if step != v1alpha1.StepOnPasswordSubmit {
+			return nil, fmt.Errorf("credentials are only for step OnPasswordSubmit, not %s", step)
+		}
+		req.Extension.Sensitive = entra.Sensitive(c.Credentials)
+		req.Extension.EncryptedPasswordContext, req.Extension.Nonce = "", TestNonce
+	}
+	return req, nil
 }
+
+// TestNonce is the password context nonce of test cases at OnPasswordSubmit.
+const TestNonce = "test-nonce"
 
 // Fixed identifiers of built envelopes, so event ids are stable across runs.
 const (
@@ -386,7 +410,8 @@ const (
 // stringDirectoryAttributeValue, an integer an int64DirectoryAttributeValue, a boolean a
 // booleanDirectoryAttributeValue; custom attributes extension_* are directorySchemaExtension,
 // others builtIn) and identities becomes data.userSignUpInfo.identities; at OnTokenIssuanceStart
-// the claims are authenticationContext.user. context is merged over a default
+// the claims are authenticationContext.user; at OnOtpSend they are data.otpContext (identifier,
+// oneTimeCode). context is merged over a default
 // authenticationContext (top-level keys replace the defaults).
 func BuildEnvelope(step string, claims, context map[string]any) (map[string]any, error) {
 	if !entra.IsExtensionStep(step) {
@@ -408,23 +433,24 @@ func BuildEnvelope(step string, claims, context map[string]any) (map[string]any,
 	for k, v := range context {
 		authCtx[k] = v
 	}
-	calloutTypes := map[string]string{
-		entra.StepAttributeCollectionStart:  "microsoft.graph.onAttributeCollectionStartCalloutData",
-		entra.StepAttributeCollectionSubmit: "microsoft.graph.onAttributeCollectionSubmitCalloutData",
-		entra.StepTokenIssuanceStart:        "microsoft.graph.onTokenIssuanceStartCalloutData",
-	}
 	data := map[string]any{
-		"@odata.type":                     calloutTypes[step],
+		"@odata.type":                     entra.CalloutType(step),
 		"tenantId":                        TestTenantID,
 		"authenticationEventListenerId":   "00000000-0000-0000-0000-0000000000e1",
 		"customAuthenticationExtensionId": "00000000-0000-0000-0000-0000000000e2",
 		"authenticationContext":           authCtx,
 	}
-	if step == entra.StepTokenIssuanceStart {
+	switch step {
+	case entra.StepTokenIssuanceStart, entra.StepPasswordSubmit:
 		if _, set := context["user"]; !set && claims != nil {
 			authCtx["user"] = claims
 		}
-	} else {
+		if step == entra.StepPasswordSubmit {
+			data["encryptedPasswordContext"] = "the.test.runner.does.not.encrypt" // see Case.Credentials
+		}
+	case entra.StepOtpSend:
+		data["otpContext"] = claims
+	default:
 		attrs := map[string]any{}
 		info := map[string]any{"attributes": attrs}
 		for name, v := range claims {

@@ -162,7 +162,11 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 		return s.refuse(w, cfg, http.StatusBadRequest, "BadRequest", decodeReason(err)), nil
 	}
 
-	d, failure := s.evaluate(ctx, cfg, req, log)
+	var d *entra.Decision
+	failure := s.openPasswordContext(cfg, req, start, log)
+	if failure == "" {
+		d, failure = s.evaluate(ctx, cfg, req, log)
+	}
 	o := outcome{reason: failure, source: sourceDefault}
 	if failure != "" {
 		s.metrics.policyFailures.WithLabelValues(string(cfg.policy), failure).Inc()
@@ -191,12 +195,20 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 			d = forStep(cfg.step, d)
 		}
 	}
+	if x := req.Extension; x != nil && x.Nonce != "" {
+		echo := *d // the evaluator's decision is its own; echo the nonce in a copy
+		echo.Nonce = x.Nonce
+		d = &echo
+	}
 	status, out := Encode(cfg.step, d)
 	if status != http.StatusOK && status != http.StatusBadRequest {
 		log.write(slog.LevelError, "failing closed with an error status: this step has no block page", slog.Int("status", status))
 	}
 	s.writeJSON(w, status, out)
 	o.action, o.code = string(d.Action), status
+	if cfg.step.AllowsPasswordOutcomes() {
+		o.action = entra.PasswordSubmitAnswer(d.Action) // as sent: no rule matched is Retry
+	}
 	// Only the claims log needs the returned claims encoded.
 	if s.opts.LogClaims && d.Action == entra.ActionContinue && len(d.Claims)+len(d.ClaimValues) > 0 {
 		_, o.claims = Encode(cfg.step, &entra.Decision{Action: entra.ActionContinue, Claims: d.Claims, ClaimValues: d.ClaimValues})
@@ -218,7 +230,7 @@ func Encode(step v1alpha1.Step, d *entra.Decision) (int, []byte) {
 	if step.IsExtension() {
 		return entra.EncodeExtensionDecision(string(step), d)
 	}
-	return entra.EncodeDecision(d)
+	return entra.EncodeLegacyDecision(step, d)
 }
 
 // Decode parses a request body as the server does for step (the eval command uses it).
@@ -263,7 +275,7 @@ func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, 
 	case res.err != nil:
 		log.write(slog.LevelError, "evaluation failed; failure policy applies", slog.String("policy", string(cfg.policy)), slog.String("error", res.err.Error()))
 		return nil, "error"
-	case res.d == nil || !validAction(res.d.Action):
+	case res.d == nil || !validAction(cfg.step, res.d.Action):
 		log.write(slog.LevelError, "evaluator returned no valid decision; failure policy applies", slog.String("policy", string(cfg.policy)))
 		return nil, "invalid_decision"
 	}
@@ -282,7 +294,7 @@ func Finalize(conn *v1alpha1.APIConnector, d *entra.Decision, err error) *entra.
 	if cfg.failureMessage == "" {
 		cfg.failureMessage = v1alpha1.DefaultFailureMessage
 	}
-	if err != nil || d == nil || !validAction(d.Action) {
+	if err != nil || d == nil || !validAction(cfg.step, d.Action) {
 		return policyDecision(cfg)
 	}
 	return forStep(cfg.step, d)
@@ -344,8 +356,16 @@ func (s *Server) writeJSON(w http.ResponseWriter, code int, body []byte) {
 	w.Write(body)
 }
 
-func validAction(a entra.Action) bool {
-	return a == entra.ActionContinue || a == entra.ActionShowBlockPage || a == entra.ActionValidationError
+// validAction reports whether an evaluator may decide a at step: the three legacy actions
+// everywhere (the encoders map them), and the password answers at OnPasswordSubmit.
+func validAction(step v1alpha1.Step, a entra.Action) bool {
+	switch a {
+	case entra.ActionContinue, entra.ActionShowBlockPage, entra.ActionValidationError:
+		return true
+	case entra.ActionMigratePassword, entra.ActionUpdatePassword, entra.ActionRetry:
+		return step.AllowsPasswordOutcomes()
+	}
+	return false
 }
 
 // isJSON accepts application/json with an optional UTF-8 charset (JSON is UTF-8 by RFC 8259).

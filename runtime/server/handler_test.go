@@ -105,6 +105,17 @@ func TestConnectorAnswers(t *testing.T) {
 			want: `{"version":"1.0.0","status":400,"action":"ValidationError","userMessage":"Bad postal code."}`},
 		{name: "ValidationError at PFS is downgraded", conn: basicConnector(pfs), ev: validation, body: `{}`, code: 200,
 			want: `{"version":"1.0.0","action":"ShowBlockPage","userMessage":"Bad postal code."}`},
+		// B2C's token step has no block page: failing closed is an error status, never a token.
+		{name: "continue with claims at PreTokenIssuance", conn: basicConnector(v1alpha1.StepPreTokenIssuance), ev: continueEval,
+			body: `{"step":"PreTokenApplicationClaims","city":"Seattle"}`, code: 200, want: `{"version":"1.0.0","action":"Continue","city":"SEATTLE"}`},
+		{name: "error at PreTokenIssuance, Fail", conn: withPolicy(basicConnector(v1alpha1.StepPreTokenIssuance), v1alpha1.FailurePolicyFail, 0), ev: failing,
+			body: `{}`, code: 500, want: `{"version":"1.0.0","status":500,"userMessage":"Sorry, try later."}`},
+		{name: "error at PreTokenIssuance, Ignore", conn: withPolicy(basicConnector(v1alpha1.StepPreTokenIssuance), v1alpha1.FailurePolicyIgnore, 0), ev: failing,
+			body: `{}`, code: 200, want: cont},
+		{name: "ValidationError at PreTokenIssuance is an error status", conn: basicConnector(v1alpha1.StepPreTokenIssuance), ev: validation,
+			body: `{}`, code: 500, want: `{"version":"1.0.0","status":500,"userMessage":"Bad postal code."}`},
+		{name: "malformed JSON at PreTokenIssuance", conn: basicConnector(v1alpha1.StepPreTokenIssuance), ev: continueEval, body: `{"email":`, code: 400,
+			want: `{"version":"1.0.0","status":400,"userMessage":"The request could not be processed."}`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := start(t, newServer(t, tc.conn, tc.ev, Options{SecretsDir: basicSecrets(t, testUser, testPass), MaxBody: 1024}))

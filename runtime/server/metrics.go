@@ -24,6 +24,7 @@ type Metrics struct {
 	downgradedTotal prometheus.Counter
 	events          *prometheus.CounterVec
 	exprErrors      *prometheus.CounterVec
+	passwordContext *prometheus.CounterVec
 }
 
 // latencyBuckets span a rule-only answer (a fraction of a millisecond) to the 20 s Entra waits
@@ -35,7 +36,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "apiconnector_requests_total",
-			Help: "Connector requests answered, by step, action (Continue, ShowBlockPage, ValidationError, or BadRequest/Unauthorized/MethodNotAllowed/UnsupportedMediaType/TooLarge), HTTP code and source: rule (a rule decided), default (no rule matched), policy (the failure policy answered because an expression, a call or the evaluator failed), refused (not evaluated).",
+			Help: "Connector requests answered, by step, action (Continue, ShowBlockPage, ValidationError; at OnPasswordSubmit MigratePassword, UpdatePassword, Retry, Block; or BadRequest/Unauthorized/MethodNotAllowed/UnsupportedMediaType/TooLarge), HTTP code and source: rule (a rule decided), default (no rule matched), policy (the failure policy answered because an expression, a call or the evaluator failed), refused (not evaluated).",
 		}, []string{"step", "action", "code", "source"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "apiconnector_request_duration_seconds",
@@ -92,8 +93,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "apiconnector_expression_errors_total",
 			Help: "Expressions that failed at request time, by field path, reported by the evaluator.",
 		}, []string{"path"}),
+		passwordContext: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_password_context_failures_total",
+			Help: "OnPasswordSubmit requests whose encryptedPasswordContext could not be used, by reason (malformed, no_key, decrypt, payload, replay); the failure policy answered Block (Fail) or Retry (Ignore).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.authFailures, m.ruleHits, m.evalDuration,
+	for _, c := range []prometheus.Collector{m.passwordContext, m.requests, m.duration, m.authFailures, m.ruleHits, m.evalDuration,
 		m.callDuration, m.callFailures, m.reloads, m.policyFailures, m.badRequests, m.inflight, m.downgradedTotal,
 		m.events, m.exprErrors} {
 		if err := reg.Register(c); err != nil {

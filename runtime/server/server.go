@@ -75,6 +75,11 @@ type Options struct {
 	MaxConnections    int
 	ReadHeaderTimeout time.Duration
 
+	// SecretKeys reads a Secret key mounted into the pod (the keys of spec.passwordDecryption),
+	// on every use so a rotated key applies without a restart. Without it, OnPasswordSubmit
+	// requests fail under the failure policy (reason no_key).
+	SecretKeys func(v1alpha1.SecretKeySelector) ([]byte, error)
+
 	// InsecureLoopbackKeys lets bearer mode fetch its OpenID configuration and signing keys over
 	// plain http from a loopback address. For tests only; otherwise both must be https.
 	InsecureLoopbackKeys bool
@@ -102,6 +107,11 @@ type Server struct {
 	creds    atomic.Pointer[credentials]
 	cert     atomic.Pointer[tls.Certificate]
 	draining atomic.Bool
+
+	// nonces are the password-context nonces seen recently, to refuse a replayed context.
+	nonces nonceCache
+	// keys are the parsed password decryption keys.
+	keys keyCache
 
 	reloadMu sync.Mutex // serialises reloads of the same kind triggered by watchers and tests
 	// fingerprints of what was loaded at New, so the watchers start from there

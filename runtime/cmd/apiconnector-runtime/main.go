@@ -196,6 +196,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 		PollInterval: c.pollInterval, DrainTimeout: c.drainTimeout, ShutdownDelay: c.shutdownDelay,
 		MaxConnections: c.maxConnections, ReadHeaderTimeout: c.readHeaderTimeout,
 		Logger: log, LogClaims: c.logClaims, Registry: reg, Metrics: metrics,
+		SecretKeys: opts.SecretKeys,
 	})
 	if err != nil {
 		return err
@@ -346,6 +347,13 @@ func evaluate(ctx context.Context, conn *v1alpha1.APIConnector, ev entra.Evaluat
 	if err != nil {
 		fmt.Fprintf(stderr, "eval: the server would refuse this body: %v\n", err)
 		return 400, server.BadRequestBody(conn.Spec.Step, 400), nil
+	}
+	if x := req.Extension; x != nil && x.EncryptedPasswordContext != "" {
+		// eval has no decryption keys: answering without the credentials would mislead.
+		fmt.Fprintln(stderr, "eval: OnPasswordSubmit contexts are not decrypted here; test such connectors with test cases that give credentials. The failure policy answers.")
+		d := server.Finalize(conn, nil, errors.New("password context not decrypted"))
+		status, out := server.Encode(conn.Spec.Step, d)
+		return status, out, d
 	}
 	timeout := conn.Spec.Step.DefaultTimeout()
 	if conn.Spec.Timeout != nil && conn.Spec.Timeout.Duration > 0 {

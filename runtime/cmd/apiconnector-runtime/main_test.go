@@ -325,3 +325,14 @@ func TestVersionStamped(t *testing.T) {
 		}
 	}
 }
+
+// eval has no decryption keys: at OnPasswordSubmit it says so and shows the failure policy's
+// answer (Block), never an answer made without the password.
+func TestEvalPasswordSubmitIsNotDecrypted(t *testing.T) {
+	golden := filepath.Join("..", "..", "entra", "testdata", "golden", "extensions")
+	code, out, errOut := runCmd(t, "eval", "--connector", filepath.Join(samples, "password-migration.yaml"),
+		"--claims", filepath.Join(golden, "request-passwordsubmit.json"))
+	if code != 0 || !strings.Contains(out, "microsoft.graph.passwordSubmit.Block") || !strings.Contains(errOut, "not decrypted") {
+		t.Errorf("code %d\n%s\nstderr %s", code, out, errOut)
+	}
+}
