@@ -61,6 +61,33 @@ const (
 	FailurePolicyIgnore FailurePolicy = "Ignore"
 )
 
+// Enforcement says whether a rule, or a whole connector, changes the answer.
+// +kubebuilder:validation:Enum=Enforce;Audit
+type Enforcement string
+
+const (
+	// EnforcementEnforce applies the decision: a matching rule answers ShowBlockPage or
+	// ValidationError.
+	EnforcementEnforce Enforcement = "Enforce"
+	// EnforcementAudit evaluates and records without changing the answer: a matching rule is
+	// counted (apiconnector_rule_audit_total) and listed in the request's log line, and the next
+	// rules are evaluated as if it had not matched.
+	EnforcementAudit Enforcement = "Audit"
+)
+
+// AnswerPolicy is the failure policy that answers when the connector cannot decide (an
+// expression or evaluation error, the deadline): failurePolicy, Fail when empty, and Ignore for a
+// connector in Audit, which never changes a sign-up.
+func (s *APIConnectorSpec) AnswerPolicy() FailurePolicy {
+	switch {
+	case s.Enforcement == EnforcementAudit:
+		return FailurePolicyIgnore
+	case s.FailurePolicy == "":
+		return FailurePolicyFail
+	}
+	return s.FailurePolicy
+}
+
 // DeliveryMode says whether an event is delivered before or after Entra gets its answer.
 // +kubebuilder:validation:Enum=Sync;Async
 type DeliveryMode string
@@ -138,6 +165,15 @@ type APIConnectorSpec struct {
 	// +optional
 	// +kubebuilder:default=Fail
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// Enforcement Audit runs the whole connector without changing any sign-up, for a first
+	// rollout: every request is evaluated as in Enforce (calls included) and what the connector
+	// would have answered is recorded (apiconnector_rule_audit_total, the request's log line), but
+	// the answer is always Continue with no claims, failures of calls, expressions and the
+	// deadline answer Continue too whatever the failure policies say, and events are not sent.
+	// +optional
+	// +kubebuilder:default=Enforce
+	Enforcement Enforcement `json:"enforcement,omitempty"`
 
 	// FailureMessage is the userMessage shown when the connector fails closed.
 	// +optional
@@ -482,6 +518,13 @@ type Rule struct {
 	// those two steps.
 	// +optional
 	ValidationError *Outcome `json:"validationError,omitempty"`
+
+	// Enforcement Audit evaluates the rule and records a match (apiconnector_rule_audit_total,
+	// the request's log line) without changing the answer: the next rules are evaluated as if it
+	// had not matched. Use it to watch what a new rule would do before it blocks anyone.
+	// +optional
+	// +kubebuilder:default=Enforce
+	Enforcement Enforcement `json:"enforcement,omitempty"`
 }
 
 // Outcome is the message shown to the user.

@@ -147,6 +147,14 @@ func SetDefaults(conn *v1alpha1.APIConnector) {
 	if s.FailurePolicy == "" {
 		s.FailurePolicy = v1alpha1.FailurePolicyFail
 	}
+	if s.Enforcement == "" {
+		s.Enforcement = v1alpha1.EnforcementEnforce
+	}
+	for i := range s.Rules {
+		if s.Rules[i].Enforcement == "" {
+			s.Rules[i].Enforcement = v1alpha1.EnforcementEnforce
+		}
+	}
 	for i := range s.Calls {
 		c := &s.Calls[i]
 		if c.Method == "" {

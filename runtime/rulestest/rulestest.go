@@ -86,6 +86,10 @@ type Expect struct {
 	Events []string `json:"events,omitempty"`
 	// Failure, when present, must be a substring of Decision.Failure ("" means no failure).
 	Failure *string `json:"failure,omitempty"`
+	// AuditMatches, when present, are the names of the audited rules that matched, in
+	// evaluation order ([] means none): rules in Audit enforcement, and with the connector in
+	// Audit the rule that would have decided.
+	AuditMatches []string `json:"auditMatches,omitempty"`
 }
 
 // CapturedCall is an outbound call request as the engine built it.
@@ -333,10 +337,27 @@ func check(want Expect, out *Outcome) []string {
 			p = append(p, fmt.Sprintf("events: got %v, want %v", got, exp))
 		}
 	}
+	if want.AuditMatches != nil {
+		got := auditMatches(d)
+		if !slices.Equal(got, want.AuditMatches) {
+			p = append(p, fmt.Sprintf("auditMatches: got %v, want %v", got, want.AuditMatches))
+		}
+	}
 	if d.Failure != "" && want.Failure == nil && d.Action == entra.ActionShowBlockPage && want.Action != entra.ActionShowBlockPage {
 		p = append(p, "failure: "+d.Failure)
 	}
 	return p
+}
+
+// auditMatches are the names of the audited rules that matched (not those that failed).
+func auditMatches(d *entra.Decision) []string {
+	out := []string{}
+	for _, a := range d.Audits {
+		if a.Outcome != entra.AuditError {
+			out = append(out, a.Rule)
+		}
+	}
+	return out
 }
 
 func jsonText(v any) string {
@@ -496,6 +517,9 @@ func PrintTable(w io.Writer, results []CaseResult) error {
 			case len(d.Claims)+len(d.ClaimValues) > 0:
 				detail = fmt.Sprintf("%d claims", len(d.Claims)+len(d.ClaimValues))
 			}
+			if a := auditDetail(d); a != "" {
+				detail = strings.TrimPrefix(detail+"; "+a, "; ")
+			}
 		}
 		if !r.Passed {
 			result = "FAIL"
@@ -506,6 +530,27 @@ func PrintTable(w io.Writer, results []CaseResult) error {
 	}
 	fmt.Fprintf(tw, "\n%d passed, %d failed\n", len(results)-failed, failed)
 	return tw.Flush()
+}
+
+// auditDetail describes what audited rules found, for the table: "audit: r1 (ShowBlockPage),
+// r2 (Error)", and with the connector in Audit what it would have answered.
+func auditDetail(d *entra.Decision) string {
+	var parts []string
+	for _, a := range d.Audits {
+		parts = append(parts, fmt.Sprintf("%s (%s)", a.Rule, a.Outcome))
+	}
+	out := ""
+	if len(parts) > 0 {
+		out = "audit: " + strings.Join(parts, ", ")
+	}
+	if a := d.Audited; a != nil {
+		would := "connector in Audit, would answer " + string(a.Action)
+		if a.Failure != "" {
+			would += " (failure: " + a.Failure + ")"
+		}
+		out = strings.TrimPrefix(out+"; "+would, "; ")
+	}
+	return out
 }
 
 // stubTransport answers calls from stubs by call name and captures events.

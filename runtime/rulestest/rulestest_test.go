@@ -105,3 +105,49 @@ spec:
 		t.Errorf("captured call %+v", calls)
 	}
 }
+
+func TestAuditMatchesAreCheckedAndShown(t *testing.T) {
+	dir := t.TempDir()
+	conn := filepath.Join(dir, "conn.yaml")
+	os.WriteFile(conn, []byte(`apiVersion: apiconnector.dev/v1alpha1
+kind: APIConnector
+metadata: {name: c, namespace: ns}
+spec:
+  step: PostAttributeCollection
+  enforcement: Audit
+  authentication: {basic: {secretRef: {name: s}}}
+  exposure: {host: signup.contoso.example}
+  rules:
+  - name: audited
+    enforcement: Audit
+    when: "claims.email.endsWith('.test')"
+    block: {message: m}
+  - name: enforced
+    when: "claims.email.startsWith('x')"
+    block: {message: m}
+`), 0o600)
+	cases := filepath.Join(dir, "c.yaml")
+	os.WriteFile(cases, []byte(`cases:
+- name: both would match
+  claims: {email: x@a.test}
+  expect: {action: Continue, auditMatches: [audited, enforced]}
+- name: wrong expectation
+  claims: {email: x@a.example}
+  expect: {action: Continue, auditMatches: []}
+`), 0o600)
+	results, err := RunFile([]string{conn}, cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !results[0].Passed || results[1].Passed {
+		t.Fatalf("results: %+v", results)
+	}
+	if p := strings.Join(results[1].Problems, "; "); p != "auditMatches: got [enforced], want []" {
+		t.Errorf("problems: %s", p)
+	}
+	var buf bytes.Buffer
+	PrintTable(&buf, results[:1])
+	if !strings.Contains(buf.String(), "audit: audited (ShowBlockPage), enforced (ShowBlockPage); connector in Audit, would answer ShowBlockPage") {
+		t.Errorf("table:\n%s", buf.String())
+	}
+}

@@ -184,13 +184,10 @@ func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev
 	}
 	cfg := &config{
 		conn: conn, ev: ev, step: spec.Step, auth: auth, timeout: spec.Step.DefaultTimeout(),
-		policy: spec.FailurePolicy, failureMessage: spec.FailureMessage,
+		policy: spec.AnswerPolicy(), failureMessage: spec.FailureMessage,
 	}
 	if spec.Timeout != nil && spec.Timeout.Duration > 0 {
 		cfg.timeout = spec.Timeout.Duration
-	}
-	if cfg.policy == "" {
-		cfg.policy = v1alpha1.FailurePolicyFail // the CRD default; fail closed when absent
 	}
 	if cfg.failureMessage == "" {
 		cfg.failureMessage = v1alpha1.DefaultFailureMessage
