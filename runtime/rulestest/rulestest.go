@@ -165,18 +165,41 @@ func normalize[V any](m map[string]V) (map[string]any, error) {
 }
 
 // RunFile loads the manifests (APIConnectors and the ConfigMaps their lists use) and the case
-// file, and runs every case. The error is for files that cannot be read; failing cases are
-// reported in the results.
+// file, compiles every connector (those no case names too) and runs every case. The error is for
+// files that cannot be read, manifests without connectors, a case file without cases and
+// connectors that do not compile; failing cases are reported in the results.
 func RunFile(connectorPaths []string, casesPath string) ([]CaseResult, error) {
 	b, err := connfile.LoadFiles(connectorPaths...)
 	if err != nil {
 		return nil, err
 	}
+	if len(b.Connectors) == 0 {
+		return nil, fmt.Errorf("no APIConnector in %s", strings.Join(connectorPaths, ", "))
+	}
 	f, err := LoadCases(casesPath)
 	if err != nil {
 		return nil, err
 	}
+	if len(f.Cases) == 0 {
+		return nil, fmt.Errorf("%s has no cases", casesPath)
+	}
+	if problems, _ := b.Compile(); len(problems) > 0 {
+		return nil, ProblemsError(problems)
+	}
 	return Run(b, f), nil
+}
+
+// ProblemsError lists compile problems, one per line.
+type ProblemsError []connfile.Problem
+
+func (e ProblemsError) Error() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d problem(s):", len(e))
+	for _, p := range e {
+		sb.WriteString("\n  ")
+		sb.WriteString(p.String())
+	}
+	return sb.String()
 }
 
 // Run runs the cases of f against the connectors of b.

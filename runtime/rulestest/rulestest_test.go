@@ -151,3 +151,60 @@ spec:
 		t.Errorf("table:\n%s", buf.String())
 	}
 }
+
+func TestRunFileRefusesEmptyInputAndCompilesEveryConnector(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.yaml", `apiVersion: apiconnector.dev/v1alpha1
+kind: APIConnector
+metadata: {name: good, namespace: ns}
+spec:
+  step: PostAttributeCollection
+  authentication: {basic: {secretRef: {name: s}}}
+  exposure: {host: signup.contoso.example}
+`)
+	// No case names this one; it must still compile.
+	bad := write("bad.yaml", `apiVersion: v1
+kind: Secret
+metadata: {name: s}
+---
+apiVersion: apiconnector.dev/v1alpha1
+kind: APIConnector
+metadata: {name: bad, namespace: ns}
+spec:
+  step: PostAttributeCollection
+  authentication: {basic: {secretRef: {name: s}}}
+  exposure: {host: signup.contoso.example}
+  rules:
+  - name: typo
+    when: "claims.email.endsWth('x')"
+    block: {message: m}
+`)
+	noConnector := write("secret.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n")
+	cases := write("c.yaml", "connector: good\ncases:\n- name: continues\n  expect: {action: Continue}\n")
+	empty := write("empty.yaml", "cases: []\n")
+
+	if _, err := RunFile([]string{good}, cases); err != nil {
+		t.Fatalf("good: %v", err)
+	}
+	for _, tc := range []struct {
+		manifests []string
+		cases     string
+		want      string
+	}{
+		{[]string{noConnector}, cases, "no APIConnector in " + noConnector},
+		{[]string{good}, empty, empty + " has no cases"},
+		{[]string{good, bad}, cases, bad + ` (document 2): APIConnector ns/bad: spec.rules[0].when (rule "typo"): 1:21: undeclared reference to 'endsWth'`},
+	} {
+		_, err := RunFile(tc.manifests, tc.cases)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v %s: got %v, want ...%s...", tc.manifests, tc.cases, err, tc.want)
+		}
+	}
+}
