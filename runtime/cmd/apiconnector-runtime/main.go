@@ -40,7 +40,8 @@ const usage = `apiconnector-runtime serves an Entra ID API connector declared as
 
 Usage:
   apiconnector-runtime serve --connector FILE --secrets-dir DIR [flags]
-  apiconnector-runtime test --cases FILE MANIFEST...
+  apiconnector-runtime test --cases FILE [--coverage] MANIFEST...
+  apiconnector-runtime lint MANIFEST...
   apiconnector-runtime eval --connector FILE --claims FILE
   apiconnector-runtime version
   apiconnector-runtime help [COMMAND]
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, rest, stdout, stderr)
 	case "test":
 		return test(rest, stdout, stderr)
+	case "lint":
+		return lint(rest, stdout, stderr)
 	case "eval":
 		return eval(ctx, rest, stdout, stderr)
 	case "version", "--version":
@@ -95,6 +98,8 @@ func flagSet(cmd string, w io.Writer) *flag.FlagSet {
 	case "eval":
 		fs, _ := evalFlags(w)
 		return fs
+	case "lint":
+		return lintFlags(w)
 	}
 	return nil
 }
@@ -274,6 +279,56 @@ func test(args []string, stdout, stderr io.Writer) int {
 	if !rulestest.Passed(results) {
 		return exitFailure
 	}
+	return exitOK
+}
+
+// --- lint ---
+
+func lintFlags(w io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("lint", flag.ContinueOnError)
+	fs.SetOutput(w)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `Usage: apiconnector-runtime lint MANIFEST...
+
+Compiles every APIConnector of the manifests as the operator does (lists with a configMapRef
+resolved from ConfigMaps in the manifests) and prints every problem with its file, document,
+connector, field path and rule. Documents of other kinds are skipped. Exit 1 on any problem.`)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func lint(args []string, stdout, stderr io.Writer) int {
+	fs := lintFlags(stderr)
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "lint: at least one manifest is required")
+		fs.Usage()
+		return exitUsage
+	}
+	b, errs := connfile.LoadAll(fs.Args()...)
+	problems, warnings := b.Compile()
+	for _, w := range warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	for _, err := range errs {
+		fmt.Fprintln(stdout, err)
+	}
+	for _, p := range problems {
+		fmt.Fprintln(stdout, p)
+	}
+	n := len(errs) + len(problems)
+	switch {
+	case n > 0:
+		fmt.Fprintf(stderr, "lint: %d problem(s) in %d file(s)\n", n, fs.NArg())
+		return exitFailure
+	case len(b.Connectors) == 0:
+		fmt.Fprintf(stderr, "lint: no APIConnector in %s\n", strings.Join(fs.Args(), ", "))
+		return exitFailure
+	}
+	fmt.Fprintf(stdout, "lint: %d APIConnector(s) in %d file(s) compile, %d warning(s)\n", len(b.Connectors), fs.NArg(), len(warnings))
 	return exitOK
 }
 
