@@ -334,7 +334,11 @@ func lint(args []string, stdout, stderr io.Writer) int {
 
 // --- eval ---
 
-type evalConfig struct{ connector, claims, outboundSecretsDir string }
+type evalConfig struct {
+	connector, claims, outboundSecretsDir, stubFile string
+	stubs                                           map[string]rulestest.CallStub
+	offline                                         bool
+}
 
 func evalFlags(w io.Writer) (*flag.FlagSet, *evalConfig) {
 	c := &evalConfig{}
@@ -343,8 +347,18 @@ func evalFlags(w io.Writer) (*flag.FlagSet, *evalConfig) {
 	fs.StringVar(&c.connector, "connector", "", "APIConnector file (required)")
 	fs.StringVar(&c.claims, "claims", "", "request body as Entra would send it, a JSON object (required; - reads stdin); the extension envelope at On... steps")
 	fs.StringVar(&c.outboundSecretsDir, "outbound-secrets-dir", "", "directory with outbound credentials at calls/<name>/ and events/<name>/, and the Secret keys of secretHeaders and secretQueryParams at secret-keys/<Secret>/<key>")
+	c.stubs = map[string]rulestest.CallStub{}
+	fs.Func("stub", "answer a call from a stub instead of the network: NAME=STATUS[:BODY] (BODY JSON), NAME=timeout or NAME=error[:MESSAGE]; repeat for several calls; implies --offline", func(v string) error {
+		name, stub, err := rulestest.ParseStub(v)
+		if err == nil {
+			c.stubs[name] = stub
+		}
+		return err
+	})
+	fs.StringVar(&c.stubFile, "stub-file", "", "YAML or JSON file mapping call names to stubs, as a test case's calls field; implies --offline (--stub wins for the same call)")
+	fs.BoolVar(&c.offline, "offline", false, "send nothing: calls are answered by the stubs (a call without one fails like an unreachable service) and events are listed instead of sent")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime eval --connector FILE --claims FILE\n\nPrints the HTTP status and body Entra would receive. Calls and events are really sent.")
+		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime eval --connector FILE --claims FILE [--stub NAME=SPEC]... [--stub-file FILE] [--offline]\n\nPrints the HTTP status and body Entra would receive. Calls and events are really sent, unless stubs or --offline are given.")
 		fs.PrintDefaults()
 	}
 	return fs, c
@@ -371,6 +385,21 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "eval: %v\n", err)
 		return exitFailure
 	}
+	if c.stubFile != "" {
+		fromFile, err := rulestest.LoadStubs(c.stubFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "eval: %v\n", err)
+			return exitFailure
+		}
+		for name, stub := range fromFile {
+			if _, set := c.stubs[name]; !set {
+				c.stubs[name] = stub
+			}
+		}
+	}
+	if c.offline || len(c.stubs) > 0 {
+		return evalOffline(ctx, c, body, stdout, stderr)
+	}
 	opts := rules.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil)), ErrorDetail: true}
 	if c.outboundSecretsDir != "" {
 		opts.Secrets, opts.SecretKeys = rules.DirSecrets(c.outboundSecretsDir), rules.DirSecretKeys(c.outboundSecretsDir)
@@ -382,9 +411,7 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	status, out, d := evaluate(ctx, conn, ev, body, stderr)
 	fmt.Fprintf(stdout, "HTTP %d\n%s\n", status, out)
-	if d != nil && (d.Rule != "" || d.Failure != "") {
-		fmt.Fprintf(stderr, "rule=%q failure=%q\n", d.Rule, d.Failure)
-	}
+	printDecision(stderr, d)
 	if eng, ok := ev.(*rules.Engine); ok {
 		closeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -393,6 +420,71 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return exitOK
+}
+
+// evalOffline is eval with calls answered by stubs and events captured: nothing is sent.
+func evalOffline(ctx context.Context, c *evalConfig, body []byte, stdout, stderr io.Writer) int {
+	b, err := connfile.LoadFiles(c.connector)
+	if err == nil && len(b.Connectors) != 1 {
+		err = fmt.Errorf("%s: want exactly one APIConnector, found %d", c.connector, len(b.Connectors))
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "eval: %v\n", err)
+		return exitFailure
+	}
+	conn := b.Connectors[0]
+	if problems, _ := b.Compile(); len(problems) > 0 {
+		fmt.Fprintf(stderr, "eval: %v\n", rulestest.ProblemsError(problems))
+		return exitFailure
+	}
+	var outcome *rulestest.Outcome
+	ev := evaluatorFunc(func(_ context.Context, req *entra.Request) (*entra.Decision, error) {
+		var err error
+		outcome, err = rulestest.EvalRequest(conn, b.ListResolver(conn.Namespace), req, c.stubs)
+		if err != nil {
+			return nil, err
+		}
+		return outcome.Decision, nil
+	})
+	status, out, d := evaluate(ctx, conn, ev, body, stderr)
+	fmt.Fprintf(stdout, "HTTP %d\n%s\n", status, out)
+	printDecision(stderr, d)
+	if outcome != nil {
+		for _, call := range outcome.Calls {
+			if _, stubbed := c.stubs[call.Name]; stubbed {
+				fmt.Fprintf(stderr, "call %s: %s %s (stubbed)\n", call.Name, call.Method, call.URL)
+			}
+		}
+		for _, name := range outcome.Unstubbed {
+			fmt.Fprintf(stderr, "call %s had no stub and failed like an unreachable service; give one with --stub %s=200:{...}\n", name, name)
+		}
+		for _, ev := range outcome.Events {
+			fmt.Fprintf(stderr, "event %s: not sent (offline)\n", ev.Name)
+		}
+	}
+	return exitOK
+}
+
+type evaluatorFunc func(context.Context, *entra.Request) (*entra.Decision, error)
+
+func (f evaluatorFunc) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decision, error) {
+	return f(ctx, req)
+}
+
+// printDecision reports the deciding rule, the failure and what audited rules found, to stderr.
+func printDecision(w io.Writer, d *entra.Decision) {
+	if d == nil {
+		return
+	}
+	if d.Rule != "" || d.Failure != "" {
+		fmt.Fprintf(w, "rule=%q failure=%q\n", d.Rule, d.Failure)
+	}
+	for _, a := range d.Audits {
+		fmt.Fprintf(w, "audit: rule %s would answer %s\n", a.Rule, a.Outcome)
+	}
+	if a := d.Audited; a != nil {
+		fmt.Fprintf(w, "audit: the connector is in Audit; in Enforce it would answer %s (rule=%q failure=%q)\n", a.Action, a.Rule, a.Failure)
+	}
 }
 
 // evaluate answers body the way the server would, minus authentication and HTTP checks.
