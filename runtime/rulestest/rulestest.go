@@ -263,24 +263,34 @@ func normalize[V any](m map[string]V) (map[string]any, error) {
 // files that cannot be read, manifests without connectors, a case file without cases and
 // connectors that do not compile; failing cases are reported in the results.
 func RunFile(connectorPaths []string, casesPath string) ([]CaseResult, error) {
-	b, err := connfile.LoadFiles(connectorPaths...)
+	b, f, err := Load(connectorPaths, casesPath)
 	if err != nil {
 		return nil, err
 	}
+	return Run(b, f), nil
+}
+
+// Load reads and checks what RunFile runs: the manifests hold at least one connector and every
+// connector compiles, the case file has at least one case.
+func Load(connectorPaths []string, casesPath string) (*connfile.Bundle, *File, error) {
+	b, err := connfile.LoadFiles(connectorPaths...)
+	if err != nil {
+		return nil, nil, err
+	}
 	if len(b.Connectors) == 0 {
-		return nil, fmt.Errorf("no APIConnector in %s", strings.Join(connectorPaths, ", "))
+		return nil, nil, fmt.Errorf("no APIConnector in %s", strings.Join(connectorPaths, ", "))
 	}
 	f, err := LoadCases(casesPath)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(f.Cases) == 0 {
-		return nil, fmt.Errorf("%s has no cases", casesPath)
+		return nil, nil, fmt.Errorf("%s has no cases", casesPath)
 	}
 	if problems, _ := b.Compile(); len(problems) > 0 {
-		return nil, ProblemsError(problems)
+		return nil, nil, ProblemsError(problems)
 	}
-	return Run(b, f), nil
+	return b, f, nil
 }
 
 // ProblemsError lists compile problems, one per line.

@@ -87,3 +87,36 @@ spec:
 		t.Errorf("no argument: code %d", code)
 	}
 }
+
+func TestTestCoverage(t *testing.T) {
+	manifest := filepath.Join(samples, "input-validation.yaml")
+	all := filepath.Join(samples, "tests", "input-validation.cases.yaml")
+	code, out, errOut := runCmd(t, "test", "--coverage", "--min-coverage", "100", "--cases", all, manifest)
+	if code != exitOK || !strings.Contains(out, "rule (audit)  sub-addressed-email") || !strings.Contains(out, "coverage: 5 of 5 rules and claims exercised (100.0%)") {
+		t.Errorf("code %d\n%s\n%s", code, out, errOut)
+	}
+
+	one := filepath.Join(t.TempDir(), "one.cases.yaml")
+	os.WriteFile(one, []byte("cases:\n- name: disposable\n  claims: {email: a@mailinator.com}\n  expect: {action: ShowBlockPage}\n"), 0o600)
+	code, out, errOut = runCmd(t, "test", "--coverage", "--min-coverage", "50", "--cases", one, manifest)
+	if code != exitFailure || !strings.Contains(out, "postal-code            NOT COVERED") ||
+		!strings.Contains(errOut, "coverage 20.0% is below --min-coverage 50%") {
+		t.Errorf("code %d\n%s\n%s", code, out, errOut)
+	}
+	// The threshold alone prints no table but still fails.
+	if code, out, _ := runCmd(t, "test", "--min-coverage", "50", "--cases", one, manifest); code != exitFailure || strings.Contains(out, "NOT COVERED") {
+		t.Errorf("code %d\n%s", code, out)
+	}
+	if code, _, _ := runCmd(t, "test", "--min-coverage", "101", "--cases", one, manifest); code != exitUsage {
+		t.Errorf("--min-coverage 101: code %d", code)
+	}
+}
+
+func TestTestRefusesEmptyCaseFile(t *testing.T) {
+	empty := filepath.Join(t.TempDir(), "empty.yaml")
+	os.WriteFile(empty, []byte("cases: []\n"), 0o600)
+	code, out, errOut := runCmd(t, "test", "--cases", empty, filepath.Join(samples, "input-validation.yaml"))
+	if code != exitFailure || !strings.Contains(errOut, empty+" has no cases") || strings.Contains(out, "passed") {
+		t.Errorf("code %d\n%s\n%s", code, out, errOut)
+	}
+}

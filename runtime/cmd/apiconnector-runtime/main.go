@@ -246,40 +246,65 @@ func loader(opts rules.Options) server.LoadFunc {
 
 // --- test ---
 
-func testFlags(w io.Writer) (*flag.FlagSet, *string) {
+type testConfig struct {
+	cases       string
+	coverage    bool
+	minCoverage float64
+}
+
+func testFlags(w io.Writer) (*flag.FlagSet, *testConfig) {
+	c := &testConfig{}
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(w)
-	cases := fs.String("cases", "", "test-case file (required)")
+	fs.StringVar(&c.cases, "cases", "", "test-case file (required)")
+	fs.BoolVar(&c.coverage, "coverage", false, "list every rule and claim with the cases that matched it (rules) or returned it (claims), and those no case did")
+	fs.Float64Var(&c.minCoverage, "min-coverage", 0, "fail when fewer than this percentage (0-100) of the rules and claims are exercised by a case")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime test --cases FILE MANIFEST...\n\nRuns the cases against the APIConnectors (and ConfigMaps) in the manifests. Exit 1 when a case fails.")
+		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime test --cases FILE [--coverage] [--min-coverage N] MANIFEST...\n\nRuns the cases against the APIConnectors (and ConfigMaps) in the manifests. Exit 1 when a case fails, a connector does not compile or the coverage is below --min-coverage.")
 		fs.PrintDefaults()
 	}
-	return fs, cases
+	return fs, c
 }
 
 func test(args []string, stdout, stderr io.Writer) int {
-	fs, cases := testFlags(stderr)
+	fs, c := testFlags(stderr)
 	if code, done := parse(fs, args); done {
 		return code
 	}
-	if *cases == "" || fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "test: --cases and at least one manifest are required")
+	if c.cases == "" || fs.NArg() == 0 || c.minCoverage < 0 || c.minCoverage > 100 {
+		fmt.Fprintln(stderr, "test: --cases and at least one manifest are required; --min-coverage is a percentage from 0 to 100")
 		fs.Usage()
 		return exitUsage
 	}
-	results, err := rulestest.RunFile(fs.Args(), *cases)
+	b, f, err := rulestest.Load(fs.Args(), c.cases)
 	if err != nil {
 		fmt.Fprintf(stderr, "test: %v\n", err)
 		return exitFailure
 	}
+	results := rulestest.Run(b, f)
 	if err := rulestest.PrintTable(stdout, results); err != nil {
 		fmt.Fprintf(stderr, "test: %v\n", err)
 		return exitFailure
 	}
+	code := exitOK
 	if !rulestest.Passed(results) {
-		return exitFailure
+		code = exitFailure
 	}
-	return exitOK
+	if c.coverage || c.minCoverage > 0 {
+		items := rulestest.Coverage(b, results)
+		if c.coverage {
+			fmt.Fprintln(stdout)
+			if err := rulestest.PrintCoverage(stdout, items); err != nil {
+				fmt.Fprintf(stderr, "test: %v\n", err)
+				return exitFailure
+			}
+		}
+		if pct := rulestest.CoveragePercent(items); pct < c.minCoverage {
+			fmt.Fprintf(stderr, "test: coverage %.1f%% is below --min-coverage %g%% (see --coverage for the rules and claims no case exercises)\n", pct, c.minCoverage)
+			code = exitFailure
+		}
+	}
+	return code
 }
 
 // --- lint ---
