@@ -92,7 +92,8 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	if o.code >= 400 && o.action != string(entra.ActionValidationError) {
 		level = slog.LevelWarn
 	}
-	s.log.LogAttrs(r.Context(), level, "request", decisionLog(cfg, id, o, elapsed, s.opts.LogClaims, req)...)
+	var buf [16]slog.Attr // the most this line has; LogAttrs copies them, so they stay on the stack
+	s.log.LogAttrs(r.Context(), level, "request", decisionLog(buf[:0], cfg, id, o, elapsed, s.opts.LogClaims, req)...)
 }
 
 // auditEntry is an entra.Audit as the decision log writes it.
@@ -101,11 +102,10 @@ type auditEntry struct {
 	Outcome string `json:"outcome"`
 }
 
-// decisionLog is the attributes of a request's single log line, the audit trail of its decision
-// (docs/runtime.md lists them). Claim values only with logClaims.
-func decisionLog(cfg *config, id string, o outcome, elapsed time.Duration, logClaims bool, req *entra.Request) []slog.Attr {
-	attrs := make([]slog.Attr, 0, 16)
-	attrs = append(attrs, slog.String("request_id", id), slog.String("connector", cfg.conn.Namespace+"/"+cfg.conn.Name),
+// decisionLog appends to attrs the attributes of a request's single log line, the audit trail of
+// its decision (docs/runtime.md lists them). Claim values only with logClaims.
+func decisionLog(attrs []slog.Attr, cfg *config, id string, o outcome, elapsed time.Duration, logClaims bool, req *entra.Request) []slog.Attr {
+	attrs = append(attrs, slog.String("request_id", id), slog.String("connector", cfg.name),
 		slog.String("step", string(cfg.step)), slog.String("action", o.action), slog.Int("code", o.code),
 		slog.String("source", o.source), slog.Float64("latency_ms", ms(elapsed)))
 	if o.evaluated {
