@@ -525,7 +525,15 @@ func evaluate(ctx context.Context, conn *v1alpha1.APIConnector, ev entra.Evaluat
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	d, err := ev.Evaluate(ctx, req)
+	trail := &rules.CallTrail{}
+	d, err := ev.Evaluate(rules.WithCallTrail(ctx, trail), req)
+	for _, r := range trail.Records() {
+		outcome := fmt.Sprintf("status %d", r.Status)
+		if r.Error != "" {
+			outcome = r.Error
+		}
+		fmt.Fprintf(stderr, "call %s: %s in %.1f ms\n", r.Name, outcome, r.DurationMS)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "eval: evaluation failed, the failure policy answers: %v\n", err)
 	}
