@@ -74,6 +74,33 @@ const (
 	FailurePolicyIgnore FailurePolicy = "Ignore"
 )
 
+// Enforcement says whether a rule, or a whole connector, changes the answer.
+// +kubebuilder:validation:Enum=Enforce;Audit
+type Enforcement string
+
+const (
+	// EnforcementEnforce applies the decision: a matching rule answers ShowBlockPage or
+	// ValidationError.
+	EnforcementEnforce Enforcement = "Enforce"
+	// EnforcementAudit evaluates and records without changing the answer: a matching rule is
+	// counted (apiconnector_rule_audit_total) and listed in the request's log line, and the next
+	// rules are evaluated as if it had not matched.
+	EnforcementAudit Enforcement = "Audit"
+)
+
+// AnswerPolicy is the failure policy that answers when the connector cannot decide (an
+// expression or evaluation error, the deadline): failurePolicy, Fail when empty, and Ignore for a
+// connector in Audit, which never changes a sign-up.
+func (s *APIConnectorSpec) AnswerPolicy() FailurePolicy {
+	switch {
+	case s.Enforcement == EnforcementAudit:
+		return FailurePolicyIgnore
+	case s.FailurePolicy == "":
+		return FailurePolicyFail
+	}
+	return s.FailurePolicy
+}
+
 // DeliveryMode says whether an event is delivered before or after Entra gets its answer.
 // +kubebuilder:validation:Enum=Sync;Async
 type DeliveryMode string
@@ -161,6 +188,15 @@ type APIConnectorSpec struct {
 	// +optional
 	// +kubebuilder:default=Fail
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// Enforcement Audit runs the whole connector without changing any sign-up, for a first
+	// rollout: every request is evaluated as in Enforce (calls included) and what the connector
+	// would have answered is recorded (apiconnector_rule_audit_total, the request's log line), but
+	// the answer is always Continue with no claims, failures of calls, expressions and the
+	// deadline answer Continue too whatever the failure policies say, and events are not sent.
+	// +optional
+	// +kubebuilder:default=Enforce
+	Enforcement Enforcement `json:"enforcement,omitempty"`
 
 	// FailureMessage is the userMessage shown when the connector fails closed.
 	// +optional
@@ -534,6 +570,12 @@ type Rule struct {
 	// (also the answer when no rule matches). Only at that step.
 	// +optional
 	Retry *PasswordOutcome `json:"retry,omitempty"`
+	// Enforcement Audit evaluates the rule and records a match (apiconnector_rule_audit_total,
+	// the request's log line) without changing the answer: the next rules are evaluated as if it
+	// had not matched. Use it to watch what a new rule would do before it blocks anyone.
+	// +optional
+	// +kubebuilder:default=Enforce
+	Enforcement Enforcement `json:"enforcement,omitempty"`
 }
 
 // PasswordOutcome is an answer of OnPasswordSubmit that carries nothing but its kind.
@@ -906,6 +948,7 @@ const MaxNameLength = 63 - len("-metrics")
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=apic
 // +kubebuilder:printcolumn:name="Step",type=string,JSONPath=`.spec.step`
+// +kubebuilder:printcolumn:name="Enforcement",type=string,JSONPath=`.spec.enforcement`,priority=1
 // +kubebuilder:printcolumn:name="Endpoint",type=string,JSONPath=`.status.endpoints[0]`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`

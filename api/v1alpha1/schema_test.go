@@ -261,6 +261,12 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"unknown step", func(o map[string]any) {
 			set(o, "spec.step", "PreSendVerificationCode")
 		}, []string{"spec.step", "Unsupported value"}},
+		{"unknown connector enforcement", func(o map[string]any) {
+			set(o, "spec.enforcement", "DryRun")
+		}, []string{"spec.enforcement", "Unsupported value"}},
+		{"unknown rule enforcement", func(o map[string]any) {
+			set(o, "spec.rules.0.enforcement", "Warn")
+		}, []string{"spec.rules[0].enforcement", "Unsupported value"}},
 		{"validationError at PostFederationSignup", func(o map[string]any) {
 			set(o, "spec.step", "PostFederationSignup")
 		}, []string{"spec.rules", "validationError outcomes are only allowed at steps PostAttributeCollection and OnAttributeCollectionSubmit"}},
@@ -613,6 +619,8 @@ func TestDefaultsAreApplied(t *testing.T) {
 	}
 	want := map[string]any{
 		"spec.failurePolicy":                       "Fail",
+		"spec.enforcement":                         "Enforce",
+		"spec.rules.0.enforcement":                 "Enforce",
 		"spec.runtime.replicas":                    int64(2),
 		"spec.calls.0.method":                      "POST",
 		"spec.calls.0.timeout":                     "2s",

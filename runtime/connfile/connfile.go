@@ -7,6 +7,7 @@ package connfile
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -28,8 +29,27 @@ import (
 // Documents of other kinds (Secrets, Namespaces...) are skipped.
 type Bundle struct {
 	Connectors []*v1alpha1.APIConnector
+	// Origins says where each connector was read, index for index.
+	Origins    []Origin
 	ConfigMaps []*corev1.ConfigMap
 }
+
+// Origin is where a document was read: the file and the document's number in it (from 1).
+type Origin struct {
+	File     string
+	Document int
+}
+
+func (o Origin) String() string { return fmt.Sprintf("%s (document %d)", o.File, o.Document) }
+
+// DocumentError is a document that could not be read.
+type DocumentError struct {
+	Origin
+	Err error
+}
+
+func (e *DocumentError) Error() string { return e.Origin.String() + ": " + e.Err.Error() }
+func (e *DocumentError) Unwrap() error { return e.Err }
 
 // Load reads the single APIConnector in path (a multi-document YAML or JSON file may hold other
 // kinds too) and applies the CRD's defaults.
@@ -52,65 +72,94 @@ func LoadFiles(paths ...string) (*Bundle, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := b.add(p, data); err != nil {
-			return nil, err
+		if errs := b.add(p, data, false); len(errs) > 0 {
+			return nil, errs[0]
 		}
 	}
 	return b, nil
+}
+
+// LoadAll reads every document of every file like LoadFiles, but goes on past documents that
+// cannot be decoded: it returns what could be read and a problem for each of the others (a file
+// that cannot be read, or a YAML stream that cannot be split, ends that file's documents).
+func LoadAll(paths ...string) (*Bundle, []error) {
+	b := &Bundle{}
+	var errs []error
+	for _, p := range paths {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		errs = append(errs, b.add(p, data, true)...)
+	}
+	return b, errs
 }
 
 // Parse reads the documents of data; name is used in errors.
 func Parse(name string, data []byte) (*Bundle, error) {
 	b := &Bundle{}
-	if err := b.add(name, data); err != nil {
-		return nil, err
+	if errs := b.add(name, data, false); len(errs) > 0 {
+		return nil, errs[0]
 	}
 	return b, nil
 }
 
-func (b *Bundle) add(name string, data []byte) error {
+// add reads the documents of data; with all it goes on past documents that cannot be decoded.
+func (b *Bundle) add(name string, data []byte, all bool) []error {
+	var errs []error
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	for doc := 1; ; doc++ {
 		raw, err := r.Read()
 		if errors.Is(err, io.EOF) {
-			return nil
+			return errs
 		}
 		if err != nil {
-			return fmt.Errorf("%s: read document %d: %w", name, doc, err)
+			return append(errs, fmt.Errorf("%s: read document %d: %w", name, doc, err))
 		}
-		if len(bytes.TrimSpace(stripComments(raw))) == 0 {
-			continue
-		}
-		where := fmt.Sprintf("%s (document %d)", name, doc)
-		js, err := yaml.YAMLToJSONStrict(raw)
-		if err != nil {
-			return fmt.Errorf("%s: %w", where, err)
-		}
-		if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
-			continue
-		}
-		var tm metav1.TypeMeta
-		if err := yaml.Unmarshal(js, &tm); err != nil {
-			return fmt.Errorf("%s: %w", where, err)
-		}
-		switch {
-		case tm.Kind == "APIConnector" || (tm.Kind == "" && tm.APIVersion == ""):
-			if tm.APIVersion != "" && tm.APIVersion != v1alpha1.GroupVersion.String() {
-				return fmt.Errorf("%s: apiVersion %q is not %s", where, tm.APIVersion, v1alpha1.GroupVersion)
+		if err := b.addDocument(Origin{File: name, Document: doc}, raw); err != nil {
+			errs = append(errs, &DocumentError{Origin: Origin{File: name, Document: doc}, Err: err})
+			if !all {
+				return errs
 			}
-			conn, err := decodeConnector(js)
-			if err != nil {
-				return fmt.Errorf("%s: %w", where, err)
-			}
-			b.Connectors = append(b.Connectors, conn)
-		case tm.Kind == "ConfigMap" && tm.APIVersion == "v1":
-			cm := &corev1.ConfigMap{}
-			if err := yaml.Unmarshal(js, cm); err != nil {
-				return fmt.Errorf("%s: %w", where, err)
-			}
-			b.ConfigMaps = append(b.ConfigMaps, cm)
 		}
 	}
+}
+
+func (b *Bundle) addDocument(origin Origin, raw []byte) error {
+	if len(bytes.TrimSpace(stripComments(raw))) == 0 {
+		return nil
+	}
+	js, err := yaml.YAMLToJSONStrict(raw)
+	if err != nil {
+		return err
+	}
+	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
+		return nil
+	}
+	var tm metav1.TypeMeta
+	if err := yaml.Unmarshal(js, &tm); err != nil {
+		return err
+	}
+	switch {
+	case tm.Kind == "APIConnector" || (tm.Kind == "" && tm.APIVersion == ""):
+		if tm.APIVersion != "" && tm.APIVersion != v1alpha1.GroupVersion.String() {
+			return fmt.Errorf("apiVersion %q is not %s", tm.APIVersion, v1alpha1.GroupVersion)
+		}
+		conn, err := decodeConnector(js)
+		if err != nil {
+			return err
+		}
+		b.Connectors = append(b.Connectors, conn)
+		b.Origins = append(b.Origins, origin)
+	case tm.Kind == "ConfigMap" && tm.APIVersion == "v1":
+		cm := &corev1.ConfigMap{}
+		if err := yaml.Unmarshal(js, cm); err != nil {
+			return err
+		}
+		b.ConfigMaps = append(b.ConfigMaps, cm)
+	}
+	return nil
 }
 
 // stripComments drops comment-only lines so a document of only comments counts as empty.
@@ -146,6 +195,14 @@ func SetDefaults(conn *v1alpha1.APIConnector) {
 	s := &conn.Spec
 	if s.FailurePolicy == "" {
 		s.FailurePolicy = v1alpha1.FailurePolicyFail
+	}
+	if s.Enforcement == "" {
+		s.Enforcement = v1alpha1.EnforcementEnforce
+	}
+	for i := range s.Rules {
+		if s.Rules[i].Enforcement == "" {
+			s.Rules[i].Enforcement = v1alpha1.EnforcementEnforce
+		}
 	}
 	for i := range s.Calls {
 		c := &s.Calls[i]
@@ -200,4 +257,69 @@ func orDefault(ns string) string {
 		return "default"
 	}
 	return ns
+}
+
+// Problem is one thing wrong with a connector of a bundle, located for a person fixing it.
+type Problem struct {
+	Origin
+	// Connector is namespace/name ("default/name" when the manifest has no namespace).
+	Connector string
+	// Path is the field path (spec.rules[2].when), Item the rule, call, event or list it is in
+	// (`rule "postal-code"`), both empty for a problem of the whole connector.
+	Path, Item string
+	Message    string
+}
+
+func (p Problem) String() string {
+	where := p.Origin.String() + ": APIConnector " + p.Connector + ": "
+	switch {
+	case p.Path != "" && p.Item != "":
+		where += p.Path + " (" + p.Item + "): "
+	case p.Path != "":
+		where += p.Path + ": "
+	}
+	return where + p.Message
+}
+
+// Compile compiles every connector of the bundle as the controller does (rules.Compile, lists
+// with a configMapRef resolved from the bundle's ConfigMaps) and returns every problem, and the
+// non-fatal warnings (Engine.Warnings) the controller reports in the RulesValid condition. Two
+// connectors of the same namespace and name are a problem too: one would replace the other.
+func (b *Bundle) Compile() (problems, warnings []Problem) {
+	seen := map[string]bool{}
+	for i, conn := range b.Connectors {
+		base := Problem{Connector: orDefault(conn.Namespace) + "/" + conn.Name}
+		if i < len(b.Origins) {
+			base.Origin = b.Origins[i]
+		}
+		if seen[base.Connector] {
+			p := base
+			p.Message = "another APIConnector of the same namespace and name comes earlier; applied, one replaces the other"
+			problems = append(problems, p)
+		}
+		seen[base.Connector] = true
+		eng, err := rules.Compile(conn, rules.Options{ResolveList: b.ListResolver(conn.Namespace)})
+		if err != nil {
+			var ce rules.CompileErrors
+			if !errors.As(err, &ce) {
+				p := base
+				p.Message = err.Error()
+				problems = append(problems, p)
+				continue
+			}
+			for _, fe := range ce {
+				p := base
+				p.Path, p.Item, p.Message = fe.Path, fe.Item, fe.Message
+				problems = append(problems, p)
+			}
+			continue
+		}
+		for _, w := range eng.Warnings() {
+			p := base
+			p.Message = w
+			warnings = append(warnings, p)
+		}
+		_ = eng.Close(context.Background())
+	}
+	return problems, warnings
 }

@@ -81,7 +81,24 @@ type Decision struct {
 	Failure string
 	// Nonce is echoed in the answer at OnPasswordSubmit (the decrypted context's nonce).
 	Nonce string
+	// Audits are the rules in Audit enforcement that matched or failed, in order; they did not
+	// change the answer. For a connector in Audit they also hold the rule that would have decided.
+	Audits []Audit
+	// Audited is, for a connector in Audit enforcement, the answer it would have given in Enforce
+	// (the answer itself is then Continue with no claims); nil otherwise.
+	Audited *Decision
 }
+
+// Audit is one audited rule: its name and what it would have answered.
+type Audit struct {
+	Rule string
+	// Outcome is the action the rule would have answered (ShowBlockPage, ValidationError), or
+	// AuditError when its expression failed.
+	Outcome string
+}
+
+// AuditError is the Audit outcome of a rule whose expression failed.
+const AuditError = "Error"
 
 // Evaluator decides the answer to a request. The rules engine implements it; the server calls it
 // within the connector's deadline. Evaluate applies the connector's failure policies itself and

@@ -122,6 +122,10 @@ func (o Options) withDefaults() Options {
 	if o.HTTPClient == nil {
 		o.HTTPClient = NewHTTPClient(o.EgressAllow)
 	}
+	// A copy, so the caller's client is left as it was: calls are recorded for the decision log.
+	client := *o.HTTPClient
+	client.Transport = recordCalls(client.Transport)
+	o.HTTPClient = &client
 	if o.Observer == nil {
 		o.Observer = NopObserver{}
 	}
@@ -160,6 +164,8 @@ type Engine struct {
 	failurePolicy   v1alpha1.FailurePolicy
 	failureMessage  string
 	timeout         time.Duration
+	// audit is spec.enforcement Audit: the answer is always Continue with no claims.
+	audit bool
 
 	lists  ref.Val
 	calls  []*compiledCall
@@ -193,6 +199,7 @@ type compiledRule struct {
 	message   string
 	msgExpr   *program
 	when      *program
+	audit     bool // enforcement Audit: recorded, never decides
 }
 
 type compiledClaim struct {
@@ -234,6 +241,7 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 		step:           s.Step,
 		failurePolicy:  orPolicy(s.FailurePolicy, v1alpha1.FailurePolicyFail),
 		failureMessage: s.FailureMessage,
+		audit:          s.Enforcement == v1alpha1.EnforcementAudit,
 		timeout:        s.Step.DefaultTimeout(),
 		opts:           opts,
 		failures:       &failureLog{logger: opts.Logger, interval: opts.FailureLogInterval, now: time.Now},
@@ -298,7 +306,7 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 
 	for i, r := range s.Rules {
 		p := fmt.Sprintf("spec.rules[%d]", i)
-		cr := &compiledRule{name: r.Name, when: cp.compile(cp.ruleEnv, p+".when", r.When, wantBool)}
+		cr := &compiledRule{name: r.Name, when: cp.compile(cp.ruleEnv, p+".when", r.When, wantBool), audit: r.Enforcement == v1alpha1.EnforcementAudit}
 		out, field := r.Block, "block"
 		cr.action = "ShowBlockPage"
 		switch {

@@ -247,10 +247,20 @@ func (e *Engine) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decis
 		defer cancel()
 	}
 	v := e.newVars(req)
-	d := e.decide(ctx, v, req.Extension)
+	var audits []entra.Audit
+	d := e.decide(ctx, v, req.Extension, &audits)
+	if e.audit {
+		// The connector is in Audit: record what it would have answered, change nothing and
+		// send no events (they would report a decision that was not applied).
+		if d.Rule != "" {
+			audits = append(audits, entra.Audit{Rule: d.Rule, Outcome: string(d.Action)})
+		}
+		return &entra.Decision{Action: entra.ActionContinue, Audits: audits, Audited: d}, nil
+	}
 	if len(e.events) > 0 {
 		d = e.emitEvents(ctx, v, req, d)
 	}
+	d.Audits = audits
 	return d, nil
 }
 
@@ -259,7 +269,9 @@ func (e *Engine) fail(reason string) *entra.Decision {
 	return &entra.Decision{Action: entra.ActionShowBlockPage, UserMessage: e.failureMessage, Failure: reason}
 }
 
-func (e *Engine) decide(ctx context.Context, v *vars, x *entra.Extension) *entra.Decision {
+// decide evaluates calls, rules and claims. Rules in Audit enforcement that match or fail are
+// appended to audits and evaluation goes on as if they had not matched.
+func (e *Engine) decide(ctx context.Context, v *vars, x *entra.Extension, audits *[]entra.Audit) *entra.Decision {
 	var failures []string
 	if len(e.calls) > 0 {
 		calls, d, ignored := e.runCalls(ctx, v)
@@ -272,6 +284,14 @@ func (e *Engine) decide(ctx context.Context, v *vars, x *entra.Extension) *entra
 
 	for _, r := range e.rules {
 		match, err := e.evalBool(ctx, r.when, v)
+		if r.audit && (err != nil || match) {
+			outcome := r.action
+			if err != nil {
+				outcome = entra.AuditError
+			}
+			*audits = append(*audits, entra.Audit{Rule: r.name, Outcome: outcome})
+			continue
+		}
 		if err != nil {
 			if d := e.expressionFailed(ctx, "rule", r.name, err, &failures); d != nil {
 				return d

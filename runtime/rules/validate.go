@@ -100,6 +100,7 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		c.add("spec.exposure.path", "path must start with /")
 	}
 	checkPolicy(c, "spec.failurePolicy", s.FailurePolicy)
+	checkEnforcement(c, "spec.enforcement", s.Enforcement)
 	if len(s.FailureMessage) > maxMessageLength {
 		c.add("spec.failureMessage", "must be at most %d characters", maxMessageLength)
 	}
@@ -145,6 +146,7 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		if r.When == "" {
 			c.add(p+".when", "must not be empty")
 		}
+		checkEnforcement(c, p+".enforcement", r.Enforcement)
 		outcomes := 0
 		for _, set := range []bool{r.Block != nil, r.ValidationError != nil, r.MigratePassword != nil, r.UpdatePassword != nil, r.Retry != nil} {
 			if set {
@@ -369,6 +371,14 @@ func checkPolicy(c *errs, path string, p v1alpha1.FailurePolicy) {
 	case "", v1alpha1.FailurePolicyFail, v1alpha1.FailurePolicyIgnore:
 	default:
 		c.add(path, "must be Fail or Ignore, got %q", p)
+	}
+}
+
+func checkEnforcement(c *errs, path string, e v1alpha1.Enforcement) {
+	switch e {
+	case "", v1alpha1.EnforcementEnforce, v1alpha1.EnforcementAudit:
+	default:
+		c.add(path, "must be Enforce or Audit, got %q", e)
 	}
 }
 

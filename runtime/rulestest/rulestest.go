@@ -17,6 +17,7 @@ import (
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
@@ -59,19 +60,96 @@ type Case struct {
 	// variable directly, with the nonce "test-nonce".
 	Credentials map[string]string `json:"credentials,omitempty"`
 	// Calls stubs the response of each call by name. A call that runs without a stub fails like
-	// an unreachable service.
+	// an unreachable service, and the case fails: nothing is sent to the network.
 	Calls  map[string]CallStub `json:"calls,omitempty"`
 	Expect Expect              `json:"expect"`
 }
 
-// CallStub is the stubbed response of a call.
+// CallStub is the stubbed response of a call: a response (status and body), a transport error,
+// or a timeout.
 type CallStub struct {
 	// Status defaults to 200.
 	Status int `json:"status,omitempty"`
 	// Body is returned JSON-encoded; a string is returned as is (to test bad JSON).
 	Body any `json:"body,omitempty"`
-	// Error makes the call fail at the transport level (timeout, connection refused).
+	// Error makes the call fail at the transport level (connection refused, reset).
 	Error string `json:"error,omitempty"`
+	// Timeout makes the call never answer: it fails when its timeout (or the connector's
+	// deadline) ends, as a service that hangs would.
+	Timeout bool `json:"timeout,omitempty"`
+}
+
+// validate checks that the stub is one thing.
+func (s CallStub) validate() error {
+	n := 0
+	for _, set := range []bool{s.Status != 0 || s.Body != nil, s.Error != "", s.Timeout} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		return errors.New("set either status and body, error, or timeout")
+	}
+	if s.Status != 0 && (s.Status < 100 || s.Status > 599) {
+		return fmt.Errorf("status %d is not an HTTP status", s.Status)
+	}
+	return nil
+}
+
+// ParseStub parses a call stub given on the command line as NAME=SPEC, SPEC being
+// STATUS[:BODY] (BODY a JSON document, or returned as it is when it is not JSON), timeout, or
+// error[:MESSAGE].
+func ParseStub(arg string) (string, CallStub, error) {
+	name, spec, ok := strings.Cut(arg, "=")
+	if !ok || name == "" || spec == "" {
+		return "", CallStub{}, fmt.Errorf("stub %q: want NAME=STATUS[:BODY], NAME=timeout or NAME=error[:MESSAGE]", arg)
+	}
+	var stub CallStub
+	head, rest, hasRest := strings.Cut(spec, ":")
+	switch head {
+	case "timeout":
+		if hasRest {
+			return "", CallStub{}, fmt.Errorf("stub %s: timeout takes nothing after it", name)
+		}
+		stub.Timeout = true
+	case "error":
+		stub.Error = "connection refused"
+		if rest != "" {
+			stub.Error = rest
+		}
+	default:
+		status, err := strconv.Atoi(head)
+		if err != nil {
+			return "", CallStub{}, fmt.Errorf("stub %s: %q is not a status, timeout or error", name, head)
+		}
+		stub.Status = status
+		if hasRest {
+			var body any
+			if json.Unmarshal([]byte(rest), &body) == nil {
+				stub.Body = body
+			} else {
+				stub.Body = rest
+			}
+		}
+	}
+	if err := stub.validate(); err != nil {
+		return "", CallStub{}, fmt.Errorf("stub %s: %w", name, err)
+	}
+	return name, stub, nil
+}
+
+// LoadStubs reads a YAML or JSON file mapping call names to stubs, as a case's calls field.
+func LoadStubs(path string) (map[string]CallStub, error) {
+	stubs := map[string]CallStub{}
+	if err := loadStrict(path, &stubs); err != nil {
+		return nil, err
+	}
+	for name, s := range stubs {
+		if err := s.validate(); err != nil {
+			return nil, fmt.Errorf("%s: stub %s: %w", path, name, err)
+		}
+	}
+	return stubs, nil
 }
 
 // Expect is the expected answer. Fields left out are not checked.
@@ -90,6 +168,10 @@ type Expect struct {
 	Events []string `json:"events,omitempty"`
 	// Failure, when present, must be a substring of Decision.Failure ("" means no failure).
 	Failure *string `json:"failure,omitempty"`
+	// AuditMatches, when present, are the names of the audited rules that matched, in
+	// evaluation order ([] means none): rules in Audit enforcement, and with the connector in
+	// Audit the rule that would have decided.
+	AuditMatches []string `json:"auditMatches,omitempty"`
 }
 
 // CapturedCall is an outbound call request as the engine built it.
@@ -112,6 +194,8 @@ type Outcome struct {
 	Decision *entra.Decision
 	Calls    []CapturedCall
 	Events   []CapturedEvent
+	// Unstubbed are the calls that ran without a stub (they failed like an unreachable service).
+	Unstubbed []string
 }
 
 // CaseResult is the result of one case.
@@ -126,30 +210,44 @@ type CaseResult struct {
 
 // LoadCases reads a test-case file strictly (unknown fields are errors).
 func LoadCases(path string) (*File, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	js, err := yaml.YAMLToJSONStrict(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
 	f := &File{}
-	strict, err := sigsjson.UnmarshalStrict(js, f)
-	if err == nil && len(strict) > 0 {
-		err = strict[0]
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+	if err := loadStrict(path, f); err != nil {
+		return nil, err
 	}
 	for i := range f.Cases {
 		// Decode claims the way the server does (numbers are float64).
 		c := &f.Cases[i]
+		var err error
 		if c.Claims, err = normalize(c.Claims); err != nil {
 			return nil, fmt.Errorf("%s: case %q: %w", path, c.Name, err)
 		}
+		for name, s := range c.Calls {
+			if err := s.validate(); err != nil {
+				return nil, fmt.Errorf("%s: case %q: call %s: %w", path, c.Name, name, err)
+			}
+		}
 	}
 	return f, nil
+}
+
+// loadStrict decodes a YAML or JSON file into out; unknown and duplicate fields are errors.
+func loadStrict(path string, out any) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	strict, err := sigsjson.UnmarshalStrict(js, out)
+	if err == nil && len(strict) > 0 {
+		err = strict[0]
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
 }
 
 func normalize[V any](m map[string]V) (map[string]any, error) {
@@ -165,18 +263,51 @@ func normalize[V any](m map[string]V) (map[string]any, error) {
 }
 
 // RunFile loads the manifests (APIConnectors and the ConfigMaps their lists use) and the case
-// file, and runs every case. The error is for files that cannot be read; failing cases are
-// reported in the results.
+// file, compiles every connector (those no case names too) and runs every case. The error is for
+// files that cannot be read, manifests without connectors, a case file without cases and
+// connectors that do not compile; failing cases are reported in the results.
 func RunFile(connectorPaths []string, casesPath string) ([]CaseResult, error) {
-	b, err := connfile.LoadFiles(connectorPaths...)
-	if err != nil {
-		return nil, err
-	}
-	f, err := LoadCases(casesPath)
+	b, f, err := Load(connectorPaths, casesPath)
 	if err != nil {
 		return nil, err
 	}
 	return Run(b, f), nil
+}
+
+// Load reads and checks what RunFile runs: the manifests hold at least one connector and every
+// connector compiles, the case file has at least one case.
+func Load(connectorPaths []string, casesPath string) (*connfile.Bundle, *File, error) {
+	b, err := connfile.LoadFiles(connectorPaths...)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(b.Connectors) == 0 {
+		return nil, nil, fmt.Errorf("no APIConnector in %s", strings.Join(connectorPaths, ", "))
+	}
+	f, err := LoadCases(casesPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(f.Cases) == 0 {
+		return nil, nil, fmt.Errorf("%s has no cases", casesPath)
+	}
+	if problems, _ := b.Compile(); len(problems) > 0 {
+		return nil, nil, ProblemsError(problems)
+	}
+	return b, f, nil
+}
+
+// ProblemsError lists compile problems, one per line.
+type ProblemsError []connfile.Problem
+
+func (e ProblemsError) Error() string {
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%d problem(s):", len(e))
+	for _, p := range e {
+		sb.WriteString("\n  ")
+		sb.WriteString(p.String())
+	}
+	return sb.String()
 }
 
 // Run runs the cases of f against the connectors of b.
@@ -213,6 +344,9 @@ func Run(b *connfile.Bundle, f *File) []CaseResult {
 			}
 			res.Outcome = out
 			res.Problems = check(c.Expect, out)
+			for _, name := range out.Unstubbed {
+				res.Problems = append(res.Problems, fmt.Sprintf("no stub for call %s in the test case: add calls.%s (a response, error or timeout); test cases never reach the network", name, name))
+			}
 		}
 		res.Passed = len(res.Problems) == 0
 		results = append(results, res)
@@ -275,7 +409,7 @@ func EvalRequest(conn *v1alpha1.APIConnector, resolve rules.ListResolver, req *e
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	sort.Slice(tr.events, func(i, j int) bool { return tr.events[i].Name < tr.events[j].Name })
-	return &Outcome{Decision: d, Calls: tr.calls, Events: tr.events}, nil
+	return &Outcome{Decision: d, Calls: tr.calls, Events: tr.events, Unstubbed: tr.unstubbed}, nil
 }
 
 func check(want Expect, out *Outcome) []string {
@@ -343,10 +477,27 @@ func check(want Expect, out *Outcome) []string {
 			p = append(p, fmt.Sprintf("events: got %v, want %v", got, exp))
 		}
 	}
+	if want.AuditMatches != nil {
+		got := auditMatches(d)
+		if !slices.Equal(got, want.AuditMatches) {
+			p = append(p, fmt.Sprintf("auditMatches: got %v, want %v", got, want.AuditMatches))
+		}
+	}
 	if d.Failure != "" && want.Failure == nil && d.Action == entra.ActionShowBlockPage && want.Action != entra.ActionShowBlockPage {
 		p = append(p, "failure: "+d.Failure)
 	}
 	return p
+}
+
+// auditMatches are the names of the audited rules that matched (not those that failed).
+func auditMatches(d *entra.Decision) []string {
+	out := []string{}
+	for _, a := range d.Audits {
+		if a.Outcome != entra.AuditError {
+			out = append(out, a.Rule)
+		}
+	}
+	return out
 }
 
 func jsonText(v any) string {
@@ -522,6 +673,9 @@ func PrintTable(w io.Writer, results []CaseResult) error {
 			case len(d.Claims)+len(d.ClaimValues) > 0:
 				detail = fmt.Sprintf("%d claims", len(d.Claims)+len(d.ClaimValues))
 			}
+			if a := auditDetail(d); a != "" {
+				detail = strings.TrimPrefix(detail+"; "+a, "; ")
+			}
 		}
 		if !r.Passed {
 			result = "FAIL"
@@ -534,12 +688,34 @@ func PrintTable(w io.Writer, results []CaseResult) error {
 	return tw.Flush()
 }
 
+// auditDetail describes what audited rules found, for the table: "audit: r1 (ShowBlockPage),
+// r2 (Error)", and with the connector in Audit what it would have answered.
+func auditDetail(d *entra.Decision) string {
+	var parts []string
+	for _, a := range d.Audits {
+		parts = append(parts, fmt.Sprintf("%s (%s)", a.Rule, a.Outcome))
+	}
+	out := ""
+	if len(parts) > 0 {
+		out = "audit: " + strings.Join(parts, ", ")
+	}
+	if a := d.Audited; a != nil {
+		would := "connector in Audit, would answer " + string(a.Action)
+		if a.Failure != "" {
+			would += " (failure: " + a.Failure + ")"
+		}
+		out = strings.TrimPrefix(out+"; "+would, "; ")
+	}
+	return out
+}
+
 // stubTransport answers calls from stubs by call name and captures events.
 type stubTransport struct {
-	stubs  map[string]CallStub
-	mu     sync.Mutex
-	calls  []CapturedCall
-	events []CapturedEvent
+	stubs     map[string]CallStub
+	mu        sync.Mutex
+	calls     []CapturedCall
+	events    []CapturedEvent
+	unstubbed []string
 }
 
 func (t *stubTransport) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -568,10 +744,20 @@ func (t *stubTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.calls = append(t.calls, CapturedCall{Name: target.Name, Method: req.Method, URL: req.URL.String(), Header: req.Header.Clone(), Body: string(body)})
 	stub, ok := t.stubs[target.Name]
 	if !ok {
-		return nil, fmt.Errorf("no stub for call %s in the test case", target.Name)
+		if !slices.Contains(t.unstubbed, target.Name) {
+			t.unstubbed = append(t.unstubbed, target.Name)
+		}
+		return nil, fmt.Errorf("no stub for call %s", target.Name)
 	}
 	if stub.Error != "" {
 		return nil, fmt.Errorf("%s", stub.Error)
+	}
+	if stub.Timeout {
+		// A service that never answers: the call's own timeout (or the deadline) ends it.
+		t.mu.Unlock()
+		<-req.Context().Done()
+		t.mu.Lock()
+		return nil, req.Context().Err()
 	}
 	status := stub.Status
 	if status == 0 {

@@ -31,9 +31,16 @@ func TestSamples(t *testing.T) {
 			if _, err := os.Stat(cases); err != nil {
 				t.Fatalf("every sample needs a case file: %v", err)
 			}
-			results, err := RunFile([]string{sample}, cases)
+			b, f, err := Load([]string{sample}, cases)
 			if err != nil {
 				t.Fatal(err)
+			}
+			results := Run(b, f)
+			// Every rule and claim of a sample is exercised by a case.
+			if items := Coverage(b, results); CoveragePercent(items) < 100 {
+				var buf bytes.Buffer
+				PrintCoverage(&buf, items)
+				t.Errorf("not every rule and claim is covered:\n%s", buf.String())
 			}
 			if len(results) == 0 {
 				t.Fatal("no cases")

@@ -17,6 +17,7 @@ import (
 
 	"github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/entra"
+	"github.com/apiconnector/operator/runtime/rules"
 )
 
 // BadRequestMessage is the userMessage of answers to requests that could not be processed.
@@ -55,6 +56,12 @@ type outcome struct {
 	rule   string
 	reason string // why a request was refused or failed over to the policy
 	claims []byte // returned claims (Continue), logged only with LogClaims
+	// Filled when the request was evaluated:
+	evaluated bool
+	eval      time.Duration
+	audits    []entra.Audit
+	audited   *entra.Decision // what a connector in Audit would have answered
+	calls     []rules.CallRecord
 }
 
 // Who decided an answer: the source label of apiconnector_requests_total.
@@ -62,6 +69,7 @@ const (
 	sourceRule    = "rule"    // a rule matched
 	sourceDefault = "default" // no rule matched: Continue, with the claims
 	sourcePolicy  = "policy"  // the failure policy answered: an expression, call or the evaluator failed
+	sourceAudit   = "audit"   // the connector is in Audit: Continue whatever it would have answered
 	sourceRefused = "refused" // refused before evaluation (authentication, method, body)
 )
 
@@ -84,17 +92,52 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	if o.code >= 400 && o.action != string(entra.ActionValidationError) {
 		level = slog.LevelWarn
 	}
-	var buf [9]slog.Attr // the most this line has; LogAttrs copies them, so they stay on the stack
-	attrs := append(buf[:0], slog.String("request_id", id), slog.String("step", string(cfg.step)),
-		slog.String("action", o.action), slog.Int("code", o.code),
-		slog.Float64("latency_ms", float64(elapsed.Microseconds())/1000))
+	var buf [16]slog.Attr // the most this line has; LogAttrs copies them, so they stay on the stack
+	s.log.LogAttrs(r.Context(), level, "request", decisionLog(buf[:0], cfg, id, o, elapsed, s.opts.LogClaims, req)...)
+}
+
+// auditEntry is an entra.Audit as the decision log writes it.
+type auditEntry struct {
+	Rule    string `json:"rule"`
+	Outcome string `json:"outcome"`
+}
+
+// decisionLog appends to attrs the attributes of a request's single log line, the audit trail of
+// its decision (docs/runtime.md lists them). Claim values only with logClaims.
+func decisionLog(attrs []slog.Attr, cfg *config, id string, o outcome, elapsed time.Duration, logClaims bool, req *entra.Request) []slog.Attr {
+	attrs = append(attrs, slog.String("request_id", id), slog.String("connector", cfg.name),
+		slog.String("step", string(cfg.step)), slog.String("action", o.action), slog.Int("code", o.code),
+		slog.String("source", o.source), slog.Float64("latency_ms", ms(elapsed)))
+	if o.evaluated {
+		attrs = append(attrs, slog.Float64("eval_ms", ms(o.eval)))
+	}
 	if o.rule != "" {
 		attrs = append(attrs, slog.String("rule", o.rule))
 	}
 	if o.reason != "" {
 		attrs = append(attrs, slog.String("reason", o.reason))
 	}
-	if s.opts.LogClaims {
+	if len(o.audits) > 0 {
+		audits := make([]auditEntry, len(o.audits))
+		for i, a := range o.audits {
+			audits[i] = auditEntry(a)
+		}
+		attrs = append(attrs, slog.Any("audit", audits))
+	}
+	if a := o.audited; a != nil {
+		// Never the user message: a messageExpression may quote claims.
+		attrs = append(attrs, slog.String("audit_action", string(a.Action)))
+		if a.Rule != "" {
+			attrs = append(attrs, slog.String("audit_rule", a.Rule))
+		}
+		if a.Failure != "" {
+			attrs = append(attrs, slog.String("audit_failure", a.Failure))
+		}
+	}
+	if len(o.calls) > 0 {
+		attrs = append(attrs, slog.Any("calls", o.calls))
+	}
+	if logClaims {
 		if req != nil {
 			attrs = append(attrs, slog.String("claims", string(req.Canonical())))
 		}
@@ -102,8 +145,10 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 			attrs = append(attrs, slog.String("returned_claims", string(o.claims)))
 		}
 	}
-	s.log.LogAttrs(r.Context(), level, "request", attrs...)
+	return attrs
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // requestLog writes the other lines of a request with its request_id and step first, as a
 // logger made by slog.Logger.With would, without building one for every request.
@@ -163,17 +208,26 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 	}
 
 	var d *entra.Decision
+	trail := &rules.CallTrail{}
+	evalStart := time.Now()
 	failure := s.openPasswordContext(cfg, req, start, log)
-	if failure == "" {
-		d, failure = s.evaluate(ctx, cfg, req, log)
+	evaluated := failure == ""
+	if evaluated {
+		d, failure = s.evaluate(rules.WithCallTrail(ctx, trail), cfg, req, log)
 	}
-	o := outcome{reason: failure, source: sourceDefault}
+	o := outcome{reason: failure, source: sourceDefault, evaluated: evaluated, eval: time.Since(evalStart), calls: trail.Records()}
 	if failure != "" {
 		s.metrics.policyFailures.WithLabelValues(string(cfg.policy), failure).Inc()
 		d = policyDecision(cfg)
 		o.source = sourcePolicy
 	} else {
-		o.rule = d.Rule
+		o.rule, o.audits, o.audited = d.Rule, d.Audits, d.Audited
+		for _, a := range d.Audits {
+			s.metrics.ruleAudits.WithLabelValues(a.Rule, a.Outcome).Inc()
+		}
+		if d.Audited != nil {
+			o.source = sourceAudit
+		}
 		if d.Rule != "" {
 			s.metrics.ruleHits.WithLabelValues(d.Rule).Inc()
 			o.source = sourceRule
@@ -287,10 +341,7 @@ func (s *Server) evaluate(ctx context.Context, cfg *config, req *entra.Request, 
 // decision, and a ValidationError at a step that does not allow it becomes ShowBlockPage. The eval
 // command uses it to print what Entra would receive.
 func Finalize(conn *v1alpha1.APIConnector, d *entra.Decision, err error) *entra.Decision {
-	cfg := &config{step: conn.Spec.Step, policy: conn.Spec.FailurePolicy, failureMessage: conn.Spec.FailureMessage}
-	if cfg.policy == "" {
-		cfg.policy = v1alpha1.FailurePolicyFail
-	}
+	cfg := &config{step: conn.Spec.Step, policy: conn.Spec.AnswerPolicy(), failureMessage: conn.Spec.FailureMessage}
 	if cfg.failureMessage == "" {
 		cfg.failureMessage = v1alpha1.DefaultFailureMessage
 	}

@@ -14,6 +14,7 @@ type Metrics struct {
 	duration        *prometheus.HistogramVec
 	authFailures    *prometheus.CounterVec
 	ruleHits        *prometheus.CounterVec
+	ruleAudits      *prometheus.CounterVec
 	evalDuration    prometheus.Histogram
 	callDuration    *prometheus.HistogramVec
 	callFailures    *prometheus.CounterVec
@@ -36,7 +37,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "apiconnector_requests_total",
-			Help: "Connector requests answered, by step, action (Continue, ShowBlockPage, ValidationError; at OnPasswordSubmit MigratePassword, UpdatePassword, Retry, Block; or BadRequest/Unauthorized/MethodNotAllowed/UnsupportedMediaType/TooLarge), HTTP code and source: rule (a rule decided), default (no rule matched), policy (the failure policy answered because an expression, a call or the evaluator failed), refused (not evaluated).",
+			Help: "Connector requests answered, by step, action (Continue, ShowBlockPage, ValidationError; at OnPasswordSubmit MigratePassword, UpdatePassword, Retry, Block; or BadRequest/Unauthorized/MethodNotAllowed/UnsupportedMediaType/TooLarge), HTTP code and source: rule (a rule decided), default (no rule matched), policy (the failure policy answered because an expression, a call or the evaluator failed), refused (not evaluated), audit (the connector is in Audit enforcement and answered Continue whatever it would have decided).",
 		}, []string{"step", "action", "code", "source"}),
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "apiconnector_request_duration_seconds",
@@ -51,6 +52,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "apiconnector_rule_hits_total",
 			Help: "Decisions made by a rule, by rule name.",
 		}, []string{"rule"}),
+		ruleAudits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_rule_audit_total",
+			Help: "Rules in Audit enforcement that matched (outcome: the action they would have answered, ShowBlockPage or ValidationError) or whose expression failed (outcome Error), by rule name; with the connector in Audit, also the rule that would have decided. They did not change the answer.",
+		}, []string{"rule", "outcome"}),
 		evalDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "apiconnector_evaluation_duration_seconds",
 			Help:    "Time the evaluator (calls, rules, claims, sync events) took for one request.",
@@ -98,7 +103,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Help: "OnPasswordSubmit requests whose encryptedPasswordContext could not be used, by reason (malformed, no_key, decrypt, payload, replay); the failure policy answered Block (Fail) or Retry (Ignore).",
 		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{m.passwordContext, m.requests, m.duration, m.authFailures, m.ruleHits, m.evalDuration,
+	for _, c := range []prometheus.Collector{m.passwordContext, m.requests, m.duration, m.authFailures, m.ruleHits, m.ruleAudits, m.evalDuration,
 		m.callDuration, m.callFailures, m.reloads, m.policyFailures, m.badRequests, m.inflight, m.downgradedTotal,
 		m.events, m.exprErrors} {
 		if err := reg.Register(c); err != nil {

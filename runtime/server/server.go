@@ -88,6 +88,7 @@ type Options struct {
 // config is one loaded connector; it is swapped whole on reload so a request sees one version.
 type config struct {
 	conn           *v1alpha1.APIConnector
+	name           string // namespace/name, for the log
 	ev             entra.Evaluator
 	step           v1alpha1.Step
 	auth           authConfig
@@ -193,14 +194,11 @@ func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev
 		}
 	}
 	cfg := &config{
-		conn: conn, ev: ev, step: spec.Step, auth: auth, timeout: spec.Step.DefaultTimeout(),
-		policy: spec.FailurePolicy, failureMessage: spec.FailureMessage,
+		conn: conn, name: conn.Namespace + "/" + conn.Name, ev: ev, step: spec.Step, auth: auth, timeout: spec.Step.DefaultTimeout(),
+		policy: spec.AnswerPolicy(), failureMessage: spec.FailureMessage,
 	}
 	if spec.Timeout != nil && spec.Timeout.Duration > 0 {
 		cfg.timeout = spec.Timeout.Duration
-	}
-	if cfg.policy == "" {
-		cfg.policy = v1alpha1.FailurePolicyFail // the CRD default; fail closed when absent
 	}
 	if cfg.failureMessage == "" {
 		cfg.failureMessage = v1alpha1.DefaultFailureMessage

@@ -40,8 +40,9 @@ const usage = `apiconnector-runtime serves an Entra ID API connector declared as
 
 Usage:
   apiconnector-runtime serve --connector FILE --secrets-dir DIR [flags]
-  apiconnector-runtime test --cases FILE MANIFEST...
-  apiconnector-runtime eval --connector FILE --claims FILE
+  apiconnector-runtime test --cases FILE [--coverage] MANIFEST...
+  apiconnector-runtime lint MANIFEST...
+  apiconnector-runtime eval --connector FILE --claims FILE [--stub NAME=SPEC]...
   apiconnector-runtime version
   apiconnector-runtime help [COMMAND]
 
@@ -62,6 +63,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return serve(ctx, rest, stdout, stderr)
 	case "test":
 		return test(rest, stdout, stderr)
+	case "lint":
+		return lint(rest, stdout, stderr)
 	case "eval":
 		return eval(ctx, rest, stdout, stderr)
 	case "version", "--version":
@@ -95,6 +98,8 @@ func flagSet(cmd string, w io.Writer) *flag.FlagSet {
 	case "eval":
 		fs, _ := evalFlags(w)
 		return fs
+	case "lint":
+		return lintFlags(w)
 	}
 	return nil
 }
@@ -242,45 +247,124 @@ func loader(opts rules.Options) server.LoadFunc {
 
 // --- test ---
 
-func testFlags(w io.Writer) (*flag.FlagSet, *string) {
+type testConfig struct {
+	cases       string
+	coverage    bool
+	minCoverage float64
+}
+
+func testFlags(w io.Writer) (*flag.FlagSet, *testConfig) {
+	c := &testConfig{}
 	fs := flag.NewFlagSet("test", flag.ContinueOnError)
 	fs.SetOutput(w)
-	cases := fs.String("cases", "", "test-case file (required)")
+	fs.StringVar(&c.cases, "cases", "", "test-case file (required)")
+	fs.BoolVar(&c.coverage, "coverage", false, "list every rule and claim with the cases that matched it (rules) or returned it (claims), and those no case did")
+	fs.Float64Var(&c.minCoverage, "min-coverage", 0, "fail when fewer than this percentage (0-100) of the rules and claims are exercised by a case")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime test --cases FILE MANIFEST...\n\nRuns the cases against the APIConnectors (and ConfigMaps) in the manifests. Exit 1 when a case fails.")
+		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime test --cases FILE [--coverage] [--min-coverage N] MANIFEST...\n\nRuns the cases against the APIConnectors (and ConfigMaps) in the manifests. Exit 1 when a case fails, a connector does not compile or the coverage is below --min-coverage.")
 		fs.PrintDefaults()
 	}
-	return fs, cases
+	return fs, c
 }
 
 func test(args []string, stdout, stderr io.Writer) int {
-	fs, cases := testFlags(stderr)
+	fs, c := testFlags(stderr)
 	if code, done := parse(fs, args); done {
 		return code
 	}
-	if *cases == "" || fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "test: --cases and at least one manifest are required")
+	if c.cases == "" || fs.NArg() == 0 || c.minCoverage < 0 || c.minCoverage > 100 {
+		fmt.Fprintln(stderr, "test: --cases and at least one manifest are required; --min-coverage is a percentage from 0 to 100")
 		fs.Usage()
 		return exitUsage
 	}
-	results, err := rulestest.RunFile(fs.Args(), *cases)
+	b, f, err := rulestest.Load(fs.Args(), c.cases)
 	if err != nil {
 		fmt.Fprintf(stderr, "test: %v\n", err)
 		return exitFailure
 	}
+	results := rulestest.Run(b, f)
 	if err := rulestest.PrintTable(stdout, results); err != nil {
 		fmt.Fprintf(stderr, "test: %v\n", err)
 		return exitFailure
 	}
+	code := exitOK
 	if !rulestest.Passed(results) {
+		code = exitFailure
+	}
+	if c.coverage || c.minCoverage > 0 {
+		items := rulestest.Coverage(b, results)
+		if c.coverage {
+			fmt.Fprintln(stdout)
+			if err := rulestest.PrintCoverage(stdout, items); err != nil {
+				fmt.Fprintf(stderr, "test: %v\n", err)
+				return exitFailure
+			}
+		}
+		if pct := rulestest.CoveragePercent(items); pct < c.minCoverage {
+			fmt.Fprintf(stderr, "test: coverage %.1f%% is below --min-coverage %g%% (see --coverage for the rules and claims no case exercises)\n", pct, c.minCoverage)
+			code = exitFailure
+		}
+	}
+	return code
+}
+
+// --- lint ---
+
+func lintFlags(w io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("lint", flag.ContinueOnError)
+	fs.SetOutput(w)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), `Usage: apiconnector-runtime lint MANIFEST...
+
+Compiles every APIConnector of the manifests as the operator does (lists with a configMapRef
+resolved from ConfigMaps in the manifests) and prints every problem with its file, document,
+connector, field path and rule. Documents of other kinds are skipped. Exit 1 on any problem.`)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func lint(args []string, stdout, stderr io.Writer) int {
+	fs := lintFlags(stderr)
+	if code, done := parse(fs, args); done {
+		return code
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(stderr, "lint: at least one manifest is required")
+		fs.Usage()
+		return exitUsage
+	}
+	b, errs := connfile.LoadAll(fs.Args()...)
+	problems, warnings := b.Compile()
+	for _, w := range warnings {
+		fmt.Fprintf(stdout, "warning: %s\n", w)
+	}
+	for _, err := range errs {
+		fmt.Fprintln(stdout, err)
+	}
+	for _, p := range problems {
+		fmt.Fprintln(stdout, p)
+	}
+	n := len(errs) + len(problems)
+	switch {
+	case n > 0:
+		fmt.Fprintf(stderr, "lint: %d problem(s) in %d file(s)\n", n, fs.NArg())
+		return exitFailure
+	case len(b.Connectors) == 0:
+		fmt.Fprintf(stderr, "lint: no APIConnector in %s\n", strings.Join(fs.Args(), ", "))
 		return exitFailure
 	}
+	fmt.Fprintf(stdout, "lint: %d APIConnector(s) in %d file(s) compile, %d warning(s)\n", len(b.Connectors), fs.NArg(), len(warnings))
 	return exitOK
 }
 
 // --- eval ---
 
-type evalConfig struct{ connector, claims, outboundSecretsDir string }
+type evalConfig struct {
+	connector, claims, outboundSecretsDir, stubFile string
+	stubs                                           map[string]rulestest.CallStub
+	offline                                         bool
+}
 
 func evalFlags(w io.Writer) (*flag.FlagSet, *evalConfig) {
 	c := &evalConfig{}
@@ -289,8 +373,18 @@ func evalFlags(w io.Writer) (*flag.FlagSet, *evalConfig) {
 	fs.StringVar(&c.connector, "connector", "", "APIConnector file (required)")
 	fs.StringVar(&c.claims, "claims", "", "request body as Entra would send it, a JSON object (required; - reads stdin); the extension envelope at On... steps")
 	fs.StringVar(&c.outboundSecretsDir, "outbound-secrets-dir", "", "directory with outbound credentials at calls/<name>/ and events/<name>/, and the Secret keys of secretHeaders and secretQueryParams at secret-keys/<Secret>/<key>")
+	c.stubs = map[string]rulestest.CallStub{}
+	fs.Func("stub", "answer a call from a stub instead of the network: NAME=STATUS[:BODY] (BODY JSON), NAME=timeout or NAME=error[:MESSAGE]; repeat for several calls; implies --offline", func(v string) error {
+		name, stub, err := rulestest.ParseStub(v)
+		if err == nil {
+			c.stubs[name] = stub
+		}
+		return err
+	})
+	fs.StringVar(&c.stubFile, "stub-file", "", "YAML or JSON file mapping call names to stubs, as a test case's calls field; implies --offline (--stub wins for the same call)")
+	fs.BoolVar(&c.offline, "offline", false, "send nothing: calls are answered by the stubs (a call without one fails like an unreachable service) and events are listed instead of sent")
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime eval --connector FILE --claims FILE\n\nPrints the HTTP status and body Entra would receive. Calls and events are really sent.")
+		fmt.Fprintln(fs.Output(), "Usage: apiconnector-runtime eval --connector FILE --claims FILE [--stub NAME=SPEC]... [--stub-file FILE] [--offline]\n\nPrints the HTTP status and body Entra would receive. Calls and events are really sent, unless stubs or --offline are given.")
 		fs.PrintDefaults()
 	}
 	return fs, c
@@ -317,6 +411,21 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "eval: %v\n", err)
 		return exitFailure
 	}
+	if c.stubFile != "" {
+		fromFile, err := rulestest.LoadStubs(c.stubFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "eval: %v\n", err)
+			return exitFailure
+		}
+		for name, stub := range fromFile {
+			if _, set := c.stubs[name]; !set {
+				c.stubs[name] = stub
+			}
+		}
+	}
+	if c.offline || len(c.stubs) > 0 {
+		return evalOffline(ctx, c, body, stdout, stderr)
+	}
 	opts := rules.Options{Logger: slog.New(slog.NewTextHandler(stderr, nil)), ErrorDetail: true}
 	if c.outboundSecretsDir != "" {
 		opts.Secrets, opts.SecretKeys = rules.DirSecrets(c.outboundSecretsDir), rules.DirSecretKeys(c.outboundSecretsDir)
@@ -328,9 +437,7 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	status, out, d := evaluate(ctx, conn, ev, body, stderr)
 	fmt.Fprintf(stdout, "HTTP %d\n%s\n", status, out)
-	if d != nil && (d.Rule != "" || d.Failure != "") {
-		fmt.Fprintf(stderr, "rule=%q failure=%q\n", d.Rule, d.Failure)
-	}
+	printDecision(stderr, d)
 	if eng, ok := ev.(*rules.Engine); ok {
 		closeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
@@ -339,6 +446,71 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	return exitOK
+}
+
+// evalOffline is eval with calls answered by stubs and events captured: nothing is sent.
+func evalOffline(ctx context.Context, c *evalConfig, body []byte, stdout, stderr io.Writer) int {
+	b, err := connfile.LoadFiles(c.connector)
+	if err == nil && len(b.Connectors) != 1 {
+		err = fmt.Errorf("%s: want exactly one APIConnector, found %d", c.connector, len(b.Connectors))
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "eval: %v\n", err)
+		return exitFailure
+	}
+	conn := b.Connectors[0]
+	if problems, _ := b.Compile(); len(problems) > 0 {
+		fmt.Fprintf(stderr, "eval: %v\n", rulestest.ProblemsError(problems))
+		return exitFailure
+	}
+	var outcome *rulestest.Outcome
+	ev := evaluatorFunc(func(_ context.Context, req *entra.Request) (*entra.Decision, error) {
+		var err error
+		outcome, err = rulestest.EvalRequest(conn, b.ListResolver(conn.Namespace), req, c.stubs)
+		if err != nil {
+			return nil, err
+		}
+		return outcome.Decision, nil
+	})
+	status, out, d := evaluate(ctx, conn, ev, body, stderr)
+	fmt.Fprintf(stdout, "HTTP %d\n%s\n", status, out)
+	printDecision(stderr, d)
+	if outcome != nil {
+		for _, call := range outcome.Calls {
+			if _, stubbed := c.stubs[call.Name]; stubbed {
+				fmt.Fprintf(stderr, "call %s: %s %s (stubbed)\n", call.Name, call.Method, call.URL)
+			}
+		}
+		for _, name := range outcome.Unstubbed {
+			fmt.Fprintf(stderr, "call %s had no stub and failed like an unreachable service; give one with --stub %s=200:{...}\n", name, name)
+		}
+		for _, ev := range outcome.Events {
+			fmt.Fprintf(stderr, "event %s: not sent (offline)\n", ev.Name)
+		}
+	}
+	return exitOK
+}
+
+type evaluatorFunc func(context.Context, *entra.Request) (*entra.Decision, error)
+
+func (f evaluatorFunc) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decision, error) {
+	return f(ctx, req)
+}
+
+// printDecision reports the deciding rule, the failure and what audited rules found, to stderr.
+func printDecision(w io.Writer, d *entra.Decision) {
+	if d == nil {
+		return
+	}
+	if d.Rule != "" || d.Failure != "" {
+		fmt.Fprintf(w, "rule=%q failure=%q\n", d.Rule, d.Failure)
+	}
+	for _, a := range d.Audits {
+		fmt.Fprintf(w, "audit: rule %s would answer %s\n", a.Rule, a.Outcome)
+	}
+	if a := d.Audited; a != nil {
+		fmt.Fprintf(w, "audit: the connector is in Audit; in Enforce it would answer %s (rule=%q failure=%q)\n", a.Action, a.Rule, a.Failure)
+	}
 }
 
 // evaluate answers body the way the server would, minus authentication and HTTP checks.
@@ -361,7 +533,15 @@ func evaluate(ctx context.Context, conn *v1alpha1.APIConnector, ev entra.Evaluat
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	d, err := ev.Evaluate(ctx, req)
+	trail := &rules.CallTrail{}
+	d, err := ev.Evaluate(rules.WithCallTrail(ctx, trail), req)
+	for _, r := range trail.Records() {
+		outcome := fmt.Sprintf("status %d", r.Status)
+		if r.Error != "" {
+			outcome = r.Error
+		}
+		fmt.Fprintf(stderr, "call %s: %s in %.1f ms\n", r.Name, outcome, r.DurationMS)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "eval: evaluation failed, the failure policy answers: %v\n", err)
 	}

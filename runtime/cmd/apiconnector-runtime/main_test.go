@@ -299,6 +299,9 @@ spec:
 	if code != 0 || !strings.Contains(out, "ShowBlockPage") || !strings.Contains(errOut, want) || strings.Contains(out+errOut, "canary") {
 		t.Errorf("with --outbound-secrets-dir: code %d\n%s\n%s\nwant stderr to contain %q", code, out, errOut, want)
 	}
+	if !strings.Contains(errOut, "call approve: error in ") {
+		t.Errorf("the call's outcome is not reported:\n%s", errOut)
+	}
 
 	cases := filepath.Join(dir, "cases.yaml")
 	os.WriteFile(cases, []byte("cases:\n- name: approved\n  calls: {approve: {body: {approved: true}}}\n  expect: {action: Continue}\n"+
