@@ -142,6 +142,8 @@ func notRun() map[string]any { return map[string]any{"status": int64(0), "body":
 func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decision, []string) {
 	results := make([]callResult, len(e.calls))
 	ran := make([]bool, len(e.calls))
+	callCtx, cancel := callsContext(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	for i, c := range e.calls {
 		run, err := e.evalBool(ctx, c.when, v)
@@ -163,7 +165,7 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			status, body, err := e.doCall(ctx, c, payload)
+			status, body, err := e.doCall(callCtx, c, payload)
 			e.opts.Observer.CallDone(c.spec.Name, time.Since(start), err)
 			results[i] = callResult{status: status, body: body, err: err}
 		}()
@@ -194,6 +196,17 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 		out[c.spec.Name] = map[string]any{"status": int64(r.status), "body": body}
 	}
 	return types.NewStringInterfaceMap(types.DefaultTypeAdapter, out), nil, ignored
+}
+
+// callsContext ends the calls v1alpha1.AnswerMargin before ctx's deadline (half of the time left
+// when that is shorter), so that when a call hangs the rules reading its result, the claims and the
+// sync events still run within the deadline.
+func callsContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, dl.Add(-min(v1alpha1.AnswerMargin, time.Until(dl)/2)))
 }
 
 // callPayload is the body expression's value as plain Go data. Without one, a POST, PUT or PATCH

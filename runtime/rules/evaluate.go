@@ -216,11 +216,12 @@ func (e *Engine) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decis
 	if req == nil {
 		return nil, errors.New("nil request")
 	}
-	// The server already bounds the request by the same timeout; a second timer only when the
-	// caller's deadline is later (or absent, as for the test and eval commands).
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > e.timeout {
+	// The server already bounds the request by the same work timeout (the budget minus
+	// v1alpha1.AnswerMargin); a second timer only when the caller's deadline is later (or absent,
+	// as for the test and eval commands).
+	if work := e.step.WorkTimeout(e.timeout); !hasDeadlineWithin(ctx, work) {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		ctx, cancel = context.WithTimeout(ctx, work)
 		defer cancel()
 	}
 	v := e.newVars(req)
@@ -229,6 +230,11 @@ func (e *Engine) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decis
 		d = e.emitEvents(ctx, v, req, d)
 	}
 	return d, nil
+}
+
+func hasDeadlineWithin(ctx context.Context, d time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) <= d
 }
 
 // fail is the fail-closed answer.
