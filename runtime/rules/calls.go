@@ -165,7 +165,8 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 		go func() {
 			defer wg.Done()
 			start := time.Now()
-			status, body, err := e.doCall(callCtx, c, payload)
+			key := IdempotencyKey(e.namespace, e.name, v.step, c.spec.Name, v.req.Canonical())
+			status, body, err := e.doCall(callCtx, c, payload, key)
 			e.opts.Observer.CallDone(c.spec.Name, time.Since(start), err)
 			results[i] = callResult{status: status, body: body, err: err}
 		}()
@@ -241,10 +242,10 @@ func toJSON(v ref.Val) (any, error) {
 	return pv.(*structpb.Value).AsInterface(), nil
 }
 
-// doCall sends one call. A GET carries the payload's top-level entries as query parameters;
+// doCall sends one call with the request's Idempotency-Key. A GET carries the payload's top-level entries as query parameters;
 // other methods send it as a JSON body. Any response outside 2xx, a transport error, a timeout
 // or a body that is not JSON is an error; status and a parsable body are still returned.
-func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any) (int, any, error) {
+func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any, idempotencyKey string) (int, any, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, targetKey{}, Target{Kind: SecretKindCall, Name: c.spec.Name})
@@ -267,6 +268,7 @@ func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any) (int,
 	if err != nil {
 		return 0, nil, err
 	}
+	req.Header.Set("Idempotency-Key", idempotencyKey) // before headers, so a static one wins
 	for k, val := range c.spec.Headers {
 		req.Header.Set(k, val)
 	}

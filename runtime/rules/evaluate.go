@@ -29,6 +29,8 @@ type vars struct {
 	// rawClaims are the request's claims as sent (without extension aliases), the default body
 	// of a call.
 	rawClaims map[string]any
+	// req is the request, whose canonical form keys the calls' Idempotency-Key.
+	req *entra.Request
 }
 
 func (v *vars) ResolveName(name string) (any, bool) {
@@ -92,6 +94,7 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 		calls:     emptyMap,
 		step:      step,
 		rawClaims: req.Claims,
+		req:       req,
 	}
 }
 
