@@ -166,9 +166,9 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 			defer wg.Done()
 			start := time.Now()
 			key := IdempotencyKey(e.namespace, e.name, v.step, c.spec.Name, v.req.Canonical())
-			status, body, err := e.doCall(callCtx, c, payload, key)
+			r, err := e.sendCall(callCtx, c, payload, key)
 			e.opts.Observer.CallDone(c.spec.Name, time.Since(start), err)
-			results[i] = callResult{status: status, body: body, err: err}
+			results[i] = callResult{status: r.status, body: r.body, err: err}
 		}()
 	}
 	wg.Wait()
@@ -245,14 +245,14 @@ func toJSON(v ref.Val) (any, error) {
 // doCall sends one call with the request's Idempotency-Key. A GET carries the payload's top-level entries as query parameters;
 // other methods send it as a JSON body. Any response outside 2xx, a transport error, a timeout
 // or a body that is not JSON is an error; status and a parsable body are still returned.
-func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any, idempotencyKey string) (int, any, error) {
+func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any, idempotencyKey string) (callResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, targetKey{}, Target{Kind: SecretKindCall, Name: c.spec.Name})
 
 	u, err := url.Parse(c.spec.URL)
 	if err != nil {
-		return 0, nil, fmt.Errorf("parse url: %w", err)
+		return callResponse{}, fmt.Errorf("parse url: %w", err)
 	}
 	var body io.Reader
 	if c.method == http.MethodGet {
@@ -260,13 +260,13 @@ func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any, idemp
 	} else {
 		b, err := json.Marshal(payload)
 		if err != nil {
-			return 0, nil, fmt.Errorf("encode body: %w", err)
+			return callResponse{}, fmt.Errorf("encode body: %w", err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, c.method, u.String(), body)
 	if err != nil {
-		return 0, nil, err
+		return callResponse{}, err
 	}
 	req.Header.Set("Idempotency-Key", idempotencyKey) // before headers, so a static one wins
 	for k, val := range c.spec.Headers {
@@ -277,38 +277,38 @@ func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any, idemp
 	}
 	req.Header.Set("Accept", "application/json")
 	if err := e.addSecretValues(req, SecretKindCall, c.spec.Name, c.spec.SecretValues); err != nil {
-		return 0, nil, err
+		return callResponse{}, err
 	}
 	if err := e.authorize(req, SecretKindCall, c.spec.Name, c.spec.Auth); err != nil {
-		return 0, nil, err
+		return callResponse{}, err
 	}
 
 	resp, err := e.opts.HTTPClient.Do(req)
 	if err != nil {
-		return 0, nil, e.transportError(err, c.spec.SecretValues)
+		return callResponse{}, e.transportError(err, c.spec.SecretValues)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
-		return resp.StatusCode, nil, fmt.Errorf("read response: %w", err)
+		return callResponse{status: resp.StatusCode}, fmt.Errorf("read response: %w", err)
 	}
 	if len(raw) > MaxResponseBytes {
-		return resp.StatusCode, nil, fmt.Errorf("response larger than %d bytes", MaxResponseBytes)
+		return callResponse{status: resp.StatusCode}, fmt.Errorf("response larger than %d bytes", MaxResponseBytes)
 	}
 	var parsed any = map[string]any{}
 	var parseErr error
 	if len(bytes.TrimSpace(raw)) > 0 {
 		if json.Unmarshal(raw, &parsed) != nil {
-			parsed, parseErr = nil, errors.New("response is not JSON")
+			parsed, parseErr = nil, &notJSONError{}
 		}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp.StatusCode, parsed, fmt.Errorf("status %d", resp.StatusCode)
+		return callResponse{status: resp.StatusCode, body: parsed}, &statusError{code: resp.StatusCode}
 	}
 	if parseErr != nil {
-		return resp.StatusCode, nil, parseErr
+		return callResponse{status: resp.StatusCode}, parseErr
 	}
-	return resp.StatusCode, parsed, nil
+	return callResponse{status: resp.StatusCode, body: parsed}, nil
 }
 
 // withQuery adds the payload's top-level entries (strings as is, other values as JSON) to q.

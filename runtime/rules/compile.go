@@ -15,6 +15,7 @@ import (
 	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
 )
@@ -64,6 +65,11 @@ type Observer interface {
 	EventDropped(event string)
 	// ExpressionError is called when an expression fails at request time (path as in FieldError).
 	ExpressionError(path string, err error)
+	// CallRetried is called when a call is sent a second time.
+	CallRetried(call string)
+	// BreakerChanged is called when a call's circuit breaker enters state (BreakerClosed,
+	// BreakerHalfOpen, BreakerOpen).
+	BreakerChanged(call, state string)
 }
 
 // NopObserver ignores everything; embed it to implement only some methods.
@@ -74,6 +80,8 @@ func (NopObserver) CallDone(string, time.Duration, error)  {}
 func (NopObserver) EventSent(string, time.Duration, error) {}
 func (NopObserver) EventDropped(string)                    {}
 func (NopObserver) ExpressionError(string, error)          {}
+func (NopObserver) CallRetried(string)                     {}
+func (NopObserver) BreakerChanged(string, string)          {}
 
 // Options are the runtime dependencies of an Engine. The zero value works for validation only
 // (no secrets, no ConfigMap lists); the runtime sets HTTPClient, Secrets and Observer.
@@ -181,7 +189,9 @@ type compiledCall struct {
 	method        string
 	timeout       time.Duration
 	failurePolicy v1alpha1.FailurePolicy
-	when, body    *program // nil when empty
+	when, body    *program                                // nil when empty
+	retry         bool                                    // GET or idempotent: may be sent twice
+	breaker       *gobreaker.CircuitBreaker[callResponse] // nil when turned off
 }
 
 type compiledRule struct {
@@ -291,6 +301,8 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 		if call.Timeout != nil && call.Timeout.Duration > 0 {
 			cc.timeout = call.Timeout.Duration
 		}
+		cc.retry = cc.method == http.MethodGet || call.Idempotent
+		cc.breaker = e.newBreaker(call)
 		e.calls = append(e.calls, cc)
 	}
 

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/apiconnector/operator/runtime/rules"
 )
 
 // Metrics are the runtime's Prometheus metrics. They live in a struct registered on an injected
@@ -24,6 +26,9 @@ type Metrics struct {
 	downgradedTotal prometheus.Counter
 	events          *prometheus.CounterVec
 	exprErrors      *prometheus.CounterVec
+	callRetries     *prometheus.CounterVec
+	breakerState    *prometheus.GaugeVec
+	breakerChanges  *prometheus.CounterVec
 }
 
 // latencyBuckets span a rule-only answer (a fraction of a millisecond) to the 20 s Entra waits
@@ -92,10 +97,22 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "apiconnector_expression_errors_total",
 			Help: "Expressions that failed at request time, by field path, reported by the evaluator.",
 		}, []string{"path"}),
+		callRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_call_retries_total",
+			Help: "Outbound calls sent a second time (GET or idempotent calls whose dependency failed, when the time budget allowed), by call name.",
+		}, []string{"call"}),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "apiconnector_call_breaker_state",
+			Help: "State of each call's circuit breaker since its last change: 1 for the current state (closed, half-open, open), 0 for the others.",
+		}, []string{"call", "state"}),
+		breakerChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_call_breaker_transitions_total",
+			Help: "Circuit breaker state changes, by call name and the state entered.",
+		}, []string{"call", "state"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.authFailures, m.ruleHits, m.evalDuration,
 		m.callDuration, m.callFailures, m.reloads, m.policyFailures, m.badRequests, m.inflight, m.downgradedTotal,
-		m.events, m.exprErrors} {
+		m.events, m.exprErrors, m.callRetries, m.breakerState, m.breakerChanges} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -127,6 +144,18 @@ func (m *Metrics) EventDropped(event string) { m.events.WithLabelValues(event, "
 // ExpressionError records an expression that failed at request time.
 func (m *Metrics) ExpressionError(path string) { m.exprErrors.WithLabelValues(path).Inc() }
 
+// BreakerChanged records a call's circuit breaker entering state.
+func (m *Metrics) BreakerChanged(call, state string) {
+	for _, st := range []string{rules.BreakerClosed, rules.BreakerHalfOpen, rules.BreakerOpen} {
+		v := 0.0
+		if st == state {
+			v = 1
+		}
+		m.breakerState.WithLabelValues(call, st).Set(v)
+	}
+	m.breakerChanges.WithLabelValues(call, state).Inc()
+}
+
 func (m *Metrics) reload(kind string, err error) {
 	result := "success"
 	if err != nil {
@@ -148,3 +177,5 @@ func (o EngineObserver) EventSent(event string, _ time.Duration, err error) {
 }
 func (o EngineObserver) EventDropped(event string)            { o.Metrics.EventDropped(event) }
 func (o EngineObserver) ExpressionError(path string, _ error) { o.Metrics.ExpressionError(path) }
+func (o EngineObserver) CallRetried(call string)              { o.Metrics.callRetries.WithLabelValues(call).Inc() }
+func (o EngineObserver) BreakerChanged(call, state string)    { o.Metrics.BreakerChanged(call, state) }
