@@ -319,6 +319,18 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
 				"circuitBreaker": map[string]any{"openFor": "500ms"}}})
 		}, []string{"spec.calls[0].circuitBreaker.openFor", "openFor must be between 1s and 10m"}},
+		{"cache ttl under 1s", func(o map[string]any) {
+			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
+				"cache": map[string]any{"ttl": "500ms"}}})
+		}, []string{"spec.calls[0].cache.ttl", "ttl must be between 1s and 24h"}},
+		{"cache without ttl", func(o map[string]any) {
+			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
+				"cache": map[string]any{"key": "claims.email"}}})
+		}, []string{"spec.calls[0].cache.ttl", "Required value"}},
+		{"cache staleIfError above 24h", func(o map[string]any) {
+			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
+				"cache": map[string]any{"ttl": "5m", "staleIfError": "25h"}}})
+		}, []string{"spec.calls[0].cache.staleIfError", "staleIfError must be between 0s and 24h"}},
 		{"call URL not absolute", func(o map[string]any) {
 			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "/status"}})
 		}, []string{"spec.calls[0].url", "must be an absolute http or https URL"}},

@@ -3,6 +3,7 @@ package rules
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -157,6 +158,12 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 		}
 		ran[i] = true
 		payload, err := e.callPayload(ctx, c, v)
+		var cacheKey *[sha256.Size]byte
+		if err == nil && c.cache != nil {
+			var k [sha256.Size]byte
+			k, err = e.cacheKey(ctx, c, v, payload)
+			cacheKey = &k
+		}
 		if err != nil {
 			results[i] = callResult{err: err}
 			continue
@@ -164,10 +171,8 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			start := time.Now()
 			key := IdempotencyKey(e.namespace, e.name, v.step, c.spec.Name, v.req.Canonical())
-			r, err := e.sendCall(callCtx, c, payload, key)
-			e.opts.Observer.CallDone(c.spec.Name, time.Since(start), err)
+			r, err := e.cachedCall(callCtx, c, cacheKey, payload, key)
 			results[i] = callResult{status: r.status, body: r.body, err: err}
 		}()
 	}
@@ -308,7 +313,7 @@ func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any, idemp
 	if parseErr != nil {
 		return callResponse{status: resp.StatusCode}, parseErr
 	}
-	return callResponse{status: resp.StatusCode, body: parsed}, nil
+	return callResponse{status: resp.StatusCode, body: parsed, size: len(raw)}, nil
 }
 
 // withQuery adds the payload's top-level entries (strings as is, other values as JSON) to q.

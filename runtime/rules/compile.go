@@ -70,6 +70,9 @@ type Observer interface {
 	// BreakerChanged is called when a call's circuit breaker enters state (BreakerClosed,
 	// BreakerHalfOpen, BreakerOpen).
 	BreakerChanged(call, state string)
+	// CacheResult is called with CacheHit, CacheMiss or CacheStale for each run of a call with a
+	// cache, and CacheEvicted when one of its answers is dropped to stay within the bounds.
+	CacheResult(call, result string)
 }
 
 // NopObserver ignores everything; embed it to implement only some methods.
@@ -82,6 +85,7 @@ func (NopObserver) EventDropped(string)                    {}
 func (NopObserver) ExpressionError(string, error)          {}
 func (NopObserver) CallRetried(string)                     {}
 func (NopObserver) BreakerChanged(string, string)          {}
+func (NopObserver) CacheResult(string, string)             {}
 
 // Options are the runtime dependencies of an Engine. The zero value works for validation only
 // (no secrets, no ConfigMap lists); the runtime sets HTTPClient, Secrets and Observer.
@@ -120,6 +124,10 @@ type Options struct {
 	// URL): for local testing and debugging only. Off, they name the field, call or event and the
 	// kind of failure.
 	ErrorDetail bool
+	// CacheMaxEntries and CacheMaxBytes bound the connector's response cache (the answers of
+	// calls with a cache; bytes count response bodies). Defaults: DefaultCacheMaxEntries,
+	// DefaultCacheMaxBytes.
+	CacheMaxEntries, CacheMaxBytes int
 	// Now is the clock for CloudEvent times. Default: time.Now.
 	Now func() time.Time
 }
@@ -130,6 +138,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Observer == nil {
 		o.Observer = NopObserver{}
+	}
+	if o.CacheMaxEntries <= 0 {
+		o.CacheMaxEntries = DefaultCacheMaxEntries
+	}
+	if o.CacheMaxBytes <= 0 {
+		o.CacheMaxBytes = DefaultCacheMaxBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -169,6 +183,7 @@ type Engine struct {
 
 	lists  ref.Val
 	calls  []*compiledCall
+	cache  *responseCache // nil when no call has a cache
 	rules  []*compiledRule
 	claims []*compiledClaim
 	events []*compiledEvent
@@ -192,6 +207,12 @@ type compiledCall struct {
 	when, body    *program                                // nil when empty
 	retry         bool                                    // GET or idempotent: may be sent twice
 	breaker       *gobreaker.CircuitBreaker[callResponse] // nil when turned off
+	cache         *callCache                              // nil without cache
+}
+
+type callCache struct {
+	ttl, staleIfError time.Duration
+	key               *program // nil: the rendered request
 }
 
 type compiledRule struct {
@@ -303,6 +324,17 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 		}
 		cc.retry = cc.method == http.MethodGet || call.Idempotent
 		cc.breaker = e.newBreaker(call)
+		if cache := call.Cache; cache != nil {
+			cc.cache = &callCache{ttl: cache.TTL.Duration, key: cp.compile(cp.callEnv, p+".cache.key", cache.Key, wantString)}
+			if cache.StaleIfError != nil {
+				cc.cache.staleIfError = cache.StaleIfError.Duration
+			}
+			if e.cache == nil {
+				e.cache = newResponseCache(opts.CacheMaxEntries, opts.CacheMaxBytes, func(call string) {
+					e.opts.Observer.CacheResult(call, CacheEvicted)
+				})
+			}
+		}
 		e.calls = append(e.calls, cc)
 	}
 

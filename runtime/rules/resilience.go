@@ -42,6 +42,7 @@ var ErrBreakerOpen = errors.New("circuit breaker open: not called")
 type callResponse struct {
 	status int
 	body   any
+	size   int // bytes of the body, for the cache's bound
 }
 
 // statusError is a call's non-2xx answer.
@@ -106,8 +107,11 @@ func (e *Engine) newBreaker(call v1alpha1.Call) *gobreaker.CircuitBreaker[callRe
 	})
 }
 
-// send makes the call through its circuit breaker, retrying once when allowed (see retry).
-func (e *Engine) sendCall(ctx context.Context, c *compiledCall, payload any, key string) (callResponse, error) {
+// sendCall makes the call through its circuit breaker, retrying once when allowed (see retry),
+// and reports it to the Observer.
+func (e *Engine) sendCall(ctx context.Context, c *compiledCall, payload any, key string) (r callResponse, err error) {
+	start := time.Now()
+	defer func() { e.opts.Observer.CallDone(c.spec.Name, time.Since(start), err) }()
 	attempts := func() (callResponse, error) {
 		r, err := e.doCall(ctx, c, payload, key)
 		if err != nil && e.retry(ctx, c, err) {
@@ -119,7 +123,7 @@ func (e *Engine) sendCall(ctx context.Context, c *compiledCall, payload any, key
 	if c.breaker == nil {
 		return attempts()
 	}
-	r, err := c.breaker.Execute(attempts)
+	r, err = c.breaker.Execute(attempts)
 	if errors.Is(err, gobreaker.ErrOpenState) || errors.Is(err, gobreaker.ErrTooManyRequests) {
 		err = ErrBreakerOpen
 	}

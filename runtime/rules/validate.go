@@ -141,6 +141,14 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 				c.add(p+".circuitBreaker.openFor", "openFor must be between 1s and 10m")
 			}
 		}
+		if cache := call.Cache; cache != nil {
+			if d := cache.TTL.Duration; d < time.Second || d > 24*time.Hour {
+				c.add(p+".cache.ttl", "ttl must be between 1s and 24h")
+			}
+			if d := cache.StaleIfError; d != nil && (d.Duration < 0 || d.Duration > 24*time.Hour) {
+				c.add(p+".cache.staleIfError", "staleIfError must be between 0s and 24h")
+			}
+		}
 		checkAuth(c, p+".auth", call.Auth)
 		checkSecretValues(c, p, call.URL, call.Headers, call.Auth, call.SecretValues)
 		checkCredentialsOverTLS(c, p+".url", call.URL, call.Auth, call.SecretValues)

@@ -29,6 +29,7 @@ type Metrics struct {
 	callRetries     *prometheus.CounterVec
 	breakerState    *prometheus.GaugeVec
 	breakerChanges  *prometheus.CounterVec
+	cache           *prometheus.CounterVec
 }
 
 // latencyBuckets span a rule-only answer (a fraction of a millisecond) to the 20 s Entra waits
@@ -109,10 +110,14 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "apiconnector_call_breaker_transitions_total",
 			Help: "Circuit breaker state changes, by call name and the state entered.",
 		}, []string{"call", "state"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_call_cache_total",
+			Help: "Response cache of calls with a cache, by call name and result: hit (a fresh answer was used), miss (the call was sent), stale (the call failed and an answer within staleIfError was used), evicted (an answer was dropped to stay within the bounds).",
+		}, []string{"call", "result"}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.authFailures, m.ruleHits, m.evalDuration,
 		m.callDuration, m.callFailures, m.reloads, m.policyFailures, m.badRequests, m.inflight, m.downgradedTotal,
-		m.events, m.exprErrors, m.callRetries, m.breakerState, m.breakerChanges} {
+		m.events, m.exprErrors, m.callRetries, m.breakerState, m.breakerChanges, m.cache} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -179,3 +184,6 @@ func (o EngineObserver) EventDropped(event string)            { o.Metrics.EventD
 func (o EngineObserver) ExpressionError(path string, _ error) { o.Metrics.ExpressionError(path) }
 func (o EngineObserver) CallRetried(call string)              { o.Metrics.callRetries.WithLabelValues(call).Inc() }
 func (o EngineObserver) BreakerChanged(call, state string)    { o.Metrics.BreakerChanged(call, state) }
+func (o EngineObserver) CacheResult(call, result string) {
+	o.Metrics.cache.WithLabelValues(call, result).Inc()
+}
