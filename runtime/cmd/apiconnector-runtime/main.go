@@ -235,6 +235,11 @@ func loader(opts rules.Options) server.LoadFunc {
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", path, err)
 		}
+		// Connections to the dependencies before the first request; bounded, so a dead one
+		// delays the start (readiness) or the reload by WarmTimeout at most.
+		ctx, cancel := context.WithTimeout(context.Background(), rules.WarmTimeout)
+		eng.Warm(ctx)
+		cancel()
 		return eng, conn, nil
 	}
 }
