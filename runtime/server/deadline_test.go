@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/connfile"
 	"github.com/apiconnector/operator/runtime/rules"
@@ -33,7 +35,7 @@ func hangingServer(t *testing.T) string {
 }
 
 // rulesServer serves the connector spec (YAML, indented two spaces) with the real rules engine;
-// calls and sinks may reach loopback.
+// calls and sinks may reach loopback, and the engine reports to the server's metrics.
 func rulesServer(t *testing.T, spec string) *testServer {
 	t.Helper()
 	doc := `apiVersion: apiconnector.dev/v1alpha1
@@ -50,12 +52,18 @@ spec:
 		t.Fatal(err)
 	}
 	conn := b.Connectors[0]
-	eng, err := rules.Compile(conn, rules.Options{EgressAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := rules.Compile(conn, rules.Options{
+		EgressAllow: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}, Observer: EngineObserver{Metrics: m}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close(t.Context()) })
-	return start(t, newServer(t, conn, eng, Options{SecretsDir: basicSecrets(t, testUser, testPass)}))
+	return start(t, newServer(t, conn, eng, Options{SecretsDir: basicSecrets(t, testUser, testPass), Registry: reg, Metrics: m}))
 }
 
 // TestAnsweredWithinBudget: whatever a dependency does (here: accept and never answer), the
@@ -156,6 +164,33 @@ func TestBudget(t *testing.T) {
 	} {
 		if b, w := tc.step.Budget(tc.timeout), tc.step.WorkTimeout(tc.timeout); b != tc.budget || w != tc.works {
 			t.Errorf("%s %v: budget %v work %v, want %v %v", tc.step, tc.timeout, b, w, tc.budget, tc.works)
+		}
+	}
+}
+
+// The breaker, retry and cache hooks of the engine land in /metrics.
+func TestCallMetrics(t *testing.T) {
+	dep := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	defer dep.Close()
+	ts := rulesServer(t, fmt.Sprintf(`
+  calls:
+  - {name: verify, url: %q, method: GET, failurePolicy: Ignore, circuitBreaker: {consecutiveFailures: 1}, cache: {ttl: 1m}}
+`, dep.URL))
+	ts.post(t, `{"email":"a@contoso.example"}`) // a miss, a retry, then the breaker opens
+	ts.post(t, `{"email":"a@contoso.example"}`) // a miss, the breaker is open
+	res := ts.get(t, "/metrics")
+	for _, want := range []string{
+		`apiconnector_call_breaker_state{call="verify",state="open"} 1`,
+		`apiconnector_call_breaker_state{call="verify",state="closed"} 0`,
+		`apiconnector_call_breaker_transitions_total{call="verify",state="open"} 1`,
+		`apiconnector_call_retries_total{call="verify"} 1`,
+		`apiconnector_call_cache_total{call="verify",result="miss"} 2`,
+		`apiconnector_call_failures_total{call="verify"} 2`,
+	} {
+		if !strings.Contains(res.body, want+"\n") {
+			t.Errorf("metrics lack %s", want)
 		}
 	}
 }
