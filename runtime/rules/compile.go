@@ -67,9 +67,10 @@ type Observer interface {
 	ExpressionError(path string, err error)
 	// CallRetried is called when a call is sent a second time.
 	CallRetried(call string)
-	// BreakerChanged is called when a call's circuit breaker enters state (BreakerClosed,
-	// BreakerHalfOpen, BreakerOpen).
-	BreakerChanged(call, state string)
+	// BreakerChanged is called when a call's circuit breaker goes from one state to another
+	// (BreakerClosed, BreakerHalfOpen, BreakerOpen), and with from "" and to BreakerClosed when
+	// the engine is compiled: a reloaded connector's breakers start closed.
+	BreakerChanged(call, from, to string)
 	// CacheResult is called with CacheHit, CacheMiss or CacheStale for each run of a call with a
 	// cache, and CacheEvicted when one of its answers is dropped to stay within the bounds.
 	CacheResult(call, result string)
@@ -84,7 +85,7 @@ func (NopObserver) EventSent(string, time.Duration, error) {}
 func (NopObserver) EventDropped(string)                    {}
 func (NopObserver) ExpressionError(string, error)          {}
 func (NopObserver) CallRetried(string)                     {}
-func (NopObserver) BreakerChanged(string, string)          {}
+func (NopObserver) BreakerChanged(string, string, string)  {}
 func (NopObserver) CacheResult(string, string)             {}
 
 // Options are the runtime dependencies of an Engine. The zero value works for validation only

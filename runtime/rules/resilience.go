@@ -85,6 +85,7 @@ func (e *Engine) newBreaker(call v1alpha1.Call) *gobreaker.CircuitBreaker[callRe
 		return nil
 	}
 	name := call.Name
+	e.opts.Observer.BreakerChanged(name, "", BreakerClosed)
 	return gobreaker.NewCircuitBreaker[callResponse](gobreaker.Settings{
 		Name:        name,
 		MaxRequests: 1, // one probe when half-open
@@ -102,7 +103,7 @@ func (e *Engine) newBreaker(call v1alpha1.Call) *gobreaker.CircuitBreaker[callRe
 			}
 			e.opts.Logger.Log(context.Background(), level, "call circuit breaker", "connector", e.Name(), "call", name,
 				"from", from.String(), "to", to.String())
-			e.opts.Observer.BreakerChanged(name, to.String())
+			e.opts.Observer.BreakerChanged(name, from.String(), to.String())
 		},
 	})
 }

@@ -56,10 +56,13 @@ type recordingObserver struct {
 	retries int
 }
 
-func (o *recordingObserver) BreakerChanged(_, state string) {
+func (o *recordingObserver) BreakerChanged(_, from, to string) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.states = append(o.states, state)
+	if from == "" {
+		from = "compiled"
+	}
+	o.states = append(o.states, from+">"+to)
 }
 
 func (o *recordingObserver) CallRetried(string) {
@@ -126,7 +129,7 @@ func TestCircuitBreaker(t *testing.T) {
 		t.Errorf("dependency got %d requests, want 7 (closed after the probe)", n)
 	}
 	states, _ := obs.get()
-	want := []string{rules.BreakerOpen, rules.BreakerHalfOpen, rules.BreakerOpen, rules.BreakerHalfOpen, rules.BreakerClosed}
+	want := []string{"compiled>closed", "closed>open", "open>half-open", "half-open>open", "open>half-open", "half-open>closed"}
 	if fmt.Sprint(states) != fmt.Sprint(want) {
 		t.Errorf("states %v, want %v", states, want)
 	}

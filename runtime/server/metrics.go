@@ -104,7 +104,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"call"}),
 		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "apiconnector_call_breaker_state",
-			Help: "State of each call's circuit breaker since its last change: 1 for the current state (closed, half-open, open), 0 for the others.",
+			Help: "State of each call's circuit breaker: 1 for the current state (closed, half-open, open), 0 for the others. A breaker starts closed when the connector is loaded; half-open is entered when a request arrives after openFor.",
 		}, []string{"call", "state"}),
 		breakerChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "apiconnector_call_breaker_transitions_total",
@@ -149,16 +149,19 @@ func (m *Metrics) EventDropped(event string) { m.events.WithLabelValues(event, "
 // ExpressionError records an expression that failed at request time.
 func (m *Metrics) ExpressionError(path string) { m.exprErrors.WithLabelValues(path).Inc() }
 
-// BreakerChanged records a call's circuit breaker entering state.
-func (m *Metrics) BreakerChanged(call, state string) {
+// BreakerChanged records a call's circuit breaker entering state to; from is "" when the engine
+// was compiled, which is no transition.
+func (m *Metrics) BreakerChanged(call, from, to string) {
 	for _, st := range []string{rules.BreakerClosed, rules.BreakerHalfOpen, rules.BreakerOpen} {
 		v := 0.0
-		if st == state {
+		if st == to {
 			v = 1
 		}
 		m.breakerState.WithLabelValues(call, st).Set(v)
 	}
-	m.breakerChanges.WithLabelValues(call, state).Inc()
+	if from != "" {
+		m.breakerChanges.WithLabelValues(call, to).Inc()
+	}
 }
 
 func (m *Metrics) reload(kind string, err error) {
@@ -183,7 +186,9 @@ func (o EngineObserver) EventSent(event string, _ time.Duration, err error) {
 func (o EngineObserver) EventDropped(event string)            { o.Metrics.EventDropped(event) }
 func (o EngineObserver) ExpressionError(path string, _ error) { o.Metrics.ExpressionError(path) }
 func (o EngineObserver) CallRetried(call string)              { o.Metrics.callRetries.WithLabelValues(call).Inc() }
-func (o EngineObserver) BreakerChanged(call, state string)    { o.Metrics.BreakerChanged(call, state) }
+func (o EngineObserver) BreakerChanged(call, from, to string) {
+	o.Metrics.BreakerChanged(call, from, to)
+}
 func (o EngineObserver) CacheResult(call, result string) {
 	o.Metrics.cache.WithLabelValues(call, result).Inc()
 }
