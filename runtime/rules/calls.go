@@ -247,8 +247,8 @@ func toJSON(v ref.Val) (any, error) {
 	return pv.(*structpb.Value).AsInterface(), nil
 }
 
-// doCall sends one call with the request's Idempotency-Key. A GET carries the payload's top-level entries as query parameters;
-// other methods send it as a JSON body. Any response outside 2xx, a transport error, a timeout
+// doCall sends one call with the request's Idempotency-Key. A GET carries the payload's top-level
+// entries as query parameters; other methods send it as a JSON body. Any response outside 2xx, a transport error, a timeout
 // or a body that is not JSON is an error; status and a parsable body are still returned.
 func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any, idempotencyKey string) (callResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
@@ -298,13 +298,13 @@ func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any, idemp
 		return callResponse{status: resp.StatusCode}, fmt.Errorf("read response: %w", err)
 	}
 	if len(raw) > MaxResponseBytes {
-		return callResponse{status: resp.StatusCode}, fmt.Errorf("response larger than %d bytes", MaxResponseBytes)
+		return callResponse{status: resp.StatusCode}, &badAnswerError{fmt.Sprintf("response larger than %d bytes", MaxResponseBytes)}
 	}
 	var parsed any = map[string]any{}
 	var parseErr error
 	if len(bytes.TrimSpace(raw)) > 0 {
 		if json.Unmarshal(raw, &parsed) != nil {
-			parsed, parseErr = nil, &notJSONError{}
+			parsed, parseErr = nil, &badAnswerError{"response is not JSON"}
 		}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {

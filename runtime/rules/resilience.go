@@ -52,7 +52,8 @@ func (e *statusError) Error() string { return fmt.Sprintf("status %d", e.code) }
 
 // dependencyFailed says whether err shows the dependency failing, as the circuit breaker and the
 // retry count it: no answer (transport error, timeout) or a 5xx or 429 answer. Other answers, a
-// 404 or a 2xx that is not JSON, show a dependency that works; the failure policy still applies.
+// 404 or a 2xx that is not JSON or too large, show a dependency that works (sending again would
+// not help); the failure policy still applies.
 func dependencyFailed(err error) bool {
 	if err == nil {
 		return false
@@ -61,14 +62,14 @@ func dependencyFailed(err error) bool {
 	if errors.As(err, &se) {
 		return se.code >= 500 || se.code == http.StatusTooManyRequests
 	}
-	var ne *notJSONError
-	return !errors.As(err, &ne)
+	var bad *badAnswerError
+	return !errors.As(err, &bad)
 }
 
-// notJSONError is a 2xx answer whose body is not JSON.
-type notJSONError struct{}
+// badAnswerError is an answer the runtime cannot use: a body that is not JSON or too large.
+type badAnswerError struct{ msg string }
 
-func (*notJSONError) Error() string { return "response is not JSON" }
+func (e *badAnswerError) Error() string { return e.msg }
 
 // newBreaker returns the call's circuit breaker, or nil when it is turned off.
 func (e *Engine) newBreaker(call v1alpha1.Call) *gobreaker.CircuitBreaker[callResponse] {
