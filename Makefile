@@ -108,9 +108,14 @@ fuzz: ## Run each fuzz target briefly (FUZZTIME).
 	done
 
 .PHONY: bench
-bench: bench-runtime ## All benchmarks (runtime, controller, rollout on the local cluster); writes hack/bench/results/.
+bench: bench-runtime ## All benchmarks (runtime, latency, controller, rollout on the local cluster); writes hack/bench/results/.
+	$(MAKE) bench-latency
 	$(MAKE) bench-controller
 	$(MAKE) bench-rollout
+
+.PHONY: bench-latency
+bench-latency: ## Answer times with slow, failing and hanging dependencies at 50 and 500 req/s, 1 s and 2 s budgets (about 45 s).
+	$(GO) run ./hack/bench/latency $(BENCH_LATENCY_FLAGS)
 
 .PHONY: bench-rollout
 bench-rollout: ## A rules edit rolled out under load on the real local cluster (root, like e2e; under a minute with built binaries).

@@ -508,6 +508,61 @@ type Call struct {
 	// +optional
 	// +kubebuilder:default=Fail
 	FailurePolicy FailurePolicy `json:"failurePolicy,omitempty"`
+
+	// Idempotent marks a POST, PUT or PATCH call as safe to send twice, so that, like a GET, it is
+	// retried once when it fails and the time budget leaves room for a whole second attempt.
+	// +optional
+	Idempotent bool `json:"idempotent,omitempty"`
+
+	// CircuitBreaker stops calling a dependency that keeps failing. When absent the breaker is on
+	// with its defaults (5 consecutive failures, open for 30s).
+	// +optional
+	CircuitBreaker *CircuitBreaker `json:"circuitBreaker,omitempty"`
+
+	// Cache keeps the call's 2xx JSON answers, so requests with the same key within ttl are
+	// answered without calling the dependency.
+	// +optional
+	Cache *CallCache `json:"cache,omitempty"`
+}
+
+// CallCache keeps a call's successful answers (2xx, JSON) in the runtime's memory, bounded in
+// entries and bytes per connector.
+type CallCache struct {
+	// TTL is how long an answer is used.
+	// +required
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('24h')",message="ttl must be between 1s and 24h"
+	TTL metav1.Duration `json:"ttl"`
+
+	// Key is a CEL expression (a string, seeing claims, request, identity and lists) naming what
+	// the answer depends on, such as "claims.email.lowerAscii()". When empty, the key is the
+	// rendered request: method, URL with its query, and body.
+	// +optional
+	Key Expression `json:"key,omitempty"`
+
+	// StaleIfError is how long after ttl an answer may still be used when the call fails (a
+	// transport error, a timeout, a 5xx or 429 answer, or an open circuit breaker), so a look-up
+	// keeps working through a dependency's outage. 0 (the default) never uses an expired answer.
+	// +optional
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('0s') && duration(self) <= duration('24h')",message="staleIfError must be between 0s and 24h"
+	StaleIfError *metav1.Duration `json:"staleIfError,omitempty"`
+}
+
+// CircuitBreaker makes a call fail at once, without a request, after consecutive failures: its
+// failurePolicy applies for openFor, then one request probes the dependency and closes the
+// breaker again if it succeeds. Failures are transport errors, timeouts, 5xx and 429 answers.
+type CircuitBreaker struct {
+	// ConsecutiveFailures opens the breaker; 0 turns it off.
+	// +optional
+	// +kubebuilder:default=5
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=1000
+	ConsecutiveFailures *int32 `json:"consecutiveFailures,omitempty"`
+
+	// OpenFor is how long the call fails at once before a request probes the dependency.
+	// +optional
+	// +kubebuilder:default="30s"
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('1s') && duration(self) <= duration('10m')",message="openFor must be between 1s and 10m"
+	OpenFor *metav1.Duration `json:"openFor,omitempty"`
 }
 
 // OutboundAuthType is how the connector authenticates to an external system.

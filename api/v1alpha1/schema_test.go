@@ -317,6 +317,26 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"call timeout above 10s", func(o map[string]any) {
 			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status", "timeout": "11s"}})
 		}, []string{"spec.calls[0].timeout", "at most 10s"}},
+		{"circuit breaker threshold above 1000", func(o map[string]any) {
+			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
+				"circuitBreaker": map[string]any{"consecutiveFailures": 1001}}})
+		}, []string{"spec.calls[0].circuitBreaker.consecutiveFailures", "less than or equal to 1000"}},
+		{"circuit breaker open under 1s", func(o map[string]any) {
+			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
+				"circuitBreaker": map[string]any{"openFor": "500ms"}}})
+		}, []string{"spec.calls[0].circuitBreaker.openFor", "openFor must be between 1s and 10m"}},
+		{"cache ttl under 1s", func(o map[string]any) {
+			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
+				"cache": map[string]any{"ttl": "500ms"}}})
+		}, []string{"spec.calls[0].cache.ttl", "ttl must be between 1s and 24h"}},
+		{"cache without ttl", func(o map[string]any) {
+			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
+				"cache": map[string]any{"key": "claims.email"}}})
+		}, []string{"spec.calls[0].cache.ttl", "Required value"}},
+		{"cache staleIfError above 24h", func(o map[string]any) {
+			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
+				"cache": map[string]any{"ttl": "5m", "staleIfError": "25h"}}})
+		}, []string{"spec.calls[0].cache.staleIfError", "staleIfError must be between 0s and 24h"}},
 		{"call URL not absolute", func(o map[string]any) {
 			set(o, "spec.calls", []any{map[string]any{"name": "approval", "url": "/status"}})
 		}, []string{"spec.calls[0].url", "must be an absolute http or https URL"}},
@@ -611,23 +631,26 @@ func TestUnreconciledConnectorIsInProgress(t *testing.T) {
 
 func TestDefaultsAreApplied(t *testing.T) {
 	obj := base(t)
-	set(obj, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status"}})
+	set(obj, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
+		"circuitBreaker": map[string]any{}}})
 	set(obj, "spec.events", []any{map[string]any{"name": "audit", "sink": map[string]any{"url": "https://audit.contoso.example/"}}})
 	u := &unstructured.Unstructured{Object: obj}
 	if err := k8sClient.Create(context.Background(), u, client.DryRunAll); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]any{
-		"spec.failurePolicy":                       "Fail",
-		"spec.enforcement":                         "Enforce",
-		"spec.rules.0.enforcement":                 "Enforce",
-		"spec.runtime.replicas":                    int64(2),
-		"spec.calls.0.method":                      "POST",
-		"spec.calls.0.timeout":                     "2s",
-		"spec.calls.0.failurePolicy":               "Fail",
-		"spec.events.0.delivery":                   "Async",
-		"spec.events.0.failurePolicy":              "Ignore",
-		"spec.authentication.basic.secretRef.name": "entra-basic",
+		"spec.failurePolicy":                              "Fail",
+		"spec.enforcement":                                "Enforce",
+		"spec.rules.0.enforcement":                        "Enforce",
+		"spec.runtime.replicas":                           int64(2),
+		"spec.calls.0.method":                             "POST",
+		"spec.calls.0.timeout":                            "2s",
+		"spec.calls.0.failurePolicy":                      "Fail",
+		"spec.calls.0.circuitBreaker.consecutiveFailures": int64(5),
+		"spec.calls.0.circuitBreaker.openFor":             "30s",
+		"spec.events.0.delivery":                          "Async",
+		"spec.events.0.failurePolicy":                     "Ignore",
+		"spec.authentication.basic.secretRef.name":        "entra-basic",
 	}
 	for path, w := range want {
 		got := lookup(u.Object, path)

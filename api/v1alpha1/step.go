@@ -54,6 +54,33 @@ const (
 	ExtensionEntraWait = 2 * time.Second
 )
 
+// AnswerMargin is the part of a request's budget kept for encoding and writing the answer. Work for
+// a request (reading the body, calls, rules, sync events) stops AnswerMargin before the budget
+// ends; the decided answer, or the failure policy's when the work did not finish, goes out in what
+// remains. Encoding and writing take microseconds; the margin covers a pod that is briefly not
+// scheduled: a container over its CPU limit can be throttled for up to the 100 ms CFS period.
+const AnswerMargin = 100 * time.Millisecond
+
+// Budget is the time within which the runtime answers a request at this step: the connector's
+// timeout (spec.timeout, or DefaultTimeout when it is not set) but never more than EntraWait, since
+// an answer after Entra gave up is never seen.
+func (s Step) Budget(timeout time.Duration) time.Duration {
+	if timeout <= 0 {
+		timeout = s.DefaultTimeout()
+	}
+	return min(timeout, s.EntraWait())
+}
+
+// WorkTimeout is how long the work for a request may take within a budget of Budget(timeout): the
+// budget minus AnswerMargin, or half the budget when it is shorter than twice the margin.
+func (s Step) WorkTimeout(timeout time.Duration) time.Duration {
+	b := s.Budget(timeout)
+	if b < 2*AnswerMargin {
+		return b / 2
+	}
+	return b - AnswerMargin
+}
+
 // Valid reports whether s is a step the runtime serves.
 func (s Step) Valid() bool {
 	_, ok := facts[s]

@@ -3,6 +3,7 @@ package rules
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -142,6 +143,8 @@ func notRun() map[string]any { return map[string]any{"status": int64(0), "body":
 func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decision, []string) {
 	results := make([]callResult, len(e.calls))
 	ran := make([]bool, len(e.calls))
+	callCtx, cancel := callsContext(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	for i, c := range e.calls {
 		run, err := e.evalBool(ctx, c.when, v)
@@ -155,6 +158,12 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 		}
 		ran[i] = true
 		payload, err := e.callPayload(ctx, c, v)
+		var cacheKey *[sha256.Size]byte
+		if err == nil && c.cache != nil {
+			var k [sha256.Size]byte
+			k, err = e.cacheKey(ctx, c, v, payload)
+			cacheKey = &k
+		}
 		if err != nil {
 			results[i] = callResult{err: err}
 			continue
@@ -162,10 +171,9 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			start := time.Now()
-			status, body, err := e.doCall(ctx, c, payload)
-			e.opts.Observer.CallDone(c.spec.Name, time.Since(start), err)
-			results[i] = callResult{status: status, body: body, err: err}
+			key := IdempotencyKey(e.namespace, e.name, v.step, c.spec.Name, v.req.Canonical())
+			r, err := e.cachedCall(callCtx, c, cacheKey, payload, key)
+			results[i] = callResult{status: r.status, body: r.body, err: err}
 		}()
 	}
 	wg.Wait()
@@ -194,6 +202,17 @@ func (e *Engine) runCalls(ctx context.Context, v *vars) (ref.Val, *entra.Decisio
 		out[c.spec.Name] = map[string]any{"status": int64(r.status), "body": body}
 	}
 	return types.NewStringInterfaceMap(types.DefaultTypeAdapter, out), nil, ignored
+}
+
+// callsContext ends the calls v1alpha1.AnswerMargin before ctx's deadline (half of the time left
+// when that is shorter), so that when a call hangs the rules reading its result, the claims and the
+// sync events still run within the deadline.
+func callsContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, dl.Add(-min(v1alpha1.AnswerMargin, time.Until(dl)/2)))
 }
 
 // callPayload is the body expression's value as plain Go data. Without one, a POST, PUT or PATCH
@@ -228,17 +247,17 @@ func toJSON(v ref.Val) (any, error) {
 	return pv.(*structpb.Value).AsInterface(), nil
 }
 
-// doCall sends one call. A GET carries the payload's top-level entries as query parameters;
-// other methods send it as a JSON body. Any response outside 2xx, a transport error, a timeout
+// doCall sends one call with the request's Idempotency-Key. A GET carries the payload's top-level
+// entries as query parameters; other methods send it as a JSON body. Any response outside 2xx, a transport error, a timeout
 // or a body that is not JSON is an error; status and a parsable body are still returned.
-func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any) (int, any, error) {
+func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any, idempotencyKey string) (callResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	ctx = context.WithValue(ctx, targetKey{}, Target{Kind: SecretKindCall, Name: c.spec.Name})
 
 	u, err := url.Parse(c.spec.URL)
 	if err != nil {
-		return 0, nil, fmt.Errorf("parse url: %w", err)
+		return callResponse{}, fmt.Errorf("parse url: %w", err)
 	}
 	var body io.Reader
 	if c.method == http.MethodGet {
@@ -246,14 +265,15 @@ func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any) (int,
 	} else {
 		b, err := json.Marshal(payload)
 		if err != nil {
-			return 0, nil, fmt.Errorf("encode body: %w", err)
+			return callResponse{}, fmt.Errorf("encode body: %w", err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, c.method, u.String(), body)
 	if err != nil {
-		return 0, nil, err
+		return callResponse{}, err
 	}
+	req.Header.Set("Idempotency-Key", idempotencyKey) // before headers, so a static one wins
 	for k, val := range c.spec.Headers {
 		req.Header.Set(k, val)
 	}
@@ -262,38 +282,38 @@ func (e *Engine) doCall(ctx context.Context, c *compiledCall, payload any) (int,
 	}
 	req.Header.Set("Accept", "application/json")
 	if err := e.addSecretValues(req, SecretKindCall, c.spec.Name, c.spec.SecretValues); err != nil {
-		return 0, nil, err
+		return callResponse{}, err
 	}
 	if err := e.authorize(req, SecretKindCall, c.spec.Name, c.spec.Auth); err != nil {
-		return 0, nil, err
+		return callResponse{}, err
 	}
 
 	resp, err := e.opts.HTTPClient.Do(req)
 	if err != nil {
-		return 0, nil, e.transportError(err, c.spec.SecretValues)
+		return callResponse{}, e.transportError(err, c.spec.SecretValues)
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
 	if err != nil {
-		return resp.StatusCode, nil, fmt.Errorf("read response: %w", err)
+		return callResponse{status: resp.StatusCode}, fmt.Errorf("read response: %w", err)
 	}
 	if len(raw) > MaxResponseBytes {
-		return resp.StatusCode, nil, fmt.Errorf("response larger than %d bytes", MaxResponseBytes)
+		return callResponse{status: resp.StatusCode}, &badAnswerError{fmt.Sprintf("response larger than %d bytes", MaxResponseBytes)}
 	}
 	var parsed any = map[string]any{}
 	var parseErr error
 	if len(bytes.TrimSpace(raw)) > 0 {
 		if json.Unmarshal(raw, &parsed) != nil {
-			parsed, parseErr = nil, errors.New("response is not JSON")
+			parsed, parseErr = nil, &badAnswerError{"response is not JSON"}
 		}
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return resp.StatusCode, parsed, fmt.Errorf("status %d", resp.StatusCode)
+		return callResponse{status: resp.StatusCode, body: parsed}, &statusError{code: resp.StatusCode}
 	}
 	if parseErr != nil {
-		return resp.StatusCode, nil, parseErr
+		return callResponse{status: resp.StatusCode}, parseErr
 	}
-	return resp.StatusCode, parsed, nil
+	return callResponse{status: resp.StatusCode, body: parsed, size: len(raw)}, nil
 }
 
 // withQuery adds the payload's top-level entries (strings as is, other values as JSON) to q.

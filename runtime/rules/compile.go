@@ -16,6 +16,7 @@ import (
 	celast "github.com/google/cel-go/common/ast"
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/entra"
@@ -66,6 +67,15 @@ type Observer interface {
 	EventDropped(event string)
 	// ExpressionError is called when an expression fails at request time (path as in FieldError).
 	ExpressionError(path string, err error)
+	// CallRetried is called when a call is sent a second time.
+	CallRetried(call string)
+	// BreakerChanged is called when a call's circuit breaker goes from one state to another
+	// (BreakerClosed, BreakerHalfOpen, BreakerOpen), and with from "" and to BreakerClosed when
+	// the engine is compiled: a reloaded connector's breakers start closed.
+	BreakerChanged(call, from, to string)
+	// CacheResult is called with CacheHit, CacheMiss or CacheStale for each run of a call with a
+	// cache, and CacheEvicted when one of its answers is dropped to stay within the bounds.
+	CacheResult(call, result string)
 }
 
 // NopObserver ignores everything; embed it to implement only some methods.
@@ -76,6 +86,9 @@ func (NopObserver) CallDone(string, time.Duration, error)  {}
 func (NopObserver) EventSent(string, time.Duration, error) {}
 func (NopObserver) EventDropped(string)                    {}
 func (NopObserver) ExpressionError(string, error)          {}
+func (NopObserver) CallRetried(string)                     {}
+func (NopObserver) BreakerChanged(string, string, string)  {}
+func (NopObserver) CacheResult(string, string)             {}
 
 // Options are the runtime dependencies of an Engine. The zero value works for validation only
 // (no secrets, no ConfigMap lists); the runtime sets HTTPClient, Secrets and Observer.
@@ -114,6 +127,10 @@ type Options struct {
 	// URL): for local testing and debugging only. Off, they name the field, call or event and the
 	// kind of failure.
 	ErrorDetail bool
+	// CacheMaxEntries and CacheMaxBytes bound the connector's response cache (the answers of
+	// calls with a cache; bytes count response bodies). Defaults: DefaultCacheMaxEntries,
+	// DefaultCacheMaxBytes.
+	CacheMaxEntries, CacheMaxBytes int
 	// Now is the clock for CloudEvent times. Default: time.Now.
 	Now func() time.Time
 }
@@ -128,6 +145,12 @@ func (o Options) withDefaults() Options {
 	o.HTTPClient = &client
 	if o.Observer == nil {
 		o.Observer = NopObserver{}
+	}
+	if o.CacheMaxEntries <= 0 {
+		o.CacheMaxEntries = DefaultCacheMaxEntries
+	}
+	if o.CacheMaxBytes <= 0 {
+		o.CacheMaxBytes = DefaultCacheMaxBytes
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -169,6 +192,7 @@ type Engine struct {
 
 	lists  ref.Val
 	calls  []*compiledCall
+	cache  *responseCache // nil when no call has a cache
 	rules  []*compiledRule
 	claims []*compiledClaim
 	events []*compiledEvent
@@ -189,7 +213,15 @@ type compiledCall struct {
 	method        string
 	timeout       time.Duration
 	failurePolicy v1alpha1.FailurePolicy
-	when, body    *program // nil when empty
+	when, body    *program                                // nil when empty
+	retry         bool                                    // GET or idempotent: may be sent twice
+	breaker       *gobreaker.CircuitBreaker[callResponse] // nil when turned off
+	cache         *callCache                              // nil without cache
+}
+
+type callCache struct {
+	ttl, staleIfError time.Duration
+	key               *program // nil: the rendered request
 }
 
 type compiledRule struct {
@@ -300,6 +332,19 @@ func Compile(conn *v1alpha1.APIConnector, opts Options) (*Engine, error) {
 		}
 		if call.Timeout != nil && call.Timeout.Duration > 0 {
 			cc.timeout = call.Timeout.Duration
+		}
+		cc.retry = cc.method == http.MethodGet || call.Idempotent
+		cc.breaker = e.newBreaker(call)
+		if cache := call.Cache; cache != nil {
+			cc.cache = &callCache{ttl: cache.TTL.Duration, key: cp.compile(cp.callEnv, p+".cache.key", cache.Key, wantString)}
+			if cache.StaleIfError != nil {
+				cc.cache.staleIfError = cache.StaleIfError.Duration
+			}
+			if e.cache == nil {
+				e.cache = newResponseCache(opts.CacheMaxEntries, opts.CacheMaxBytes, func(call string) {
+					e.opts.Observer.CacheResult(call, CacheEvicted)
+				})
+			}
 		}
 		e.calls = append(e.calls, cc)
 	}

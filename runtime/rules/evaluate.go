@@ -34,6 +34,8 @@ type vars struct {
 	// rawClaims are the request's claims as sent (without extension aliases), the default body
 	// of a call.
 	rawClaims map[string]any
+	// req is the request, whose canonical form keys the calls' Idempotency-Key.
+	req *entra.Request
 }
 
 func (v *vars) ResolveName(name string) (any, bool) {
@@ -107,6 +109,7 @@ func (e *Engine) newVars(req *entra.Request) *vars {
 		calls:     emptyMap,
 		step:      step,
 		rawClaims: req.Claims,
+		req:       req,
 	}
 	if name := e.step.SensitiveVariable(); name != "" {
 		v.sensitiveName = name
@@ -239,11 +242,12 @@ func (e *Engine) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decis
 	if req == nil {
 		return nil, errors.New("nil request")
 	}
-	// The server already bounds the request by the same timeout; a second timer only when the
-	// caller's deadline is later (or absent, as for the test and eval commands).
-	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > e.timeout {
+	// The server already bounds the request by the same work timeout (the budget minus
+	// v1alpha1.AnswerMargin); a second timer only when the caller's deadline is later (or absent,
+	// as for the test and eval commands).
+	if work := e.step.WorkTimeout(e.timeout); !hasDeadlineWithin(ctx, work) {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, e.timeout)
+		ctx, cancel = context.WithTimeout(ctx, work)
 		defer cancel()
 	}
 	v := e.newVars(req)
@@ -262,6 +266,11 @@ func (e *Engine) Evaluate(ctx context.Context, req *entra.Request) (*entra.Decis
 	}
 	d.Audits = audits
 	return d, nil
+}
+
+func hasDeadlineWithin(ctx context.Context, d time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	return ok && time.Until(dl) <= d
 }
 
 // fail is the fail-closed answer.

@@ -53,6 +53,13 @@ func EventID(namespace, name, step, event string, canonical []byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// IdempotencyKey is the Idempotency-Key header of the call named call for a request: like EventID
+// a SHA-256 over the connector, the step, the call and the canonical request body, so Entra's retry
+// of the same sign-up presents the same key and the dependency can answer it without acting twice.
+func IdempotencyKey(namespace, name, step, call string, canonical []byte) string {
+	return EventID(namespace, name, step, SecretKindCall+"/"+call, canonical) // no event name has a '/'
+}
+
 // emitEvents builds the events whose when holds and delivers them: Sync ones now (a failure under
 // failurePolicy Fail turns the answer into the fail-closed one), Async ones through the queue.
 func (e *Engine) emitEvents(ctx context.Context, v *vars, req *entra.Request, d *entra.Decision) *entra.Decision {

@@ -134,6 +134,22 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 			c.add(p+".timeout", "timeout must be greater than 0s and at most 10s")
 		}
 		checkPolicy(c, p+".failurePolicy", call.FailurePolicy)
+		if cb := call.CircuitBreaker; cb != nil {
+			if n := cb.ConsecutiveFailures; n != nil && (*n < 0 || *n > 1000) {
+				c.add(p+".circuitBreaker.consecutiveFailures", "must be between 0 and 1000")
+			}
+			if d := cb.OpenFor; d != nil && (d.Duration < time.Second || d.Duration > 10*time.Minute) {
+				c.add(p+".circuitBreaker.openFor", "openFor must be between 1s and 10m")
+			}
+		}
+		if cache := call.Cache; cache != nil {
+			if d := cache.TTL.Duration; d < time.Second || d > 24*time.Hour {
+				c.add(p+".cache.ttl", "ttl must be between 1s and 24h")
+			}
+			if d := cache.StaleIfError; d != nil && (d.Duration < 0 || d.Duration > 24*time.Hour) {
+				c.add(p+".cache.staleIfError", "staleIfError must be between 0s and 24h")
+			}
+		}
 		checkAuth(c, p+".auth", call.Auth)
 		checkSecretValues(c, p, call.URL, call.Headers, call.Auth, call.SecretValues)
 		checkCredentialsOverTLS(c, p+".url", call.URL, call.Auth, call.SecretValues)

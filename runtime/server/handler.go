@@ -166,9 +166,14 @@ func (l requestLog) write(level slog.Level, msg string, attrs ...slog.Attr) {
 // start is when the request arrived: the deadline counts from it, and authentication checks
 // validity periods at it (one clock reading for all).
 func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log requestLog, start time.Time) (outcome, *entra.Request) {
-	// The deadline covers everything from arrival, body reading included.
-	ctx, cancel := context.WithDeadline(r.Context(), start.Add(cfg.timeout))
+	// The deadline covers everything from arrival, body reading included, and ends
+	// v1alpha1.AnswerMargin before the budget so the answer is written within it.
+	deadline := start.Add(cfg.work)
+	ctx, cancel := context.WithDeadline(r.Context(), deadline)
 	defer cancel()
+	// A client that trickles its body gets a 400 (read_body) at the deadline, not one at the
+	// server's ReadTimeout. Errors mean the connection cannot have one; there is nothing to do then.
+	_ = http.NewResponseController(w).SetReadDeadline(deadline)
 
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/apiconnector/operator/runtime/rules"
 )
 
 // Metrics are the runtime's Prometheus metrics. They live in a struct registered on an injected
@@ -26,6 +28,10 @@ type Metrics struct {
 	events          *prometheus.CounterVec
 	exprErrors      *prometheus.CounterVec
 	passwordContext *prometheus.CounterVec
+	callRetries     *prometheus.CounterVec
+	breakerState    *prometheus.GaugeVec
+	breakerChanges  *prometheus.CounterVec
+	cache           *prometheus.CounterVec
 }
 
 // latencyBuckets span a rule-only answer (a fraction of a millisecond) to the 20 s Entra waits
@@ -102,10 +108,26 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "apiconnector_password_context_failures_total",
 			Help: "OnPasswordSubmit requests whose encryptedPasswordContext could not be used, by reason (malformed, no_key, decrypt, payload, replay); the failure policy answered Block (Fail) or Retry (Ignore).",
 		}, []string{"reason"}),
+		callRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_call_retries_total",
+			Help: "Outbound calls sent a second time (GET or idempotent calls whose dependency failed, when the time budget allowed), by call name.",
+		}, []string{"call"}),
+		breakerState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "apiconnector_call_breaker_state",
+			Help: "State of each call's circuit breaker: 1 for the current state (closed, half-open, open), 0 for the others. A breaker starts closed when the connector is loaded; half-open is entered when a request arrives after openFor.",
+		}, []string{"call", "state"}),
+		breakerChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_call_breaker_transitions_total",
+			Help: "Circuit breaker state changes, by call name and the state entered.",
+		}, []string{"call", "state"}),
+		cache: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_call_cache_total",
+			Help: "Response cache of calls with a cache, by call name and result: hit (a fresh answer was used), miss (the call was sent), stale (the call failed and an answer within staleIfError was used), evicted (an answer was dropped to stay within the bounds).",
+		}, []string{"call", "result"}),
 	}
 	for _, c := range []prometheus.Collector{m.passwordContext, m.requests, m.duration, m.authFailures, m.ruleHits, m.ruleAudits, m.evalDuration,
 		m.callDuration, m.callFailures, m.reloads, m.policyFailures, m.badRequests, m.inflight, m.downgradedTotal,
-		m.events, m.exprErrors} {
+		m.events, m.exprErrors, m.callRetries, m.breakerState, m.breakerChanges, m.cache} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -137,6 +159,21 @@ func (m *Metrics) EventDropped(event string) { m.events.WithLabelValues(event, "
 // ExpressionError records an expression that failed at request time.
 func (m *Metrics) ExpressionError(path string) { m.exprErrors.WithLabelValues(path).Inc() }
 
+// BreakerChanged records a call's circuit breaker entering state to; from is "" when the engine
+// was compiled, which is no transition.
+func (m *Metrics) BreakerChanged(call, from, to string) {
+	for _, st := range []string{rules.BreakerClosed, rules.BreakerHalfOpen, rules.BreakerOpen} {
+		v := 0.0
+		if st == to {
+			v = 1
+		}
+		m.breakerState.WithLabelValues(call, st).Set(v)
+	}
+	if from != "" {
+		m.breakerChanges.WithLabelValues(call, to).Inc()
+	}
+}
+
 func (m *Metrics) reload(kind string, err error) {
 	result := "success"
 	if err != nil {
@@ -158,3 +195,10 @@ func (o EngineObserver) EventSent(event string, _ time.Duration, err error) {
 }
 func (o EngineObserver) EventDropped(event string)            { o.Metrics.EventDropped(event) }
 func (o EngineObserver) ExpressionError(path string, _ error) { o.Metrics.ExpressionError(path) }
+func (o EngineObserver) CallRetried(call string)              { o.Metrics.callRetries.WithLabelValues(call).Inc() }
+func (o EngineObserver) BreakerChanged(call, from, to string) {
+	o.Metrics.BreakerChanged(call, from, to)
+}
+func (o EngineObserver) CacheResult(call, result string) {
+	o.Metrics.cache.WithLabelValues(call, result).Inc()
+}

@@ -92,7 +92,8 @@ type config struct {
 	ev             entra.Evaluator
 	step           v1alpha1.Step
 	auth           authConfig
-	timeout        time.Duration
+	timeout        time.Duration // the budget: the answer is written within it
+	work           time.Duration // the part of the budget for reading, evaluating and calls
 	policy         v1alpha1.FailurePolicy
 	failureMessage string
 }
@@ -200,6 +201,7 @@ func (s *Server) newConfig(conn *v1alpha1.APIConnector, ev entra.Evaluator, prev
 	if spec.Timeout != nil && spec.Timeout.Duration > 0 {
 		cfg.timeout = spec.Timeout.Duration
 	}
+	cfg.timeout, cfg.work = spec.Step.Budget(cfg.timeout), spec.Step.WorkTimeout(cfg.timeout)
 	if cfg.failureMessage == "" {
 		cfg.failureMessage = v1alpha1.DefaultFailureMessage
 	}

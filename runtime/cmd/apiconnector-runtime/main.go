@@ -190,7 +190,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	if c.outboundSecretsDir != "" {
 		opts.Secrets, opts.SecretKeys = rules.DirSecrets(c.outboundSecretsDir), rules.DirSecretKeys(c.outboundSecretsDir)
 	}
-	load := loader(opts)
+	load := loader(opts, true)
 	ev, conn, err := load(c.connector)
 	if err != nil {
 		return err
@@ -226,7 +226,9 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 // loader reads a connector file and compiles it with the rules engine. The file holds exactly one
 // APIConnector; lists with a configMapRef are resolved from ConfigMaps in the same file (the
 // controller renders them into values, a file written by hand may carry the ConfigMap instead).
-func loader(opts rules.Options) server.LoadFunc {
+// With warm it also opens the connections of the calls and sinks (serve); one evaluation (eval)
+// would only be slowed down by that.
+func loader(opts rules.Options, warm bool) server.LoadFunc {
 	return func(path string) (entra.Evaluator, *v1alpha1.APIConnector, error) {
 		b, err := connfile.LoadFiles(path)
 		if err != nil {
@@ -240,6 +242,13 @@ func loader(opts rules.Options) server.LoadFunc {
 		eng, err := rules.Compile(conn, opts)
 		if err != nil {
 			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		if warm {
+			// Connections to the dependencies before the first request; bounded, so a dead
+			// one delays the start (readiness) or the reload by WarmTimeout at most.
+			ctx, cancel := context.WithTimeout(context.Background(), rules.WarmTimeout)
+			eng.Warm(ctx)
+			cancel()
 		}
 		return eng, conn, nil
 	}
@@ -430,7 +439,7 @@ func eval(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if c.outboundSecretsDir != "" {
 		opts.Secrets, opts.SecretKeys = rules.DirSecrets(c.outboundSecretsDir), rules.DirSecretKeys(c.outboundSecretsDir)
 	}
-	ev, conn, err := loader(opts)(c.connector)
+	ev, conn, err := loader(opts, false)(c.connector)
 	if err != nil {
 		fmt.Fprintf(stderr, "eval: %v\n", err)
 		return exitFailure

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/apiconnector/operator/internal/version"
+	"github.com/apiconnector/operator/runtime/rules"
 )
 
 const samples = "../../../config/samples"
@@ -337,5 +338,47 @@ func TestEvalPasswordSubmitIsNotDecrypted(t *testing.T) {
 		"--claims", filepath.Join(golden, "request-passwordsubmit.json"))
 	if code != 0 || !strings.Contains(out, "microsoft.graph.passwordSubmit.Block") || !strings.Contains(errOut, "not decrypted") {
 		t.Errorf("code %d\n%s\nstderr %s", code, out, errOut)
+	}
+}
+
+// Warm connections never hold readiness on a dead dependency: with a call to a host that accepts
+// connections and never answers, serve is ready once rules.WarmTimeout has passed.
+func TestServeReadyDespiteADeadDependency(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	file := filepath.Join(t.TempDir(), "connector.yaml")
+	doc := `apiVersion: apiconnector.dev/v1alpha1
+kind: APIConnector
+metadata: {name: dead, namespace: default}
+spec:
+  step: PostAttributeCollection
+  authentication: {basic: {secretRef: {name: creds}}}
+  exposure: {host: signup.example.com}
+  calls:
+  - {name: approval, url: 'http://` + ln.Addr().String() + `/approve', timeout: 1s, failurePolicy: Ignore}
+`
+	if err := os.WriteFile(file, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s := startServe(t, "--connector", file, "--secrets-dir", basicSecrets(t), "--egress-allow-cidr", "127.0.0.0/8")
+	took := time.Since(start)
+	if took < rules.WarmTimeout-200*time.Millisecond || took > rules.WarmTimeout+3*time.Second {
+		t.Errorf("ready after %v, want about the %v warm-up bound", took, rules.WarmTimeout)
+	}
+	if code, body := postAsEntra(t, "http://"+s.addr+"/", `{"email":"a@contoso.example"}`); code != 200 || !strings.Contains(string(body), `"action":"Continue"`) {
+		t.Errorf("answer %d %s", code, body)
 	}
 }
