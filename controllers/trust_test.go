@@ -157,10 +157,13 @@ func TestEndpointClashOlderConnectorKeepsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, timeout, func() error { return get(t, newerKey, &networkingv1.Ingress{}) })
-	c = connectorOf(t, newerKey)
-	if cond := meta.FindStatusCondition(c.Status.Conditions, ConditionStalled); cond != nil {
-		t.Errorf("still stalled after the holder went away: %s", cond.Message)
-	}
+	// The status is written after the children, in the same reconcile.
+	eventually(t, timeout, func() error {
+		if cond := meta.FindStatusCondition(connectorOf(t, newerKey).Status.Conditions, ConditionStalled); cond != nil {
+			return fmt.Errorf("still stalled after the holder went away: %s", cond.Message)
+		}
+		return nil
+	})
 }
 
 // Entra ID only calls HTTPS: an endpoint nothing serves over TLS is not Ready and says so, unless
