@@ -224,3 +224,38 @@ func TestIssuerTokensAgainstTheRuntime(t *testing.T) {
 		})
 	}
 }
+
+func TestSinkMemberLookUp(t *testing.T) {
+	if _, err := newSink("", "not json"); err == nil {
+		t.Error("bad MEMBERS accepted")
+	}
+	sk, err := newSink("", `{"ab3ec3b2-a435-45e4-b93a-56a005e88bb7": {"tier": "gold", "number": "1234567"}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	sk.register(mux)
+	ts := httptest.NewTLSServer(mux)
+	defer ts.Close()
+	for _, tc := range []struct {
+		query string
+		code  int
+		body  string
+	}{
+		{"objectId=ab3ec3b2-a435-45e4-b93a-56a005e88bb7&app=x", 200, `{"number":"1234567","tier":"gold"}`},
+		{"objectId=00aa00aa-bb11-cc22-dd33-44ee44ee44ee", 404, `{"error":"no such member"}`},
+	} {
+		resp, err := ts.Client().Get(ts.URL + "/v1/members?" + tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if got, _ := entra.Canonicalize(b); resp.StatusCode != tc.code || string(got) != tc.body {
+			t.Errorf("%s: %d %s, want %d %s", tc.query, resp.StatusCode, b, tc.code, tc.body)
+		}
+	}
+	if len(sk.recs) != 2 || !sk.recs[0].TLS || sk.recs[0].Query != "objectId=ab3ec3b2-a435-45e4-b93a-56a005e88bb7&app=x" {
+		t.Errorf("recorded %+v, want both look-ups with their queries", sk.recs)
+	}
+}

@@ -7,7 +7,7 @@
 //	e2e-services sink       a CloudEvents sink that records what it receives (optional Bearer token);
 //	                        it also plays the HTTP APIs the samples call without needing an answer
 //	                        (e-mail sending: 202 to any POST) and a loyalty system's member look-up
-//	                        (GET /v1/members, members from MEMBERS)
+//	                        (GET /v1/members?objectId=, members from MEMBERS)
 //	e2e-services issuer     an OpenID provider standing in for Microsoft Entra: OpenID configurations
 //	                        and JWKS as Entra publishes them, and tokens signed for the claims the
 //	                        e2e client asks for (POST /admin/tokens, Bearer ISSUER_ADMIN_TOKEN)
@@ -343,17 +343,12 @@ func newSink(token, members string) (*sink, error) {
 func (s *sink) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /admin/events", s.serve)
 	mux.HandleFunc("DELETE /admin/events", s.serve)
-	// A loyalty system's member look-up: GET with a JSON body {"objectId": ...} (as the
-	// b2c-token-enrichment sample sends it), recorded like an event; 200 with the member's
-	// record, 404 for anyone else.
+	// A loyalty system's member look-up: GET ?objectId= (a GET call's body expression becomes
+	// its query parameters), recorded like an event; 200 with the member's record, 404 for
+	// anyone else.
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		s.add(r, body)
-		var req struct {
-			ObjectID string `json:"objectId"`
-		}
-		_ = json.Unmarshal(body, &req)
-		m, ok := s.members[req.ObjectID]
+		s.add(r, nil)
+		m, ok := s.members[r.URL.Query().Get("objectId")]
 		if !ok {
 			writeJSON(w, 404, map[string]string{"error": "no such member"})
 			return
