@@ -33,6 +33,7 @@ func startIssuer(t *testing.T, tls bool) *httptest.Server {
 		t.Fatal(err)
 	}
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /admin/dial", dial) // as main registers it: the patterns must not conflict
 	is.register(mux)
 	var ts *httptest.Server
 	if tls {
