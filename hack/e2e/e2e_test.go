@@ -159,6 +159,7 @@ func TestE2E(t *testing.T) {
 		{"business-events", s.businessEvents},
 		{"b2c-token-enrichment", s.b2cTokenEnrichment},
 		{"extension-email-otp", s.extensionEmailOTP},
+		{"extension-attribute-submit", s.extensionAttributeSubmit},
 		{"client-certificate", s.clientCertificate},
 		{"secret-rotation", s.secretRotation},
 		{"rules-edit-under-load", s.rulesEditUnderLoad},

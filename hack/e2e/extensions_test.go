@@ -33,8 +33,9 @@ import (
 // token step with Basic credentials.
 
 const (
-	otpConnector   = "extension-email-otp"
-	tokenConnector = "b2c-token-enrichment"
+	otpConnector    = "extension-email-otp"
+	submitConnector = "shared-validation-extension"
+	tokenConnector  = "b2c-token-enrichment"
 	// otherApp is an app id that is neither a connector's audience nor Entra's.
 	otherApp = "11112222-bbbb-3333-cccc-4444dddd5555"
 )
@@ -394,6 +395,36 @@ func (s *suite) extensionEmailOTP(t *testing.T) {
 	for _, secret := range []string{"12345678", "someone@example.com"} {
 		if strings.Contains(logs, secret) {
 			t.Errorf("the runtime's logs contain %q", secret)
+		}
+	}
+}
+
+// extensionAttributeSubmit posts Microsoft's documented OnAttributeCollectionSubmit request to
+// shared-validation-extension through the ingress: with a valid token the documented
+// continueWithDefaultBehavior response exactly (none of the sample's rules matches the documented
+// attributes, and it returns no city), with a wrong-audience or an expired token 401.
+func (s *suite) extensionAttributeSubmit(t *testing.T) {
+	conn := submitConnector
+	if s.connectors[conn] == nil {
+		t.Skip(conn + " sample not present")
+	}
+	request := readGolden(t, "extensions/request-attributecollectionsubmit.json")
+	want := canonical(t, readGolden(t, "extensions/response-submit-continue.json"))
+	hc := s.entraClient()
+	a, err := s.send(hc, conn, "Bearer "+s.entraToken(t, conn, nil), request)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.status != http.StatusOK || a.body == nil || canonical(t, []byte(a.raw)) != want {
+		t.Errorf("got %s, want 200 %s", a, want)
+	}
+	now := time.Now().Unix()
+	for what, over := range map[string]map[string]any{
+		"wrong audience": {"aud": otherApp},
+		"expired":        {"iat": now - 7200, "nbf": now - 7200, "exp": now - 600},
+	} {
+		if a, err := s.send(hc, conn, "Bearer "+s.entraToken(t, conn, over), request); err != nil || a.status != http.StatusUnauthorized {
+			t.Errorf("%s: want 401, got %v %s", what, err, a)
 		}
 	}
 }
