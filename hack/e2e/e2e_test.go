@@ -28,6 +28,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
@@ -88,6 +89,16 @@ const (
 	// connector's secretHeaders and secretQueryParams.
 	verifyKey  = "verify-api-key-e2e"
 	verifyCode = "verify-code-e2e"
+	// issuerT protects the issuer's token minting; mailT, loyaltyT and legacyIdpT are the
+	// outbound tokens of the e-mail API, the loyalty system and the legacy identity provider
+	// (all played by the sink).
+	issuerT    = "issuer-admin-token-e2e"
+	mailT      = "mail-api-token-e2e"
+	loyaltyT   = "loyalty-token-e2e"
+	legacyIdpT = "legacy-idp-token-e2e"
+	// loyaltyMember is the documented B2C example user (objectId of the PreTokenIssuance golden
+	// request), a member of the loyalty system the sink plays.
+	loyaltyMember = "ab3ec3b2-a435-45e4-b93a-56a005e88bb7"
 )
 
 // suite is shared by the ordered steps of TestE2E.
@@ -99,7 +110,7 @@ type suite struct {
 	gateway    string // Traefik's entry point for Gateway listeners
 	caPool     *x509.CertPool
 	ca         *ca
-	svcIP      map[string]string // approvals, verify, sink -> ClusterIP
+	svcIP      map[string]string // approvals, verify, sink, issuer -> ClusterIP
 	connectors map[string]*unstructured.Unstructured
 	passwords  map[string]string // basic Secret name -> password
 	endpoints  map[string]string
@@ -146,6 +157,9 @@ func TestE2E(t *testing.T) {
 		{"approval-workflow", s.approvalWorkflow},
 		{"identity-verification", s.identityVerification},
 		{"business-events", s.businessEvents},
+		{"b2c-token-enrichment", s.b2cTokenEnrichment},
+		{"extension-email-otp", s.extensionEmailOTP},
+		{"extension-attribute-submit", s.extensionAttributeSubmit},
 		{"client-certificate", s.clientCertificate},
 		{"secret-rotation", s.secretRotation},
 		{"rules-edit-under-load", s.rulesEditUnderLoad},
@@ -297,7 +311,9 @@ func (s *suite) deployServices(t *testing.T) {
 	roles := map[string][]corev1.EnvVar{
 		"approvals": {{Name: "APPROVALS_TOKEN", Value: approvalsT}, {Name: "PREAPPROVED_DOMAINS", Value: "northwind.example"}},
 		"verify":    {{Name: "VERIFY_USERNAME", Value: verifyUser}, {Name: "VERIFY_PASSWORD", Value: verifyPass}, {Name: "VERIFY_API_KEY", Value: verifyKey}},
-		"sink":      {{Name: "SINK_TOKEN", Value: sinkT}},
+		"sink": {{Name: "SINK_TOKEN", Value: sinkT},
+			{Name: "MEMBERS", Value: `{"` + loyaltyMember + `": {"tier": "gold", "number": "1234567"}}`}},
+		"issuer": {{Name: "ISSUER_ADMIN_TOKEN", Value: issuerT}},
 	}
 	// The Services first: each HTTPS certificate names the Service's DNS names, which the
 	// connectors call, and its ClusterIP, which the client checks from the host.
@@ -398,6 +414,10 @@ var externalHost = map[string]string{
 	"verify.contoso.example":        "verify",
 	"audit.contoso.example":         "sink",
 	"notifications.contoso.example": "sink",
+	"api.sendgrid.com":              "sink", // the e-mail API of extension-email-otp: 202 to any POST
+	"loyalty.contoso.example":       "sink", // GET /v1/members answers the members of MEMBERS
+	"entitlements.contoso.example":  "sink", // GET is refused (405): the sample's call fails open
+	"legacy-idp.contoso.example":    "sink", // answered 202 without a body
 }
 
 // credentials of the outbound Secrets the samples reference.
@@ -409,6 +429,12 @@ func outboundSecret(name string) map[string]string {
 		return map[string]string{"token": sinkT}
 	case "verification-service-credentials":
 		return map[string]string{"username": verifyUser, "password": verifyPass, "api-key": verifyKey, "code": verifyCode}
+	case "sendgrid-api-key":
+		return map[string]string{"token": mailT}
+	case "loyalty-api-token":
+		return map[string]string{"token": loyaltyT}
+	case "legacy-idp-token":
+		return map[string]string{"token": legacyIdpT}
 	}
 	return nil
 }
@@ -431,12 +457,6 @@ func (s *suite) applySamples(t *testing.T) {
 				s.namespaces[u.GetNamespace()] = true
 			}
 			if u.GetKind() == "APIConnector" {
-				if _, bearer, _ := unstructured.NestedMap(u.Object, "spec", "authentication", "bearer"); bearer {
-					// Entra custom authentication extensions authenticate with tokens Entra signs;
-					// nothing here can mint them, so these connectors are covered by unit tests only.
-					t.Logf("skipping %s (%s): bearer authentication needs Entra-issued tokens", u.GetName(), filepath.Base(f))
-					continue
-				}
 				s.adaptConnector(t, u)
 				if s.connectors[u.GetName()] != nil {
 					t.Fatalf("two sample connectors are named %s", u.GetName())
@@ -454,8 +474,10 @@ func (s *suite) applySamples(t *testing.T) {
 
 // adaptConnector makes a sample runnable here: TLS from the harness CA's Secret instead of a
 // cert-manager issuer, calls and event sinks pointed at the in-cluster services by their cluster
-// DNS names, and the Secrets it references created. The verification call also sends an API key
-// header and a query parameter from the service's Secret (secretHeaders, secretQueryParams).
+// DNS names, bearer connectors' signing keys discovered from the in-cluster issuer instead of
+// login.microsoftonline.com, and the Secrets it references created. The verification call also
+// sends an API key header and a query parameter from the service's Secret (secretHeaders,
+// secretQueryParams).
 func (s *suite) adaptConnector(t *testing.T, u *unstructured.Unstructured) {
 	spec := u.Object["spec"].(map[string]any)
 	exposure := spec["exposure"].(map[string]any)
@@ -502,6 +524,28 @@ func (s *suite) adaptConnector(t *testing.T, u *unstructured.Unstructured) {
 		outbound(sink)
 	}
 	auth := spec["authentication"].(map[string]any)
+	if b, ok := auth["bearer"].(map[string]any); ok {
+		// The issuer publishes Entra's v2.0 configuration for any tenant; the tokens it mints
+		// carry Entra's issuer, so the runtime's default issuer checks apply unchanged.
+		if _, set := b["openIDConfigurationURL"]; set {
+			t.Fatalf("%s: the sample sets openIDConfigurationURL; the suite replaces it", u.GetName())
+		}
+		b["openIDConfigurationURL"] = "https://" + svcHost("issuer") + "/" + strings.ToLower(b["tenantId"].(string)) + "/v2.0/.well-known/openid-configuration"
+	}
+	if pd, ok := spec["passwordDecryption"].(map[string]any); ok {
+		// Entra encrypts the password context with the public key of this private key.
+		secrets := map[string]map[string]string{}
+		for _, k := range asList(pd["keys"]) {
+			name := k["name"].(string)
+			if secrets[name] == nil {
+				secrets[name] = map[string]string{}
+			}
+			secrets[name][k["key"].(string)] = rsaKeyPEM(t)
+		}
+		for name, data := range secrets {
+			s.applySecret(u.GetNamespace(), name, corev1.SecretTypeOpaque, data)
+		}
+	}
 	if b, ok := auth["basic"].(map[string]any); ok {
 		name := b["secretRef"].(map[string]any)["name"].(string)
 		if _, done := s.passwords[name]; !done {
@@ -578,12 +622,18 @@ func (s *suite) waitReady(t *testing.T) {
 	// the endpoints. An unauthenticated call answers 401 from the runtime once routed (404 before).
 	hc := s.entraClient()
 	for name, u := range s.connectors {
-		if basicSecret(u) == "" {
+		if basicSecret(u) == "" && !isBearer(u) {
 			continue
 		}
 		s.waitRouted(t, hc, name, "the ingress")
 	}
 	s.timings["all connectors routed after apply"] = time.Since(start)
+	for name, u := range s.connectors {
+		if isBearer(u) {
+			s.waitSigningKeys(t, hc, name)
+		}
+	}
+	s.timings["all bearer connectors accept the issuer's tokens after apply"] = time.Since(start)
 }
 
 // waitRouted waits until the connector answers an unauthenticated call through hc with 401 from
@@ -683,19 +733,34 @@ func (a answer) claims() map[string]string {
 
 func (a answer) String() string { return fmt.Sprintf("%d %s", a.status, a.raw) }
 
+// call posts claims as the JSON body, with Basic credentials unless user is empty.
 func (s *suite) call(hc *http.Client, connector, user, pass string, claims map[string]any) (answer, error) {
+	body, _ := json.Marshal(claims)
+	authorization := ""
+	if user != "" {
+		authorization = basicAuth(user, pass)
+	}
+	return s.send(hc, connector, authorization, body)
+}
+
+// basicAuth is the Authorization header of HTTP Basic credentials.
+func basicAuth(user, pass string) string {
+	return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+}
+
+// send posts body to the connector's endpoint with the Authorization header (none when empty).
+func (s *suite) send(hc *http.Client, connector, authorization string, body []byte) (answer, error) {
 	ep, ok := s.endpoints[connector]
 	if !ok {
 		return answer{}, fmt.Errorf("no endpoint for %s", connector)
 	}
-	body, _ := json.Marshal(claims)
 	req, err := http.NewRequestWithContext(s.ctx, http.MethodPost, ep, bytes.NewReader(body))
 	if err != nil {
 		return answer{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if user != "" {
-		req.SetBasicAuth(user, pass)
+	if authorization != "" {
+		req.Header.Set("Authorization", authorization)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -744,6 +809,10 @@ func expectAction(t *testing.T, a answer, action, message string, claims map[str
 func (s *suite) unauthorized(t *testing.T) {
 	hc := s.entraClient()
 	for name, u := range s.connectors {
+		if isBearer(u) {
+			s.bearerRefused(t, hc, name)
+			continue
+		}
 		if basicSecret(u) == "" {
 			continue
 		}
@@ -794,6 +863,9 @@ func (s *suite) documentedCases(t *testing.T) (map[string][]rulestest.Case, []st
 			if tc.Expect.Failure != nil && *tc.Expect.Failure != "" {
 				continue // failure details are only in logs and metrics
 			}
+			if tc.Credentials != nil {
+				continue // a decrypted password context: Entra's encrypted one cannot be built from it
+			}
 			if out[conn] == nil {
 				order = append(order, conn)
 			}
@@ -803,7 +875,10 @@ func (s *suite) documentedCases(t *testing.T) (map[string][]rulestest.Case, []st
 	return out, order
 }
 
-// sampleCases runs the documented cases of every sample whose connectors call nothing.
+// sampleCases runs the documented cases of every sample whose connectors call nothing: at the
+// API connector steps the claims as the body with Basic credentials, at the custom authentication
+// extension steps the event envelope (the case's request, or one built from its claims and
+// context as the rules test runner builds it) with a token from the in-cluster issuer.
 func (s *suite) sampleCases(t *testing.T) {
 	cases, order := s.documentedCases(t)
 	ran := 0
@@ -811,6 +886,11 @@ func (s *suite) sampleCases(t *testing.T) {
 		for _, tc := range cases[conn] {
 			ran++
 			t.Run(conn+"/"+tc.Name, func(t *testing.T) {
+				if step := stepOf(s.connectors[conn]); step.IsExtension() {
+					// Custom authentication extension: the event envelope with an Entra token.
+					expectExtension(t, step, s.extensionCase(t, conn, tc), tc.Expect)
+					return
+				}
 				a := s.entra(t, conn, tc.Claims)
 				expectAction(t, a, string(tc.Expect.Action), deref(tc.Expect.UserMessage), tc.Expect.Claims)
 			})
@@ -843,6 +923,8 @@ func (s *suite) admin(method, role, path string, body any, out any) error {
 		req.Header.Set("Authorization", "Bearer "+approvalsT)
 	case "verify":
 		req.SetBasicAuth(verifyUser, verifyPass)
+	case "issuer":
+		req.Header.Set("Authorization", "Bearer "+issuerT)
 	}
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {

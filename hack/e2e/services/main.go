@@ -4,7 +4,13 @@
 //	e2e-services approvals  an access-request approval system (Bearer token)
 //	e2e-services verify     an identity-verification (KYC) service (HTTP Basic, plus an X-Api-Key
 //	                        header when VERIFY_API_KEY is set)
-//	e2e-services sink       a CloudEvents sink that records what it receives (optional Bearer token)
+//	e2e-services sink       a CloudEvents sink that records what it receives (optional Bearer token);
+//	                        it also plays the HTTP APIs the samples call without needing an answer
+//	                        (e-mail sending: 202 to any POST) and a loyalty system's member look-up
+//	                        (GET /v1/members?objectId=, members from MEMBERS)
+//	e2e-services issuer     an OpenID provider standing in for Microsoft Entra: OpenID configurations
+//	                        and JWKS as Entra publishes them, and tokens signed for the claims the
+//	                        e2e client asks for (POST /admin/tokens, Bearer ISSUER_ADMIN_TOKEN)
 //
 // Each listens on --listen (default :8080) and has /healthz. With --tls-cert and --tls-key it also
 // serves HTTPS on --tls-listen (default :8443): the connectors call the services over HTTPS, as
@@ -33,7 +39,7 @@ const maxRecords = 10000
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: e2e-services approvals|verify|sink [--listen :8080]")
+		fmt.Fprintln(os.Stderr, "usage: e2e-services approvals|verify|sink|issuer [--listen :8080]")
 		os.Exit(2)
 	}
 	role := os.Args[1]
@@ -53,7 +59,17 @@ func main() {
 	case "verify":
 		newVerify(os.Getenv("VERIFY_USERNAME"), os.Getenv("VERIFY_PASSWORD"), os.Getenv("VERIFY_API_KEY")).register(mux)
 	case "sink":
-		newSink(os.Getenv("SINK_TOKEN")).register(mux)
+		sk, err := newSink(os.Getenv("SINK_TOKEN"), os.Getenv("MEMBERS"))
+		if err != nil {
+			log.Fatal(err)
+		}
+		sk.register(mux)
+	case "issuer":
+		is, err := newIssuer(os.Getenv("ISSUER_ADMIN_TOKEN"))
+		if err != nil {
+			log.Fatal(err)
+		}
+		is.register(mux)
 	default:
 		log.Fatalf("unknown role %q", role)
 	}
@@ -308,15 +324,37 @@ func (v *verify) register(mux *http.ServeMux) {
 // --- sink ---
 
 type sink struct {
-	token string
+	token   string
+	members map[string]json.RawMessage // objectId -> member record
 	recorder
 }
 
-func newSink(token string) *sink { return &sink{token: token} }
+// newSink reads members, a JSON object of objectId -> the record the member look-up answers.
+func newSink(token, members string) (*sink, error) {
+	s := &sink{token: token, members: map[string]json.RawMessage{}}
+	if members != "" {
+		if err := json.Unmarshal([]byte(members), &s.members); err != nil {
+			return nil, fmt.Errorf("MEMBERS: %w", err)
+		}
+	}
+	return s, nil
+}
 
 func (s *sink) register(mux *http.ServeMux) {
 	mux.HandleFunc("GET /admin/events", s.serve)
 	mux.HandleFunc("DELETE /admin/events", s.serve)
+	// A loyalty system's member look-up: GET ?objectId= (a GET call's body expression becomes
+	// its query parameters), recorded like an event; 200 with the member's record, 404 for
+	// anyone else.
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
+		s.add(r, nil)
+		m, ok := s.members[r.URL.Query().Get("objectId")]
+		if !ok {
+			writeJSON(w, 404, map[string]string{"error": "no such member"})
+			return
+		}
+		writeJSON(w, 200, m)
+	})
 	// Every other POST is an event delivery. /cloudevents needs the token when one is set.
 	mux.HandleFunc("POST /", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/cloudevents" && !bearerOK(r, s.token) {
