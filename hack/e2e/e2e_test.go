@@ -510,6 +510,18 @@ func (s *suite) adaptConnector(t *testing.T, u *unstructured.Unstructured) {
 			s.applySecret(u.GetNamespace(), name, corev1.SecretTypeOpaque, data)
 		}
 	}
+	// The node's 2 CPUs hold every pod of the suite: two runtime pods per connector, a third
+	// during each rollout. The samples' runtimes request 10m of CPU instead of the default 50m,
+	// or the scheduler runs out of CPU to place a rollout's new pod.
+	rt, _ := spec["runtime"].(map[string]any)
+	if rt == nil {
+		rt = map[string]any{}
+		spec["runtime"] = rt
+	}
+	rt["resources"] = map[string]any{
+		"requests": map[string]any{"cpu": "10m", "memory": "32Mi"},
+		"limits":   map[string]any{"memory": "128Mi"},
+	}
 	for _, c := range asList(spec["calls"]) {
 		c["url"] = rewrite(c["url"].(string))
 		outbound(c)
