@@ -93,8 +93,12 @@ vuln: ## govulncheck (reachable vulnerabilities) against the database built from
 envtest-assets: ## Build kube-apiserver, etcd and kubectl from the Go module proxy (cached in bin/).
 	@hack/envtest-assets.sh >/dev/null
 
+.PHONY: promtool
+promtool: ## Build promtool (pinned in hack/tools/promtool) once, before config/alerts_test.go runs `promtool test rules` with it.
+	cd hack/tools/promtool && $(GO) tool promtool --version >/dev/null
+
 .PHONY: test
-test: verify-generated lint vuln envtest-assets ## Generated files, lint, govulncheck, unit + envtest suites, fuzz smoke (CI then runs e2e).
+test: verify-generated lint vuln envtest-assets promtool ## Generated files, lint, govulncheck, unit + envtest suites, fuzz smoke (CI then runs e2e).
 	$(TEST_ENV) $(GO) test $(TEST_FLAGS) ./...
 	cd hack/images && $(GO) test -count=1 ./...
 	$(MAKE) fuzz
