@@ -56,7 +56,8 @@ manifests: ## Generate the CRD and RBAC from the API types and controller marker
 	$(GO) run ./hack/apidocs config/crd/bases/apiconnector.dev_apiconnectors.yaml docs/api.md
 	cp config/crd/bases/*.yaml config/charts/apiconnector-operator/crds/
 	cp config/rbac/role.yaml config/rbac/apiconnector_editor_role.yaml config/rbac/apiconnector_viewer_role.yaml \
-		config/namespaced/manager_crd_role.yaml config/admission/runtime_image_policy.yaml config/charts/apiconnector-operator/files/
+		config/namespaced/manager_crd_role.yaml config/admission/runtime_image_policy.yaml \
+		config/components/monitoring/prometheusrule.yaml config/components/monitoring/dashboard.json config/charts/apiconnector-operator/files/
 
 .PHONY: generate
 generate: ## Generate deepcopy functions.

@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"sigs.k8s.io/yaml"
@@ -56,5 +57,33 @@ func TestAlertsWithPromtool(t *testing.T) {
 		if err != nil {
 			t.Fatalf("promtool %v: %v\n%s", args, err, out)
 		}
+	}
+}
+
+// config/monitoring is config/default with the monitoring component: the manager makes
+// PodMonitors, and the alerts and the dashboard are installed in the operator's namespace.
+func TestMonitoringOverlayRenders(t *testing.T) {
+	objs := renderKustomize(t, "monitoring")
+	for _, want := range []string{"Deployment/apiconnector-controller-manager", "PrometheusRule/apiconnector-alerts", "ConfigMap/apiconnector-grafana-dashboard"} {
+		if objs[want] == nil {
+			t.Fatalf("config/monitoring lacks %s; it has %v", want, keys(objs))
+		}
+	}
+	if args := managerArgs(objs); !slices.Contains(args, "--pod-monitors") {
+		t.Errorf("manager args %q lack --pod-monitors", args)
+	}
+	cm := objs["ConfigMap/apiconnector-grafana-dashboard"]
+	if cm["metadata"].(map[string]any)["namespace"] != operatorNamespace || cm["metadata"].(map[string]any)["labels"].(map[string]any)["grafana_dashboard"] != "1" {
+		t.Errorf("dashboard ConfigMap metadata = %v", cm["metadata"])
+	}
+	dash, err := os.ReadFile(filepath.Join(monitoringDir, "dashboard.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cm["data"].(map[string]any)["apiconnector.json"] != string(dash) {
+		t.Error("the ConfigMap does not hold dashboard.json as it is")
+	}
+	if !equalJSON(t, objs["PrometheusRule/apiconnector-alerts"]["spec"], ruleGroups(t)) {
+		t.Error("the PrometheusRule differs from prometheusrule.yaml")
 	}
 }
