@@ -335,7 +335,7 @@ func ownsReplicas(d *appsv1.Deployment, manager string) bool {
 		var fields struct {
 			Spec map[string]json.RawMessage `json:"f:spec"`
 		}
-		if json.Unmarshal(f.FieldsV1.Raw, &fields) == nil && fields.Spec["f:replicas"] != nil {
+		if json.Unmarshal(f.FieldsV1.GetRawBytes(), &fields) == nil && fields.Spec["f:replicas"] != nil {
 			return true
 		}
 	}

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/apiconnector/operator/controllers/children"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
