@@ -56,7 +56,8 @@ manifests: ## Generate the CRD and RBAC from the API types and controller marker
 	$(GO) run ./hack/apidocs config/crd/bases/apiconnector.dev_apiconnectors.yaml docs/api.md
 	cp config/crd/bases/*.yaml config/charts/apiconnector-operator/crds/
 	cp config/rbac/role.yaml config/rbac/apiconnector_editor_role.yaml config/rbac/apiconnector_viewer_role.yaml \
-		config/namespaced/manager_crd_role.yaml config/admission/runtime_image_policy.yaml config/charts/apiconnector-operator/files/
+		config/namespaced/manager_crd_role.yaml config/admission/runtime_image_policy.yaml \
+		config/components/monitoring/prometheusrule.yaml config/components/monitoring/dashboard.json config/charts/apiconnector-operator/files/
 
 .PHONY: generate
 generate: ## Generate deepcopy functions.
@@ -93,8 +94,12 @@ vuln: ## govulncheck (reachable vulnerabilities) against the database built from
 envtest-assets: ## Build kube-apiserver, etcd and kubectl from the Go module proxy (cached in bin/).
 	@hack/envtest-assets.sh >/dev/null
 
+.PHONY: promtool
+promtool: ## Build promtool (pinned in hack/tools/promtool) once, before config/alerts_test.go runs `promtool test rules` with it.
+	cd hack/tools/promtool && $(GO) tool promtool --version >/dev/null
+
 .PHONY: test
-test: verify-generated lint vuln envtest-assets ## Generated files, lint, govulncheck, unit + envtest suites, fuzz smoke (CI then runs e2e).
+test: verify-generated lint vuln envtest-assets promtool ## Generated files, lint, govulncheck, unit + envtest suites, fuzz smoke (CI then runs e2e).
 	$(TEST_ENV) $(GO) test $(TEST_FLAGS) ./...
 	cd hack/images && $(GO) test -count=1 ./...
 	$(MAKE) fuzz

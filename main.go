@@ -17,6 +17,7 @@ import (
 	"github.com/apiconnector/operator/internal/version"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
@@ -48,6 +49,7 @@ func run() error {
 		burst                                            int
 		egressAllow, allowedImages                       []string
 		netpol                                           children.NetworkPolicyOptions
+		podMonitor                                       children.PodMonitorOptions
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", "0", "Address of the metrics endpoint (:8443 for HTTPS, 0 to disable).")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization through the API server.")
@@ -79,6 +81,12 @@ func run() error {
 	flag.Func("ingress-cidrs", "Comma-separated address ranges the NetworkPolicies also admit to the connector port: load balancers that send to pod addresses directly (GKE container-native, AWS ALB in IP mode).", func(v string) error {
 		c, err := networkCIDRs(v)
 		netpol.IngressCIDRs = append(netpol.IngressCIDRs, c...)
+		return err
+	})
+	flag.BoolVar(&podMonitor.Enabled, "pod-monitors", false, "Create a Prometheus Operator PodMonitor <name> for every connector's runtime pods, once the PodMonitor CRD is installed (docs/operations.md).")
+	flag.Func("pod-monitor-labels", "Comma-separated key=value labels added to every PodMonitor, e.g. the ones your Prometheus selects PodMonitors by (release=prometheus).", func(v string) error {
+		set, err := labels.ConvertSelectorToLabelsMap(v)
+		podMonitor.Labels = set
 		return err
 	})
 	flag.StringVar(&hashKeySecret, "hash-key-secret", controllers.DefaultHashKeySecret,
@@ -170,11 +178,14 @@ func run() error {
 		return err
 	}
 	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey, EgressAllow: egressAllow,
-		AllowedRuntimeImages: allowedImages, AllowedExposureAnnotations: annotations, NetworkPolicy: netpol})
+		AllowedRuntimeImages: allowedImages, AllowedExposureAnnotations: annotations, NetworkPolicy: netpol, PodMonitor: podMonitor})
 	if err := r.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
 	if err := ctrlmetrics.Registry.Register(version.Collector()); err != nil {
+		return err
+	}
+	if err := r.RegisterMetrics(ctrlmetrics.Registry); err != nil {
 		return err
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

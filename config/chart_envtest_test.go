@@ -21,10 +21,14 @@ func TestChartReleasesInstallSideBySide(t *testing.T) {
 	if crds == "" {
 		t.Fatal("PROMETHEUS_OPERATOR_CRDS is not set: run `make test` (it reads the CRDs from the Prometheus Operator's Go module)")
 	}
-	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{filepath.Join(crds, "monitoring.coreos.com_servicemonitors.yaml")}, ErrorIfPathMissing: true}); err != nil {
+	// The PrometheusRule of every release is checked by the real CRD's schema.
+	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{Paths: []string{
+		filepath.Join(crds, "monitoring.coreos.com_servicemonitors.yaml"), filepath.Join(crds, "monitoring.coreos.com_prometheusrules.yaml"),
+	}, ErrorIfPathMissing: true}); err != nil {
 		t.Fatal(err)
 	}
-	ensureNamespace(t, c, "shared") // everything() watches it
+	ensureNamespace(t, c, "shared")  // everything() watches it
+	ensureNamespace(t, c, "grafana") // and puts the dashboard there
 	releases := []struct{ name, namespace string }{{"apic-a", "team-a"}, {"apic-b", "team-b"}, {"apic-c", "team-a"}}
 	for _, r := range releases {
 		ensureNamespace(t, c, r.namespace)

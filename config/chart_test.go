@@ -40,6 +40,55 @@ func everything() map[string]any {
 			"certificate":    map[string]any{"certManager": map[string]any{"enabled": true}},
 			"serviceMonitor": map[string]any{"enabled": true, "labels": map[string]any{"release": "prometheus"}},
 		},
+		"monitoring": map[string]any{
+			"podMonitors":      map[string]any{"enabled": true, "labels": map[string]any{"release": "prometheus", "team": "identity"}},
+			"prometheusRule":   map[string]any{"enabled": true, "labels": map[string]any{"release": "prometheus"}},
+			"grafanaDashboard": map[string]any{"enabled": true, "namespace": "grafana", "labels": map[string]any{"team": "identity"}},
+		},
+	}
+}
+
+// The monitoring values: PodMonitors made by the manager, the alerts and the dashboard as the
+// kustomize component ships them.
+func TestChartMonitoring(t *testing.T) {
+	objs := renderChart(t, nil)
+	if args := managerArgs(objs); slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--pod-monitor") }) {
+		t.Errorf("PodMonitors by default: %q", args)
+	}
+	if objs["PrometheusRule/apiconnector-alerts"] != nil || objs["ConfigMap/apiconnector-grafana-dashboard"] != nil {
+		t.Error("alerts or dashboard installed by default")
+	}
+	objs = renderChart(t, everything())
+	args := managerArgs(objs)
+	for _, want := range []string{"--pod-monitors", "--pod-monitor-labels=release=prometheus,team=identity"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("args %q lack %q", args, want)
+		}
+	}
+	rule := objs["PrometheusRule/apiconnector-alerts"]
+	if rule == nil {
+		t.Fatal("no PrometheusRule")
+	}
+	if rule["metadata"].(map[string]any)["labels"].(map[string]any)["release"] != "prometheus" {
+		t.Errorf("PrometheusRule labels = %v", rule["metadata"])
+	}
+	if !equalJSON(t, rule["spec"], ruleGroups(t)) {
+		t.Error("the chart's PrometheusRule differs from config/components/monitoring/prometheusrule.yaml")
+	}
+	cm := objs["ConfigMap/grafana/apiconnector-grafana-dashboard"]
+	if cm == nil {
+		t.Fatalf("no dashboard ConfigMap: %v", keys(objs))
+	}
+	md := cm["metadata"].(map[string]any)
+	if l := md["labels"].(map[string]any); md["namespace"] != "grafana" || l["grafana_dashboard"] != "1" || l["team"] != "identity" {
+		t.Errorf("dashboard ConfigMap metadata = %v", md)
+	}
+	dash, err := os.ReadFile("components/monitoring/dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cm["data"].(map[string]any)["apiconnector.json"]; got != strings.TrimSuffix(string(dash), "\n") {
+		t.Error("the ConfigMap does not hold dashboard.json as it is")
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -59,14 +60,16 @@ func TestMain(m *testing.M) {
 func apiServer(t *testing.T) (*rest.Config, client.Client) {
 	t.Helper()
 	envOnce.Do(func() {
-		for _, v := range []string{"KUBEBUILDER_ASSETS", "CERT_MANAGER_CRDS", "GATEWAY_API_CRDS"} {
+		for _, v := range []string{"KUBEBUILDER_ASSETS", "CERT_MANAGER_CRDS", "GATEWAY_API_CRDS", "PROMETHEUS_OPERATOR_CRDS"} {
 			if os.Getenv(v) == "" {
 				envErr = fmt.Errorf("%s is not set: run `make test` (it builds kube-apiserver and etcd and reads the CRDs from their Go modules)", v)
 				return
 			}
 		}
 		env = &envtest.Environment{
-			CRDDirectoryPaths:     []string{"crd/bases", os.Getenv("CERT_MANAGER_CRDS"), os.Getenv("GATEWAY_API_CRDS")},
+			// The PodMonitor CRD: the manager's role has a rule for the PodMonitors it makes.
+			CRDDirectoryPaths: []string{"crd/bases", os.Getenv("CERT_MANAGER_CRDS"), os.Getenv("GATEWAY_API_CRDS"),
+				filepath.Join(os.Getenv("PROMETHEUS_OPERATOR_CRDS"), "monitoring.coreos.com_podmonitors.yaml")},
 			ErrorIfCRDPathMissing: true,
 		}
 		envCfg, envErr = env.Start()

@@ -405,11 +405,13 @@ func TestHelmNetworkPolicyAndAnnotationValues(t *testing.T) {
 func TestChartCopiesAreGenerated(t *testing.T) {
 	for src, dst := range map[string]string{
 		"crd/bases/apiconnector.dev_apiconnectors.yaml": chartDir + "/crds/apiconnector.dev_apiconnectors.yaml",
-		"rbac/role.yaml":                      chartDir + "/files/role.yaml",
-		"rbac/apiconnector_editor_role.yaml":  chartDir + "/files/apiconnector_editor_role.yaml",
-		"rbac/apiconnector_viewer_role.yaml":  chartDir + "/files/apiconnector_viewer_role.yaml",
-		"namespaced/manager_crd_role.yaml":    chartDir + "/files/manager_crd_role.yaml",
-		"admission/runtime_image_policy.yaml": chartDir + "/files/runtime_image_policy.yaml",
+		"rbac/role.yaml":                            chartDir + "/files/role.yaml",
+		"rbac/apiconnector_editor_role.yaml":        chartDir + "/files/apiconnector_editor_role.yaml",
+		"rbac/apiconnector_viewer_role.yaml":        chartDir + "/files/apiconnector_viewer_role.yaml",
+		"namespaced/manager_crd_role.yaml":          chartDir + "/files/manager_crd_role.yaml",
+		"admission/runtime_image_policy.yaml":       chartDir + "/files/runtime_image_policy.yaml",
+		"components/monitoring/prometheusrule.yaml": chartDir + "/files/prometheusrule.yaml",
+		"components/monitoring/dashboard.json":      chartDir + "/files/dashboard.json",
 	} {
 		a, err := os.ReadFile(src)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
@@ -58,6 +59,8 @@ type Reconciler struct {
 
 	compiledMu sync.Mutex
 	compiled   map[types.NamespacedName]compiled
+
+	metrics *operatorMetrics
 }
 
 // inputs are what a connector references, read at the start of a reconcile.
@@ -74,9 +77,11 @@ type inputs struct {
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses;networkpolicies,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=autoscaling,resources=horizontalpodautoscalers,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;tlsroutes,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=gateways,verbs=get;list;watch
+// +kubebuilder:rbac:groups=monitoring.coreos.com,resources=podmonitors,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
@@ -100,6 +105,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 	s.err = r.reconcile(ctx, s)
 	s.status()
 	conn.Status.ObservedGeneration = conn.Generation
+	r.metrics.observeReady(req.NamespacedName, base, conn, time.Now())
 	result := ctrl.Result{RequeueAfter: s.recheck}
 	if equality.Semantic.DeepEqual(base.Status, conn.Status) {
 		return result, s.err
@@ -520,6 +526,7 @@ func (r *Reconciler) forget(key types.NamespacedName) {
 	r.compiledMu.Lock()
 	delete(r.compiled, key)
 	r.compiledMu.Unlock()
+	r.metrics.forget(key)
 }
 
 // serviceTargetPorts finds, for each destination that is a cluster Service (apiv1.ClusterServiceHost), the
@@ -590,6 +597,8 @@ func (r *Reconciler) observeDeployment(ctx context.Context, s *scope, hash strin
 		return fmt.Errorf("read Deployment: %w", err)
 	}
 	conn.Status.ReadyReplicas = d.Status.ReadyReplicas
+	conn.Status.Replicas = d.Status.Replicas
+	conn.Status.DesiredReplicas = ptr.Deref(d.Spec.Replicas, 1)
 	st, reason, msg := rollout(conn, d, hash)
 	s.scaledToZero = reason == ReasonScaledToZero
 	setCondition(conn, ConditionDeploymentAvailable, st, reason, msg)

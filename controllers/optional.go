@@ -15,7 +15,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
-// optionalKind is a child kind whose CRD may be missing (cert-manager, Gateway API). The operator
+// optionalKind is a child kind whose CRD may be missing (cert-manager, Gateway API, Prometheus
+// Operator). The operator
 // must run without it, notice when it is installed, and only then watch it: a watch on a missing
 // CRD would fail the cache sync.
 type optionalKind struct {
@@ -28,12 +29,16 @@ var (
 	httpRouteKind   = optionalKind{"httproutes.gateway.networking.k8s.io", schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: children.HTTPRouteKind}}
 	tlsRouteKind    = optionalKind{"tlsroutes.gateway.networking.k8s.io", schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: children.TLSRouteKind}}
 	// gatewayKind is only read, never written: whether a parent Gateway serves HTTPS.
-	gatewayKind   = optionalKind{"gateways.gateway.networking.k8s.io", schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "Gateway"}}
-	optionalKinds = []optionalKind{certificateKind, httpRouteKind, tlsRouteKind, gatewayKind}
+	gatewayKind    = optionalKind{"gateways.gateway.networking.k8s.io", schema.GroupVersionKind{Group: "gateway.networking.k8s.io", Version: "v1", Kind: "Gateway"}}
+	podMonitorKind = optionalKind{"podmonitors.monitoring.coreos.com", schema.GroupVersionKind{Group: "monitoring.coreos.com", Version: "v1", Kind: children.PodMonitorKind}}
+	optionalKinds  = []optionalKind{certificateKind, httpRouteKind, tlsRouteKind, gatewayKind, podMonitorKind}
 )
 
 // CertificateGVK is cert-manager's Certificate.
 var CertificateGVK = certificateKind.gvk
+
+// PodMonitorGVK is the Prometheus Operator's PodMonitor.
+var PodMonitorGVK = podMonitorKind.gvk
 
 func routeKindOf(kind string) optionalKind {
 	if kind == children.TLSRouteKind {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -9,6 +10,7 @@ import (
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -69,9 +72,21 @@ func builtin(gvk schema.GroupVersionKind, name string) childRef {
 // Certificate or route whose CRD is missing is reported in its condition and left out.
 func (r *Reconciler) plan(ctx context.Context, conn *apiv1.APIConnector, config []byte, hash string) (*plan, error) {
 	p := &plan{}
+	deployment := children.MakeDeployment(conn, r.Options, hash)
+	if children.WantsAutoscaler(conn) {
+		// A new Deployment starts at minReplicas rather than the API server's default of 1; the
+		// next reconcile hands the field over to the autoscaler (handOverReplicas).
+		existing, err := r.existing(ctx, appsv1.SchemeGroupVersion.WithKind("Deployment"), conn.Namespace, children.DeploymentName(conn))
+		if err != nil {
+			return nil, err
+		}
+		if existing == nil {
+			deployment.Spec.WithReplicas(children.MinReplicas(conn))
+		}
+	}
 	for _, ac := range []applyConfiguration{
 		children.MakeConfigMap(conn, config),
-		children.MakeDeployment(conn, r.Options, hash),
+		deployment,
 		children.MakeService(conn),
 		children.MakeMetricsService(conn),
 	} {
@@ -95,6 +110,29 @@ func (r *Reconciler) plan(ctx context.Context, conn *apiv1.APIConnector, config 
 		p.apply = append(p.apply, typedChild(children.MakePodDisruptionBudget(conn)))
 	} else {
 		p.stale = append(p.stale, builtin(policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"), children.PDBName(conn)))
+	}
+
+	if hpa := children.MakeHorizontalPodAutoscaler(conn); hpa != nil {
+		p.apply = append(p.apply, typedChild(hpa))
+	} else {
+		p.stale = append(p.stale, builtin(autoscalingv2.SchemeGroupVersion.WithKind("HorizontalPodAutoscaler"), children.HPAName(conn)))
+	}
+
+	// A PodMonitor only when the operator makes them and the Prometheus Operator is installed;
+	// nothing to report otherwise (scraping is the platform's business, not the connector's).
+	if pm := children.MakePodMonitor(conn, r.Options); pm == nil {
+		p.stale = append(p.stale, childRef{podMonitorKind, children.PodMonitorName(conn)})
+	} else {
+		installed, err := r.installed(ctx, podMonitorKind)
+		if err != nil {
+			return nil, err
+		}
+		if installed {
+			if err := r.ensureWatch(podMonitorKind); err != nil {
+				return nil, err
+			}
+			p.apply = append(p.apply, unstructuredChild(pm))
+		}
 	}
 
 	if cert := children.MakeCertificate(conn); cert == nil {
@@ -222,6 +260,9 @@ func controlledBy(obj client.Object) string {
 // applyPlan server-side applies every child as our field owner, taking over fields someone else
 // changed (the connector is the source of truth for its children), then removes stale children.
 func (r *Reconciler) applyPlan(ctx context.Context, conn *apiv1.APIConnector, p *plan) error {
+	if err := r.handOverReplicas(ctx, conn); err != nil {
+		return err
+	}
 	for _, c := range p.apply {
 		if err := r.Client.Apply(ctx, c.ac, client.FieldOwner(children.FieldOwner), client.ForceOwnership); err != nil {
 			return fmt.Errorf("apply %s %s: %w", c.gvk.Kind, c.name, err)
@@ -256,4 +297,47 @@ func (r *Reconciler) deleteOwned(ctx context.Context, conn *apiv1.APIConnector, 
 		return fmt.Errorf("delete %s %s: %w", gvk.Kind, name, err)
 	}
 	return nil
+}
+
+// handOverReplicas gives the Deployment's spec.replicas to the autoscaler. With autoscaling the
+// operator's apply leaves the field out; were the operator its only owner, the API server would
+// then remove it and default it to 1 pod until the autoscaler's next pass. So while the operator
+// owns it (before autoscaling was turned on, or after stopRuntime scaled to 0) another field
+// manager, ReplicasHandoverOwner, first applies the current count within the autoscaler's bounds;
+// the autoscaler's scale updates take the field from that manager. Without autoscaling the
+// operator's apply, forced, takes the field back.
+func (r *Reconciler) handOverReplicas(ctx context.Context, conn *apiv1.APIConnector) error {
+	a := conn.Spec.Runtime.Autoscaling
+	if a == nil {
+		return nil
+	}
+	d := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: children.DeploymentName(conn)}, d); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(d, conn) || !ownsReplicas(d, children.FieldOwner) {
+		return nil
+	}
+	n := min(max(ptr.Deref(d.Spec.Replicas, 1), a.MinReplicas), a.MaxReplicas)
+	ac := appsv1ac.Deployment(d.Name, d.Namespace).WithSpec(appsv1ac.DeploymentSpec().WithReplicas(n))
+	if err := r.Client.Apply(ctx, ac, client.FieldOwner(children.ReplicasHandoverOwner), client.ForceOwnership); err != nil {
+		return fmt.Errorf("hand the replicas of Deployment %s over to the autoscaler: %w", d.Name, err)
+	}
+	return nil
+}
+
+// ownsReplicas says whether the field manager (by any operation) owns the Deployment's spec.replicas.
+func ownsReplicas(d *appsv1.Deployment, manager string) bool {
+	for _, f := range d.ManagedFields {
+		if f.Manager != manager || f.FieldsV1 == nil {
+			continue
+		}
+		var fields struct {
+			Spec map[string]json.RawMessage `json:"f:spec"`
+		}
+		if json.Unmarshal(f.FieldsV1.GetRawBytes(), &fields) == nil && fields.Spec["f:replicas"] != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -8,6 +8,7 @@ import (
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -121,6 +122,8 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 		Owns(&networkingv1.Ingress{}, builder.OnlyMetadata).
 		Owns(&networkingv1.NetworkPolicy{}, builder.OnlyMetadata).
 		Owns(&policyv1.PodDisruptionBudget{}, builder.OnlyMetadata).
+		// The autoscaler rewrites its status every pass; only spec edits and deletion matter.
+		Owns(&autoscalingv2.HorizontalPodAutoscaler{}, builder.OnlyMetadata, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		Owns(&corev1.ConfigMap{}, builder.OnlyMetadata).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexSecrets)),
 			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
@@ -213,8 +216,19 @@ func (r *Reconciler) waitingForOptionalKind(ctx context.Context, crd client.Obje
 	var waiting []apiv1.APIConnector
 	for _, c := range list.Items {
 		needsCert := c.Spec.Exposure.TLS != nil && c.Spec.Exposure.TLS.IssuerRef != nil
-		if (crd.GetName() == certificateKind.crd && needsCert) || (crd.GetName() != certificateKind.crd && children.WantsRoute(&c)) {
-			waiting = append(waiting, c)
+		switch crd.GetName() {
+		case certificateKind.crd:
+			if needsCert {
+				waiting = append(waiting, c)
+			}
+		case podMonitorKind.crd:
+			if r.Options.PodMonitor.Enabled {
+				waiting = append(waiting, c)
+			}
+		default:
+			if children.WantsRoute(&c) {
+				waiting = append(waiting, c)
+			}
 		}
 	}
 	return requests(waiting)
@@ -236,5 +250,6 @@ func NewReconciler(mgr ctrl.Manager, opts children.Options) *Reconciler {
 		Mapper:    mgr.GetRESTMapper(),
 		Recorder:  mgr.GetEventRecorder("apiconnector-controller"),
 		Options:   opts,
+		metrics:   newOperatorMetrics(mgr.GetClient()),
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -38,6 +39,8 @@ var (
 	testEnv *envtest.Environment
 	cfg     *rest.Config
 	counter = &reconcileCounter{counts: map[types.NamespacedName]int{}}
+	// operatorRegistry holds the suite's reconciler's metrics (RegisterMetrics).
+	operatorRegistry = prometheus.NewRegistry()
 )
 
 const (
@@ -74,7 +77,7 @@ func runSuite(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make test` (it builds kube-apiserver and etcd from source)")
 		return 1
 	}
-	for _, v := range []string{"CERT_MANAGER_CRDS", "GATEWAY_API_CRDS"} {
+	for _, v := range []string{"CERT_MANAGER_CRDS", "GATEWAY_API_CRDS", "PROMETHEUS_OPERATOR_CRDS"} {
 		if os.Getenv(v) == "" {
 			fmt.Fprintf(os.Stderr, "%s is not set: run `make test` (it reads the CRDs from their Go modules)\n", v)
 			return 1
@@ -141,8 +144,14 @@ func runSuite(m *testing.M) int {
 	}
 	r := NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey,
 		AllowedExposureAnnotations: DefaultAllowedExposureAnnotations,
-		NetworkPolicy:              children.NetworkPolicyOptions{Enabled: true, IngressNamespaces: *ingressNamespaces, MetricsNamespaces: *metricsNamespaces}})
+		NetworkPolicy:              children.NetworkPolicyOptions{Enabled: true, IngressNamespaces: *ingressNamespaces, MetricsNamespaces: *metricsNamespaces},
+		// --pod-monitors: PodMonitors once TestPodMonitorAbsentThenInstalled installs the CRDs.
+		PodMonitor: children.PodMonitorOptions{Enabled: true, Labels: map[string]string{"release": "prometheus"}}})
 	counter.next = r
+	if err := r.RegisterMetrics(operatorRegistry); err != nil {
+		fmt.Fprintln(os.Stderr, "metrics:", err)
+		return 1
+	}
 	if err := r.setup(ctx, mgr, controller.Options{MaxConcurrentReconciles: 2, SkipNameValidation: ptrTrue()}, counter); err != nil {
 		fmt.Fprintln(os.Stderr, "setup:", err)
 		return 1

@@ -917,7 +917,7 @@ type IssuerReference struct {
 
 // RuntimeSpec tunes the pods that serve the connector.
 type RuntimeSpec struct {
-	// Replicas of the runtime Deployment.
+	// Replicas of the runtime Deployment. Ignored when autoscaling is set.
 	// +optional
 	// +kubebuilder:default=2
 	// +kubebuilder:validation:Minimum=0
@@ -952,6 +952,38 @@ type RuntimeSpec struct {
 	// event sinks and bearer key discovery. See docs/exposure.md.
 	// +optional
 	NetworkPolicy *RuntimeNetworkPolicy `json:"networkPolicy,omitempty"`
+
+	// Autoscaling scales the runtime Deployment with a HorizontalPodAutoscaler <name> on CPU
+	// utilization, between minReplicas and maxReplicas; replicas is then ignored and the operator
+	// leaves the Deployment's replica count to the autoscaler. Scaling to zero is not offered:
+	// Entra ID waits a few seconds for an answer, too short for a pod to start.
+	// +optional
+	Autoscaling *RuntimeAutoscaling `json:"autoscaling,omitempty"`
+}
+
+// RuntimeAutoscaling are the bounds and target of the connector's HorizontalPodAutoscaler.
+// +kubebuilder:validation:XValidation:rule="self.minReplicas <= self.maxReplicas",message="minReplicas must not exceed maxReplicas"
+type RuntimeAutoscaling struct {
+	// MinReplicas is the fewest runtime pods; at least 1 (scale to zero is not offered).
+	// +optional
+	// +kubebuilder:default=2
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=50
+	MinReplicas int32 `json:"minReplicas,omitempty"`
+
+	// MaxReplicas is the most runtime pods.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=50
+	MaxReplicas int32 `json:"maxReplicas"`
+
+	// TargetCPUUtilizationPercentage is the average CPU use, in percent of the runtime
+	// container's CPU request, the autoscaler keeps the pods at.
+	// +optional
+	// +kubebuilder:default=70
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=100
+	TargetCPUUtilizationPercentage int32 `json:"targetCPUUtilizationPercentage,omitempty"`
 }
 
 // RuntimeNetworkPolicy turns the connector's NetworkPolicy on or off.
@@ -985,6 +1017,15 @@ type APIConnectorStatus struct {
 	// ReadyReplicas is the number of runtime pods ready to serve.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas,omitempty"`
+
+	// Replicas is the number of runtime pods that exist (current).
+	// +optional
+	Replicas int32 `json:"replicas,omitempty"`
+
+	// DesiredReplicas is the number of runtime pods the Deployment asks for: spec.runtime.replicas,
+	// or the autoscaler's choice with spec.runtime.autoscaling.
+	// +optional
+	DesiredReplicas int32 `json:"desiredReplicas,omitempty"`
 
 	// ConfigHash identifies the configuration (rendered spec and referenced Secret data) the
 	// runtime pods were rolled out with. It is an HMAC keyed by a key only the operator holds, so

@@ -558,6 +558,21 @@ func TestInvalidObjectsAreRejected(t *testing.T) {
 		{"too many replicas", func(o map[string]any) {
 			set(o, "spec.runtime", map[string]any{"replicas": 51})
 		}, []string{"spec.runtime.replicas", "less than or equal to 50"}},
+		{"autoscaling min above max", func(o map[string]any) {
+			set(o, "spec.runtime", map[string]any{"autoscaling": map[string]any{"minReplicas": 5, "maxReplicas": 3}})
+		}, []string{"spec.runtime.autoscaling", "minReplicas must not exceed maxReplicas"}},
+		{"autoscaling default min above max", func(o map[string]any) {
+			set(o, "spec.runtime", map[string]any{"autoscaling": map[string]any{"maxReplicas": 1}})
+		}, []string{"spec.runtime.autoscaling", "minReplicas must not exceed maxReplicas"}},
+		{"autoscaling to zero", func(o map[string]any) {
+			set(o, "spec.runtime", map[string]any{"autoscaling": map[string]any{"minReplicas": 0, "maxReplicas": 3}})
+		}, []string{"spec.runtime.autoscaling.minReplicas", "greater than or equal to 1"}},
+		{"autoscaling without max", func(o map[string]any) {
+			set(o, "spec.runtime", map[string]any{"autoscaling": map[string]any{"minReplicas": 2}})
+		}, []string{"spec.runtime.autoscaling.maxReplicas", "Required value"}},
+		{"autoscaling target above 100", func(o map[string]any) {
+			set(o, "spec.runtime", map[string]any{"autoscaling": map[string]any{"maxReplicas": 3, "targetCPUUtilizationPercentage": 101}})
+		}, []string{"spec.runtime.autoscaling.targetCPUUtilizationPercentage", "less than or equal to 100"}},
 		// A name that is a valid object name but not a Service name would half-create children.
 		{"name with a dot", func(o map[string]any) {
 			set(o, "metadata.name", "signup.v2")
@@ -634,23 +649,26 @@ func TestDefaultsAreApplied(t *testing.T) {
 	set(obj, "spec.calls", []any{map[string]any{"name": "approval", "url": "https://approvals.contoso.example/status",
 		"circuitBreaker": map[string]any{}}})
 	set(obj, "spec.events", []any{map[string]any{"name": "audit", "sink": map[string]any{"url": "https://audit.contoso.example/"}}})
+	set(obj, "spec.runtime.autoscaling", map[string]any{"maxReplicas": 6})
 	u := &unstructured.Unstructured{Object: obj}
 	if err := k8sClient.Create(context.Background(), u, client.DryRunAll); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string]any{
-		"spec.failurePolicy":                              "Fail",
-		"spec.enforcement":                                "Enforce",
-		"spec.rules.0.enforcement":                        "Enforce",
-		"spec.runtime.replicas":                           int64(2),
-		"spec.calls.0.method":                             "POST",
-		"spec.calls.0.timeout":                            "2s",
-		"spec.calls.0.failurePolicy":                      "Fail",
-		"spec.calls.0.circuitBreaker.consecutiveFailures": int64(5),
-		"spec.calls.0.circuitBreaker.openFor":             "30s",
-		"spec.events.0.delivery":                          "Async",
-		"spec.events.0.failurePolicy":                     "Ignore",
-		"spec.authentication.basic.secretRef.name":        "entra-basic",
+		"spec.failurePolicy":                                      "Fail",
+		"spec.enforcement":                                        "Enforce",
+		"spec.rules.0.enforcement":                                "Enforce",
+		"spec.runtime.replicas":                                   int64(2),
+		"spec.calls.0.method":                                     "POST",
+		"spec.calls.0.timeout":                                    "2s",
+		"spec.calls.0.failurePolicy":                              "Fail",
+		"spec.calls.0.circuitBreaker.consecutiveFailures":         int64(5),
+		"spec.calls.0.circuitBreaker.openFor":                     "30s",
+		"spec.events.0.delivery":                                  "Async",
+		"spec.events.0.failurePolicy":                             "Ignore",
+		"spec.authentication.basic.secretRef.name":                "entra-basic",
+		"spec.runtime.autoscaling.minReplicas":                    int64(2),
+		"spec.runtime.autoscaling.targetCPUUtilizationPercentage": int64(70),
 	}
 	for path, w := range want {
 		got := lookup(u.Object, path)

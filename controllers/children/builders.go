@@ -7,12 +7,14 @@ import (
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/rules"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	autoscalingv2ac "k8s.io/client-go/applyconfigurations/autoscaling/v2"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	netv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
@@ -71,10 +73,6 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 	image := opts.RuntimeImage
 	if c.Spec.Runtime.Image != "" {
 		image = c.Spec.Runtime.Image
-	}
-	replicas := int32(DefaultReplicas)
-	if c.Spec.Runtime.Replicas != nil {
-		replicas = *c.Spec.Runtime.Replicas
 	}
 	args := []string{
 		"serve",
@@ -171,11 +169,16 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 		pod.WithTolerations(toleration(c.Spec.Runtime.Tolerations[i]))
 	}
 
+	spec := appsv1ac.DeploymentSpec()
+	if replicas, ok := Replicas(c); ok {
+		// With autoscaling the field is left out, so the operator does not own it and the
+		// HorizontalPodAutoscaler's changes stay.
+		spec.WithReplicas(replicas)
+	}
 	return appsv1ac.Deployment(DeploymentName(c), c.Namespace).
 		WithLabels(Labels(c)).
 		WithOwnerReferences(ownerRef(c)).
-		WithSpec(appsv1ac.DeploymentSpec().
-			WithReplicas(replicas).
+		WithSpec(spec.
 			WithRevisionHistoryLimit(3).
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(c))).
 			// Never fewer serving pods than asked for during a rollout: Entra gives a request one retry.
@@ -459,8 +462,57 @@ func MakeIngress(c *apiv1.APIConnector) *netv1ac.IngressApplyConfiguration {
 	return ing
 }
 
+// Replicas is the Deployment's replica count the connector asks for; false with autoscaling,
+// where the HorizontalPodAutoscaler sets it.
+func Replicas(c *apiv1.APIConnector) (int32, bool) {
+	if c.Spec.Runtime.Autoscaling != nil {
+		return 0, false
+	}
+	return ptr.Deref(c.Spec.Runtime.Replicas, DefaultReplicas), true
+}
+
+// MinReplicas is the fewest runtime pods the connector runs outside a rollout: spec.runtime.replicas,
+// or spec.runtime.autoscaling.minReplicas.
+func MinReplicas(c *apiv1.APIConnector) int32 {
+	if a := c.Spec.Runtime.Autoscaling; a != nil {
+		return a.MinReplicas
+	}
+	r, _ := Replicas(c)
+	return r
+}
+
+// WantsAutoscaler reports whether the connector's replicas are set by a HorizontalPodAutoscaler.
+func WantsAutoscaler(c *apiv1.APIConnector) bool {
+	return c.Spec.Runtime.Autoscaling != nil
+}
+
+// MakeHorizontalPodAutoscaler scales the runtime Deployment on the pods' CPU use, in percent of
+// the runtime container's CPU request, between the connector's bounds. Nil without autoscaling.
+func MakeHorizontalPodAutoscaler(c *apiv1.APIConnector) *autoscalingv2ac.HorizontalPodAutoscalerApplyConfiguration {
+	a := c.Spec.Runtime.Autoscaling
+	if a == nil {
+		return nil
+	}
+	return autoscalingv2ac.HorizontalPodAutoscaler(HPAName(c), c.Namespace).
+		WithLabels(Labels(c)).
+		WithOwnerReferences(ownerRef(c)).
+		WithSpec(autoscalingv2ac.HorizontalPodAutoscalerSpec().
+			WithScaleTargetRef(autoscalingv2ac.CrossVersionObjectReference().
+				WithAPIVersion("apps/v1").WithKind("Deployment").WithName(DeploymentName(c))).
+			WithMinReplicas(a.MinReplicas).
+			WithMaxReplicas(a.MaxReplicas).
+			WithMetrics(autoscalingv2ac.MetricSpec().
+				WithType(autoscalingv2.ResourceMetricSourceType).
+				WithResource(autoscalingv2ac.ResourceMetricSource().
+					WithName(corev1.ResourceCPU).
+					WithTarget(autoscalingv2ac.MetricTarget().
+						WithType(autoscalingv2.UtilizationMetricType).
+						WithAverageUtilization(a.TargetCPUUtilizationPercentage)))))
+}
+
 // MakePodDisruptionBudget keeps one pod serving during voluntary disruptions. Only meaningful with
-// more than one replica; the reconciler deletes it otherwise.
+// more than one replica (autoscaling: more than one at the least); the reconciler deletes it
+// otherwise.
 func MakePodDisruptionBudget(c *apiv1.APIConnector) *policyv1ac.PodDisruptionBudgetApplyConfiguration {
 	return policyv1ac.PodDisruptionBudget(PDBName(c), c.Namespace).
 		WithLabels(Labels(c)).
@@ -470,9 +522,9 @@ func MakePodDisruptionBudget(c *apiv1.APIConnector) *policyv1ac.PodDisruptionBud
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(c))))
 }
 
-// WantsPodDisruptionBudget reports whether the connector runs more than one replica.
+// WantsPodDisruptionBudget reports whether the connector always runs more than one replica.
 func WantsPodDisruptionBudget(c *apiv1.APIConnector) bool {
-	return c.Spec.Runtime.Replicas == nil || *c.Spec.Runtime.Replicas > 1
+	return MinReplicas(c) > 1
 }
 
 // cert-manager's Certificate is built unstructured so the operator does not depend on
@@ -595,4 +647,51 @@ func controllerRef(c *apiv1.APIConnector) []metav1.OwnerReference {
 		Controller:         ptr.To(true),
 		BlockOwnerDeletion: ptr.To(true),
 	}}
+}
+
+// The Prometheus Operator's PodMonitor is built unstructured, like the Certificate: the operator
+// runs without the Prometheus Operator installed.
+const (
+	PodMonitorAPIVersion = "monitoring.coreos.com/v1"
+	PodMonitorKind       = "PodMonitor"
+	// ConnectorLabel is the label the PodMonitor gives every runtime series: the connector's name
+	// (Prometheus adds namespace). Dashboards and alerts group by namespace and connector.
+	ConnectorLabel = "connector"
+)
+
+// PodMonitorOptions are the operator's settings of the connectors' PodMonitors.
+type PodMonitorOptions struct {
+	// Enabled creates a PodMonitor <name> for every connector when the Prometheus Operator's
+	// CRDs are installed (--pod-monitors).
+	Enabled bool
+	// Labels are added to each PodMonitor, e.g. those a Prometheus selects PodMonitors by.
+	Labels map[string]string
+}
+
+// MakePodMonitor has the Prometheus Operator scrape the connector's runtime pods on their ops
+// port, labelling the series with the connector's name. Nil when PodMonitors are off.
+func MakePodMonitor(c *apiv1.APIConnector, opts Options) *unstructured.Unstructured {
+	if !opts.PodMonitor.Enabled {
+		return nil
+	}
+	u := ownedUnstructured(c, PodMonitorAPIVersion, PodMonitorKind, PodMonitorName(c), map[string]any{
+		"selector": map[string]any{"matchLabels": toAny(SelectorLabels(c))},
+		"podMetricsEndpoints": []any{map[string]any{
+			"port": "ops",
+			"path": "/metrics",
+			"relabelings": []any{map[string]any{
+				"action":       "replace",
+				"sourceLabels": []any{"__meta_kubernetes_pod_label_app_kubernetes_io_instance"},
+				"targetLabel":  ConnectorLabel,
+			}},
+		}},
+	})
+	labels := u.GetLabels()
+	for k, v := range opts.PodMonitor.Labels {
+		if _, ours := labels[k]; !ours {
+			labels[k] = v
+		}
+	}
+	u.SetLabels(labels)
+	return u
 }

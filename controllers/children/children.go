@@ -31,6 +31,9 @@ const (
 
 	// FieldOwner is the server-side apply field manager of every child.
 	FieldOwner = "apiconnector-operator"
+	// ReplicasHandoverOwner holds a Deployment's spec.replicas between the operator letting go of
+	// it (spec.runtime.autoscaling) and the HorizontalPodAutoscaler's first change.
+	ReplicasHandoverOwner = "apiconnector-operator-autoscaling"
 )
 
 // Options are the operator-wide settings the builders need.
@@ -49,6 +52,8 @@ type Options struct {
 	AllowedExposureAnnotations []string
 	// NetworkPolicy are the settings of the connectors' NetworkPolicies.
 	NetworkPolicy NetworkPolicyOptions
+	// PodMonitor are the settings of the connectors' PodMonitors.
+	PodMonitor PodMonitorOptions
 	// EgressAllow are address ranges (CIDRs) the runtime's calls and events may reach although its
 	// egress guard refuses them (serve --egress-allow-cidr).
 	EgressAllow []string
@@ -64,6 +69,8 @@ func MetricsServiceName(c *apiv1.APIConnector) string {
 func NetworkPolicyName(c *apiv1.APIConnector) string { return c.Name }
 func IngressName(c *apiv1.APIConnector) string       { return c.Name }
 func PDBName(c *apiv1.APIConnector) string           { return c.Name }
+func HPAName(c *apiv1.APIConnector) string           { return c.Name }
+func PodMonitorName(c *apiv1.APIConnector) string    { return c.Name }
 func ConfigMapName(c *apiv1.APIConnector) string     { return c.Name + "-config" }
 func CertificateName(c *apiv1.APIConnector) string {
 	return c.Name + "-tls"

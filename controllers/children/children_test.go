@@ -81,7 +81,9 @@ var testTargetPorts = map[Destination]intstr.IntOrString{
 
 func TestGolden(t *testing.T) {
 	opts := Options{RuntimeImage: "apiconnector-runtime:v0.1.0", NetworkPolicy: testNetworkPolicy}
-	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer", "forwarded", "secret-values", "in-cluster"} {
+	// One connector shows the PodMonitor the operator creates with --pod-monitors.
+	podMonitors := Options{PodMonitor: PodMonitorOptions{Enabled: true, Labels: map[string]string{"release": "prometheus", "app.kubernetes.io/name": "ignored"}}}
+	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer", "forwarded", "secret-values", "in-cluster", "autoscaling"} {
 		t.Run(name, func(t *testing.T) {
 			c := connector(t, name)
 			resolved := map[string][]string{}
@@ -101,6 +103,15 @@ func TestGolden(t *testing.T) {
 			}
 			if WantsPodDisruptionBudget(c) {
 				objs = append(objs, MakePodDisruptionBudget(c))
+			}
+			if hpa := MakeHorizontalPodAutoscaler(c); hpa != nil {
+				objs = append(objs, hpa)
+			}
+			if pm := MakePodMonitor(c, opts); pm != nil {
+				t.Error("a PodMonitor without --pod-monitors")
+			}
+			if name == "autoscaling" {
+				objs = append(objs, MakePodMonitor(c, podMonitors).Object)
 			}
 			if np := MakeNetworkPolicy(c, opts, testTargetPorts); np != nil {
 				objs = append(objs, np)
@@ -257,7 +268,7 @@ func TestDerivedNamesFitTheirLimits(t *testing.T) {
 	for _, name := range []string{ServiceName(c), MetricsServiceName(c)} {
 		check("Service "+name, validation.IsDNS1035Label(name))
 	}
-	for _, name := range []string{DeploymentName(c), NetworkPolicyName(c), IngressName(c), PDBName(c), ConfigMapName(c), CertificateName(c)} {
+	for _, name := range []string{DeploymentName(c), NetworkPolicyName(c), IngressName(c), PDBName(c), HPAName(c), PodMonitorName(c), ConfigMapName(c), CertificateName(c)} {
 		check(name, validation.IsDNS1123Subdomain(name))
 	}
 	for k, v := range Labels(c) {
@@ -265,6 +276,34 @@ func TestDerivedNamesFitTheirLimits(t *testing.T) {
 	}
 	for k, v := range SelectorLabels(c) {
 		check("selector label "+k, validation.IsValidLabelValue(v))
+	}
+}
+
+// The PodDisruptionBudget follows the fewest replicas the connector runs: replicas, or the
+// autoscaler's minReplicas (replicas is then ignored).
+func TestPodDisruptionBudgetFollowsMinReplicas(t *testing.T) {
+	for _, c := range []struct {
+		replicas *int32
+		auto     *apiv1.RuntimeAutoscaling
+		want     bool
+	}{
+		{nil, nil, true},
+		{ptr.To[int32](1), nil, false},
+		{ptr.To[int32](0), nil, false},
+		{ptr.To[int32](3), nil, true},
+		{ptr.To[int32](3), &apiv1.RuntimeAutoscaling{MinReplicas: 1, MaxReplicas: 5}, false},
+		{ptr.To[int32](1), &apiv1.RuntimeAutoscaling{MinReplicas: 2, MaxReplicas: 5}, true},
+	} {
+		conn := connector(t, "basic")
+		conn.Spec.Runtime.Replicas, conn.Spec.Runtime.Autoscaling = c.replicas, c.auto
+		if got := WantsPodDisruptionBudget(conn); got != c.want {
+			t.Errorf("replicas %v autoscaling %+v: WantsPodDisruptionBudget = %v, want %v", ptr.Deref(c.replicas, -1), c.auto, got, c.want)
+		}
+		_, fixed := Replicas(conn)
+		d := MakeDeployment(conn, Options{}, "h")
+		if (d.Spec.Replicas != nil) != fixed || fixed == (c.auto != nil) {
+			t.Errorf("autoscaling %+v: the Deployment's replicas are %v, want set only without autoscaling", c.auto, d.Spec.Replicas)
+		}
 	}
 }
 

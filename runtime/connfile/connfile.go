@@ -232,6 +232,14 @@ func SetDefaults(conn *v1alpha1.APIConnector) {
 		two := int32(2)
 		s.Runtime.Replicas = &two
 	}
+	if a := s.Runtime.Autoscaling; a != nil {
+		if a.MinReplicas == 0 {
+			a.MinReplicas = 2
+		}
+		if a.TargetCPUUtilizationPercentage == 0 {
+			a.TargetCPUUtilizationPercentage = 70
+		}
+	}
 }
 
 // ListResolver resolves configMapRef lists of a connector in namespace from the bundle's

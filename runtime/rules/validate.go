@@ -240,6 +240,26 @@ func validate(c *errs, conn *v1alpha1.APIConnector) {
 		}
 		checkPolicy(c, p+".failurePolicy", ev.FailurePolicy)
 	}
+	if a := s.Runtime.Autoscaling; a != nil {
+		checkAutoscaling(c, a)
+	}
+}
+
+// checkAutoscaling mirrors the CRD's bounds of spec.runtime.autoscaling (defaults applied).
+func checkAutoscaling(c *errs, a *v1alpha1.RuntimeAutoscaling) {
+	const p = "spec.runtime.autoscaling"
+	if a.MinReplicas < 1 || a.MinReplicas > 50 {
+		c.add(p+".minReplicas", "must be 1 to 50 (scale to zero is not offered), got %d", a.MinReplicas)
+	}
+	if a.MaxReplicas < 1 || a.MaxReplicas > 50 {
+		c.add(p+".maxReplicas", "must be 1 to 50, got %d", a.MaxReplicas)
+	}
+	if a.MinReplicas > a.MaxReplicas {
+		c.add(p, "minReplicas must not exceed maxReplicas")
+	}
+	if a.TargetCPUUtilizationPercentage < 1 || a.TargetCPUUtilizationPercentage > 100 {
+		c.add(p+".targetCPUUtilizationPercentage", "must be 1 to 100, got %d", a.TargetCPUUtilizationPercentage)
+	}
 }
 
 func checkName(c *errs, path, name string, re *regexp.Regexp, seen map[string]bool) {
