@@ -149,6 +149,9 @@ func (r *Reconciler) reconcile(ctx context.Context, s *scope) error {
 	if err != nil {
 		return err
 	}
+	if plan.recheck > 0 {
+		s.recheck = plan.recheck
+	}
 	if err := r.checkOwnership(ctx, s, plan); err != nil {
 		return err
 	}

@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
@@ -47,9 +49,17 @@ func routeKindOf(kind string) optionalKind {
 	return httpRouteKind
 }
 
+// errNotServedYet: the kind's CRD exists but discovery does not list its version (yet: the API
+// server serves a new CRD a moment after the last event about it; or never, for a CRD without
+// that version). The kind counts as not installed, and the connector is looked at again soon.
+var errNotServedYet = errors.New("CRD present, version not served")
+
+// notServedRecheck is when a connector that found a CRD whose version is not served looks again.
+const notServedRecheck = 5 * time.Second
+
 // installed looks for the kind's CRD in the (metadata-only, watched) cache first, so a cluster
 // without it costs no discovery request per reconcile; when the CRD is there the RESTMapper, which
-// re-runs discovery on a miss, confirms the version is served.
+// re-runs discovery on a miss, confirms the version is served (errNotServedYet when not).
 func (r *Reconciler) installed(ctx context.Context, k optionalKind) (bool, error) {
 	crd := &metav1.PartialObjectMetadata{}
 	crd.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
@@ -64,7 +74,7 @@ func (r *Reconciler) installed(ctx context.Context, k optionalKind) (bool, error
 	case err == nil:
 		return true, nil
 	case meta.IsNoMatchError(err):
-		return false, nil
+		return false, errNotServedYet
 	default:
 		return false, fmt.Errorf("discover %s: %w", k.gvk, err)
 	}
@@ -90,7 +100,10 @@ func (r *Reconciler) ensureWatch(k optionalKind) error {
 // deleteIfInstalled removes a child of an optional kind we no longer want.
 func (r *Reconciler) deleteIfInstalled(ctx context.Context, conn *apiv1.APIConnector, k optionalKind, name string) error {
 	ok, err := r.installed(ctx, k)
-	if err != nil || !ok {
+	if errors.Is(err, errNotServedYet) || err == nil && !ok {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
 	return r.deleteOwned(ctx, conn, k.gvk, name)
@@ -178,8 +191,11 @@ func parentConditions(statuses []any, p apiv1.GatewayParentReference, connNamesp
 // RouteReady already reports a Gateway that does not accept the route.
 func (r *Reconciler) gatewayServesHTTPS(ctx context.Context, conn *apiv1.APIConnector) (bool, error) {
 	installed, err := r.installed(ctx, gatewayKind)
-	if err != nil || !installed {
-		return true, err
+	if errors.Is(err, errNotServedYet) || err == nil && !installed {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
 	}
 	if err := r.ensureWatch(gatewayKind); err != nil {
 		return false, err

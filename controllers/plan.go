@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -52,6 +53,19 @@ type plan struct {
 	stale []childRef
 	// certificate and route are set when the connector wants one and its kind is installed.
 	certificate, route *unstructured.Unstructured
+	// recheck is set when an optional kind's CRD is there but its API not served yet.
+	recheck time.Duration
+}
+
+// installed is Reconciler.installed for the plan: a CRD whose version is not served yet counts
+// as not installed and has the connector looked at again shortly.
+func (p *plan) installed(ctx context.Context, r *Reconciler, k optionalKind) (bool, error) {
+	ok, err := r.installed(ctx, k)
+	if errors.Is(err, errNotServedYet) {
+		p.recheck = notServedRecheck
+		return false, nil
+	}
+	return ok, err
 }
 
 func typedChild(ac applyConfiguration) child {
@@ -123,7 +137,7 @@ func (r *Reconciler) plan(ctx context.Context, conn *apiv1.APIConnector, config 
 	if pm := children.MakePodMonitor(conn, r.Options); pm == nil {
 		p.stale = append(p.stale, childRef{podMonitorKind, children.PodMonitorName(conn)})
 	} else {
-		installed, err := r.installed(ctx, podMonitorKind)
+		installed, err := p.installed(ctx, r, podMonitorKind)
 		if err != nil {
 			return nil, err
 		}
@@ -139,7 +153,7 @@ func (r *Reconciler) plan(ctx context.Context, conn *apiv1.APIConnector, config 
 		meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionCertificateReady)
 		p.stale = append(p.stale, childRef{certificateKind, children.CertificateName(conn)})
 	} else {
-		installed, err := r.installed(ctx, certificateKind)
+		installed, err := p.installed(ctx, r, certificateKind)
 		if err != nil {
 			return nil, err
 		}
@@ -167,7 +181,7 @@ func (r *Reconciler) plan(ctx context.Context, conn *apiv1.APIConnector, config 
 		return p, nil
 	}
 	k := routeKindOf(route.GetKind())
-	installed, err := r.installed(ctx, k)
+	installed, err := p.installed(ctx, r, k)
 	if err != nil {
 		return nil, err
 	}
