@@ -34,8 +34,9 @@ func TestPodMonitorAbsentThenInstalled(t *testing.T) {
 	}
 	pm := &unstructured.Unstructured{}
 	pm.SetGroupVersionKind(PodMonitorGVK)
-	// No change to the connector: the CRD appearing must be enough.
-	eventually(t, timeout, func() error {
+	// No change to the connector: the CRD appearing must be enough. It re-queues every connector
+	// the suite has made so far (all want a PodMonitor), hence the longer wait.
+	eventually(t, 3*timeout, func() error {
 		return get(t, client.ObjectKey{Namespace: ns, Name: children.PodMonitorName(conn)}, pm)
 	})
 	if !metav1.IsControlledBy(pm, connectorOf(t, key)) {
