@@ -192,12 +192,12 @@ spec:
 	for _, s := range rec.Ended() {
 		text := s.Name() + " " + s.Status().Description
 		for _, kv := range s.Attributes() {
-			text += " " + string(kv.Key) + "=" + kv.Value.Emit()
+			text += " " + string(kv.Key) + "=" + kv.Value.String()
 		}
 		for _, ev := range s.Events() {
 			text += " " + ev.Name
 			for _, kv := range ev.Attributes {
-				text += " " + string(kv.Key) + "=" + kv.Value.Emit()
+				text += " " + string(kv.Key) + "=" + kv.Value.String()
 			}
 		}
 		if strings.Contains(text, "canary") || strings.Contains(text, "tenant=") || strings.Contains(text, "Sorry") {
@@ -213,7 +213,7 @@ spec:
 func attrs(s sdktrace.ReadOnlySpan) map[string]string {
 	m := map[string]string{}
 	for _, kv := range s.Attributes() {
-		m[string(kv.Key)] = kv.Value.Emit()
+		m[string(kv.Key)] = kv.Value.String()
 	}
 	return m
 }

@@ -58,6 +58,6 @@ func newTracerProvider(ctx context.Context, connectorPath string, log *slog.Logg
 	// affect answers.
 	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing", "error", err.Error()) }))
 	service, _ := res.Set().Value(semconv.ServiceNameKey)
-	log.Info("tracing: spans are exported over OTLP", "service", service.Emit())
+	log.Info("tracing: spans are exported over OTLP", "service", service.String())
 	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)), nil
 }
