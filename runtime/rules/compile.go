@@ -17,6 +17,7 @@ import (
 	"github.com/google/cel-go/common/types"
 	"github.com/google/cel-go/common/types/ref"
 	"github.com/sony/gobreaker/v2"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/entra"
@@ -133,6 +134,10 @@ type Options struct {
 	CacheMaxEntries, CacheMaxBytes int
 	// Now is the clock for CloudEvent times. Default: time.Now.
 	Now func() time.Time
+	// TracerProvider, when set, makes every HTTP exchange of a call or event a span (a child of
+	// the span in the request's context; async events of the request's span) and sends the W3C
+	// traceparent to the dependency. Nil: no spans and no traceparent.
+	TracerProvider trace.TracerProvider
 }
 
 func (o Options) withDefaults() Options {
@@ -141,7 +146,14 @@ func (o Options) withDefaults() Options {
 	}
 	// A copy, so the caller's client is left as it was: calls are recorded for the decision log.
 	client := *o.HTTPClient
-	client.Transport = recordCalls(client.Transport)
+	rt := client.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	if o.TracerProvider != nil {
+		rt = traceRequests(rt, o.TracerProvider)
+	}
+	client.Transport = recordCalls(rt)
 	o.HTTPClient = &client
 	if o.Observer == nil {
 		o.Observer = NopObserver{}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/google/cel-go/common/types"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/entra"
@@ -80,7 +81,7 @@ func (e *Engine) emitEvents(ctx context.Context, v *vars, req *entra.Request, d 
 			continue // when is false
 		}
 		if err == nil && ev.delivery == v1alpha1.DeliveryAsync {
-			e.queue.push(asyncEvent{ev: ev, ce: ce})
+			e.queue.push(asyncEvent{ev: ev, ce: ce, parent: trace.SpanContextFromContext(ctx)})
 			continue
 		}
 		if err == nil {
@@ -169,6 +170,8 @@ func (e *Engine) send(ctx context.Context, ev *compiledEvent, ce *CloudEvent) er
 type asyncEvent struct {
 	ev *compiledEvent
 	ce *CloudEvent
+	// parent is the request's span: the deliveries' spans are its children.
+	parent trace.SpanContext
 }
 
 // eventQueue delivers async events after the answer was sent, with bounded retries. Workers start
@@ -234,8 +237,9 @@ func (q *eventQueue) deliver(a asyncEvent) {
 	start := time.Now()
 	backoff := q.e.opts.EventBackoff
 	var err error
+	parent := trace.ContextWithSpanContext(q.ctx, a.parent)
 	for attempt := 1; ; attempt++ {
-		ctx, cancel := context.WithTimeout(q.ctx, asyncAttemptTimeout)
+		ctx, cancel := context.WithTimeout(parent, asyncAttemptTimeout)
 		err = q.e.send(ctx, a.ev, a.ce)
 		cancel()
 		if err == nil || attempt >= q.e.opts.EventAttempts {

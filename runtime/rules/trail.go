@@ -43,9 +43,6 @@ func WithCallTrail(ctx context.Context, t *CallTrail) context.Context {
 // recordCalls wraps rt so that the exchanges of calls made within a WithCallTrail context are
 // recorded. Events are not: they are delivered after the answer, on their own schedule.
 func recordCalls(rt http.RoundTripper) http.RoundTripper {
-	if rt == nil {
-		rt = http.DefaultTransport
-	}
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		trail, _ := req.Context().Value(trailKey{}).(*CallTrail)
 		target, ok := TargetFromContext(req.Context())

@@ -12,6 +12,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/apiconnector/operator/runtime/connfile"
 	"github.com/apiconnector/operator/runtime/entra"
 	"github.com/apiconnector/operator/runtime/rules"
@@ -29,7 +33,8 @@ const (
 
 // benchServer is the real server with the real rules engine, logging JSON lines like the
 // runtime's serve does (to io.Discard).
-func benchServer(b *testing.B) (*server.Server, []byte) {
+// With tp, requests, calls and events are traced.
+func benchServer(b *testing.B, tp trace.TracerProvider) (*server.Server, []byte) {
 	b.Helper()
 	bundle, err := connfile.LoadFiles(benchConnector)
 	if err != nil {
@@ -37,14 +42,14 @@ func benchServer(b *testing.B) (*server.Server, []byte) {
 	}
 	conn := bundle.Connectors[0]
 	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	eng, err := rules.Compile(conn, rules.Options{ResolveList: bundle.ListResolver(conn.Namespace), Logger: log})
+	eng, err := rules.Compile(conn, rules.Options{ResolveList: bundle.ListResolver(conn.Namespace), Logger: log, TracerProvider: tp})
 	if err != nil {
 		b.Fatal(err)
 	}
 	dir := b.TempDir()
 	os.WriteFile(filepath.Join(dir, server.UsernameFile), []byte("entra"), 0o600)
 	os.WriteFile(filepath.Join(dir, server.PasswordFile), []byte("bench-password"), 0o600)
-	s, err := server.New(conn, eng, server.Options{SecretsDir: dir, Logger: log})
+	s, err := server.New(conn, eng, server.Options{SecretsDir: dir, Logger: log, TracerProvider: tp})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -57,8 +62,16 @@ func benchServer(b *testing.B) (*server.Server, []byte) {
 
 // BenchmarkServeConnector is one request through the connector handler, without the network:
 // authentication, body read, decode, evaluation, encode, metrics and the request log line.
-func BenchmarkServeConnector(b *testing.B) {
-	s, body := benchServer(b)
+func BenchmarkServeConnector(b *testing.B) { benchmarkServeConnector(b, nil) }
+
+// BenchmarkServeConnectorTraced is BenchmarkServeConnector with tracing on: every request a
+// recorded span, handed to an exporter that discards it.
+func BenchmarkServeConnectorTraced(b *testing.B) {
+	benchmarkServeConnector(b, sdktrace.NewTracerProvider(sdktrace.WithSyncer(tracetest.NewNoopExporter())))
+}
+
+func benchmarkServeConnector(b *testing.B, tp trace.TracerProvider) {
+	s, body := benchServer(b, tp)
 	h := s.Handler()
 	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("entra:bench-password"))
 	serve := func() *httptest.ResponseRecorder {
@@ -90,7 +103,7 @@ func BenchmarkEvaluateBenchConnector(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	_, body := benchServer(b)
+	_, body := benchServer(b, nil)
 	req, err := entra.DecodeRequest(body)
 	if err != nil {
 		b.Fatal(err)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -50,12 +51,13 @@ func (s *Server) OpsHandler() http.Handler {
 
 // outcome is what one request led to, for the log line and the metrics.
 type outcome struct {
-	action string // entra action, or a refusal class such as Unauthorized
-	code   int
-	source string // who decided: one of the source* values
-	rule   string
-	reason string // why a request was refused or failed over to the policy
-	claims []byte // returned claims (Continue), logged only with LogClaims
+	action  string // entra action, or a refusal class such as Unauthorized
+	code    int
+	source  string // who decided: one of the source* values
+	rule    string
+	reason  string // why a request was refused or failed over to the policy: a fixed code
+	failure string // the evaluator's Decision.Failure, a message (logged as reason)
+	claims  []byte // returned claims (Continue), logged only with LogClaims
 	// Filled when the request was evaluated:
 	evaluated bool
 	eval      time.Duration
@@ -82,6 +84,7 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	id := requestID(r.Header.Get("X-Request-Id"))
 	w.Header().Set("X-Request-Id", id)
 	log := requestLog{log: s.log, id: id, step: string(cfg.step)}
+	r, span := s.startSpan(r, cfg.step, start)
 
 	o, req := s.answer(w, r, cfg, log, start)
 
@@ -92,8 +95,13 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	if o.code >= 400 && o.action != string(entra.ActionValidationError) {
 		level = slog.LevelWarn
 	}
-	var buf [16]slog.Attr // the most this line has; LogAttrs copies them, so they stay on the stack
-	s.log.LogAttrs(r.Context(), level, "request", decisionLog(buf[:0], cfg, id, o, elapsed, s.opts.LogClaims, req)...)
+	var buf [17]slog.Attr // the most this line has; LogAttrs copies them, so they stay on the stack
+	attrs := decisionLog(buf[:0], cfg, id, o, elapsed, s.opts.LogClaims, req)
+	if span != nil {
+		attrs = append(attrs, slog.String("trace_id", span.SpanContext().TraceID().String()))
+		endSpan(span, cfg, r.Method, id, o)
+	}
+	s.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
 
 // auditEntry is an entra.Audit as the decision log writes it.
@@ -114,8 +122,8 @@ func decisionLog(attrs []slog.Attr, cfg *config, id string, o outcome, elapsed t
 	if o.rule != "" {
 		attrs = append(attrs, slog.String("rule", o.rule))
 	}
-	if o.reason != "" {
-		attrs = append(attrs, slog.String("reason", o.reason))
+	if reason := cmp.Or(o.reason, o.failure); reason != "" {
+		attrs = append(attrs, slog.String("reason", reason))
 	}
 	if len(o.audits) > 0 {
 		audits := make([]auditEntry, len(o.audits))
@@ -240,7 +248,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, cfg *config, log
 		if d.Failure != "" {
 			// The evaluator applied a policy itself (a call or expression failed); count it too.
 			s.metrics.policyFailures.WithLabelValues(string(cfg.policy), "evaluator").Inc()
-			o.reason = d.Failure
+			o.failure = d.Failure
 			if d.Rule == "" {
 				o.source = sourcePolicy
 			}

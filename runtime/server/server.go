@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/runtime/entra"
@@ -80,6 +81,10 @@ type Options struct {
 	// requests fail under the failure policy (reason no_key).
 	SecretKeys func(v1alpha1.SecretKeySelector) ([]byte, error)
 
+	// TracerProvider, when set, makes every connector request a server span (see tracing.go),
+	// the child of the caller's W3C traceparent if it sent one. Nil: no spans.
+	TracerProvider trace.TracerProvider
+
 	// InsecureLoopbackKeys lets bearer mode fetch its OpenID configuration and signing keys over
 	// plain http from a loopback address. For tests only; otherwise both must be https.
 	InsecureLoopbackKeys bool
@@ -104,6 +109,7 @@ type Server struct {
 	log      *slog.Logger
 	metrics  *Metrics
 	registry *prometheus.Registry
+	tracer   trace.Tracer // nil: tracing is off
 
 	cfg      atomic.Pointer[config]
 	creds    atomic.Pointer[credentials]
@@ -143,6 +149,9 @@ func New(conn *v1alpha1.APIConnector, ev entra.Evaluator, opts Options) (*Server
 		return nil, errors.New("server: TLS needs both a certificate and a key file")
 	}
 	s := &Server{opts: opts, log: opts.Logger, registry: opts.Registry, metrics: opts.Metrics}
+	if opts.TracerProvider != nil {
+		s.tracer = opts.TracerProvider.Tracer(tracerName)
+	}
 	if s.metrics == nil {
 		m, err := NewMetrics(opts.Registry)
 		if err != nil {

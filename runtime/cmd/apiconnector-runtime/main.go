@@ -190,6 +190,21 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	if c.outboundSecretsDir != "" {
 		opts.Secrets, opts.SecretKeys = rules.DirSecrets(c.outboundSecretsDir), rules.DirSecretKeys(c.outboundSecretsDir)
 	}
+	tp, err := newTracerProvider(ctx, c.connector, log)
+	if err != nil {
+		return err
+	}
+	if tp != nil { // only then: a nil *sdktrace.TracerProvider would make a non-nil interface
+		opts.TracerProvider = tp
+		defer func() {
+			// After the evaluator's Close, so the spans of the last async events go out too.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(ctx); err != nil {
+				log.Warn("tracing: spans not flushed", "error", err.Error())
+			}
+		}()
+	}
 	load := loader(opts, true)
 	ev, conn, err := load(c.connector)
 	if err != nil {
@@ -201,7 +216,7 @@ func serveMain(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 		PollInterval: c.pollInterval, DrainTimeout: c.drainTimeout, ShutdownDelay: c.shutdownDelay,
 		MaxConnections: c.maxConnections, ReadHeaderTimeout: c.readHeaderTimeout,
 		Logger: log, LogClaims: c.logClaims, Registry: reg, Metrics: metrics,
-		SecretKeys: opts.SecretKeys,
+		SecretKeys: opts.SecretKeys, TracerProvider: opts.TracerProvider,
 	})
 	if err != nil {
 		return err
