@@ -4,9 +4,11 @@ package main
 
 import (
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
+	"net/url"
 	"os"
 	"path"
 	"strings"
@@ -69,6 +71,15 @@ func run() error {
 		c, err := cidrs(v)
 		egressAllow = append(egressAllow, c...)
 		return err
+	})
+	var tracesEndpoint string
+	flag.Func("runtime-traces-endpoint", "OTLP/HTTP endpoint (http or https URL, e.g. http://otel-collector.observability.svc:4318) runtime pods export traces to (OTEL_EXPORTER_OTLP_ENDPOINT); their NetworkPolicy admits its port. Empty: no tracing.", func(v string) error {
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" || u.User != nil || u.RawQuery != "" {
+			return errors.New("want an http or https URL with a host, no user information or query")
+		}
+		tracesEndpoint = v
+		return nil
 	})
 	allowedAnnotations := flag.String("allowed-exposure-annotations", strings.Join(controllers.DefaultAllowedExposureAnnotations, ","),
 		"Comma-separated patterns (path.Match globs on the key) every key of a connector's spec.exposure.annotations must match; empty allows none. "+
@@ -178,7 +189,8 @@ func run() error {
 		return err
 	}
 	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: runtimeImage, HashKey: hashKey, EgressAllow: egressAllow,
-		AllowedRuntimeImages: allowedImages, AllowedExposureAnnotations: annotations, NetworkPolicy: netpol, PodMonitor: podMonitor})
+		AllowedRuntimeImages: allowedImages, AllowedExposureAnnotations: annotations, NetworkPolicy: netpol, PodMonitor: podMonitor,
+		TracesEndpoint: tracesEndpoint})
 	if err := r.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}

@@ -306,6 +306,7 @@ func TestHelmValues(t *testing.T) {
 		"metrics":                 map[string]any{"serviceMonitor": map[string]any{"enabled": true, "insecureSkipVerify": true}},
 		"runtimeImage":            map[string]any{"repository": "registry.example/runtime", "tag": "v1.2.3"},
 		"runtimeEgressAllowCIDRs": []any{"169.254.0.0/16", "10.96.0.1/32"},
+		"runtimeTracesEndpoint":   "http://otel-collector.observability.svc:4318",
 		"allowedRuntimeImages":    []any{"registry.example/runtime:*", "registry.example/runtime@sha256:*"},
 	})
 	joined := ""
@@ -313,7 +314,8 @@ func TestHelmValues(t *testing.T) {
 		joined += a.(string) + " "
 	}
 	for _, want := range []string{"--watch-namespaces=identity,partners", "--runtime-image=$(RUNTIME_IMAGE)",
-		"--runtime-egress-allow-cidrs=169.254.0.0/16,10.96.0.1/32", "--allowed-runtime-images=$(ALLOWED_RUNTIME_IMAGES)"} {
+		"--runtime-egress-allow-cidrs=169.254.0.0/16,10.96.0.1/32", "--allowed-runtime-images=$(ALLOWED_RUNTIME_IMAGES)",
+		"--runtime-traces-endpoint=http://otel-collector.observability.svc:4318"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("args %q lack %s", joined, want)
 		}

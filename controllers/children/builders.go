@@ -130,10 +130,7 @@ func MakeDeployment(c *apiv1.APIConnector, opts Options, configHash string) *app
 		WithReadinessProbe(probe("/readyz", 5, 3)).
 		WithLivenessProbe(probe("/healthz", 5, 3)).
 		WithResources(resources(c)).
-		// The Go runtime collects harder as the heap nears the container's memory limit instead of
-		// being OOM-killed at it.
-		WithEnv(corev1ac.EnvVar().WithName("GOMEMLIMIT").WithValueFrom(corev1ac.EnvVarSource().
-			WithResourceFieldRef(corev1ac.ResourceFieldSelector().WithContainerName("runtime").WithResource("limits.memory")))).
+		WithEnv(runtimeEnv(opts)...).
 		WithVolumeMounts(mounts...).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithRunAsNonRoot(true).
@@ -694,4 +691,16 @@ func MakePodMonitor(c *apiv1.APIConnector, opts Options) *unstructured.Unstructu
 	}
 	u.SetLabels(labels)
 	return u
+}
+
+// runtimeEnv is the runtime container's environment: GOMEMLIMIT from the memory limit (the Go
+// runtime collects harder as the heap nears it instead of being OOM-killed at it) and, when the
+// operator is given a traces endpoint, the OpenTelemetry exporter's endpoint.
+func runtimeEnv(opts Options) []*corev1ac.EnvVarApplyConfiguration {
+	env := []*corev1ac.EnvVarApplyConfiguration{corev1ac.EnvVar().WithName("GOMEMLIMIT").WithValueFrom(corev1ac.EnvVarSource().
+		WithResourceFieldRef(corev1ac.ResourceFieldSelector().WithContainerName("runtime").WithResource("limits.memory")))}
+	if opts.TracesEndpoint != "" {
+		env = append(env, corev1ac.EnvVar().WithName("OTEL_EXPORTER_OTLP_ENDPOINT").WithValue(opts.TracesEndpoint))
+	}
+	return env
 }

@@ -57,6 +57,10 @@ type Options struct {
 	// EgressAllow are address ranges (CIDRs) the runtime's calls and events may reach although its
 	// egress guard refuses them (serve --egress-allow-cidr).
 	EgressAllow []string
+	// TracesEndpoint is the OTLP/HTTP endpoint (an http or https URL) runtime pods export traces
+	// to, given to them as OTEL_EXPORTER_OTLP_ENDPOINT; their NetworkPolicy admits its port. Empty
+	// leaves tracing off.
+	TracesEndpoint string
 }
 
 // Names of a connector's children. Kept in one place so the reconciler, the builders and the

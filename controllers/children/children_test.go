@@ -393,3 +393,36 @@ func TestPasswordDecryptionKeysAreSecretKeys(t *testing.T) {
 		t.Errorf("SecretNames = %s", got)
 	}
 }
+
+// The operator's --runtime-traces-endpoint reaches the runtime as OTEL_EXPORTER_OTLP_ENDPOINT,
+// and the connector's NetworkPolicy admits the endpoint's port; without it, neither.
+func TestTracesEndpointReachesTheRuntime(t *testing.T) {
+	conn := connector(t, "basic")
+	env := func(opts Options) map[string]string {
+		out := map[string]string{}
+		for _, e := range MakeDeployment(conn, opts, "h").Spec.Template.Spec.Containers[0].Env {
+			out[*e.Name] = ptr.Deref(e.Value, "")
+		}
+		return out
+	}
+	egress := func(opts Options) []string {
+		var out []string
+		for _, r := range MakeNetworkPolicy(conn, opts, nil).Spec.Egress {
+			for _, p := range r.Ports {
+				out = append(out, p.Port.String())
+			}
+		}
+		return out
+	}
+	opts := Options{RuntimeImage: "img", NetworkPolicy: NetworkPolicyOptions{Enabled: true}}
+	if _, ok := env(opts)["OTEL_EXPORTER_OTLP_ENDPOINT"]; ok || slices.Contains(egress(opts), "4318") {
+		t.Errorf("without an endpoint: env %v, egress ports %v", env(opts), egress(opts))
+	}
+	opts.TracesEndpoint = "http://otel-collector.observability.svc:4318"
+	if got := env(opts)["OTEL_EXPORTER_OTLP_ENDPOINT"]; got != opts.TracesEndpoint {
+		t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT = %q, want %q", got, opts.TracesEndpoint)
+	}
+	if got := egress(opts); !slices.Contains(got, "4318") {
+		t.Errorf("egress ports %v do not admit the traces endpoint's 4318", got)
+	}
+}

@@ -158,7 +158,7 @@ func MakeNetworkPolicy(c *apiv1.APIConnector, opts Options, targetPorts map[Dest
 		WithPolicyTypes(networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress).
 		WithIngress(serving, metrics).
 		WithEgress(dns)
-	if ports := egressPorts(c, targetPorts); len(ports) > 0 {
+	if ports := egressPorts(c, opts, targetPorts); len(ports) > 0 {
 		spec.WithEgress(netv1ac.NetworkPolicyEgressRule().
 			WithTo(
 				netv1ac.NetworkPolicyPeer().WithIPBlock(netv1ac.IPBlock().WithCIDR("0.0.0.0/0")),
@@ -174,8 +174,10 @@ func MakeNetworkPolicy(c *apiv1.APIConnector, opts Options, targetPorts map[Dest
 		WithSpec(spec)
 }
 
-// egressPorts are the TCP ports of the connector's destinations, numbers in order then names.
-func egressPorts(c *apiv1.APIConnector, targetPorts map[Destination]intstr.IntOrString) []*netv1ac.NetworkPolicyPortApplyConfiguration {
+// egressPorts are the TCP ports of the connector's destinations and of the traces endpoint,
+// numbers in order then names. The traces endpoint's port is its URL's: an in-cluster collector's
+// Service must listen on its pods' port (the OpenTelemetry Collector's 4318 does).
+func egressPorts(c *apiv1.APIConnector, opts Options, targetPorts map[Destination]intstr.IntOrString) []*netv1ac.NetworkPolicyPortApplyConfiguration {
 	var ports []intstr.IntOrString
 	for _, d := range Destinations(c) {
 		p, ok := targetPorts[d]
@@ -185,6 +187,9 @@ func egressPorts(c *apiv1.APIConnector, targetPorts map[Destination]intstr.IntOr
 		if !slices.Contains(ports, p) {
 			ports = append(ports, p)
 		}
+	}
+	if d, ok := destination(opts.TracesEndpoint); ok && !slices.Contains(ports, intstr.FromInt32(d.Port)) {
+		ports = append(ports, intstr.FromInt32(d.Port))
 	}
 	slices.SortFunc(ports, func(a, b intstr.IntOrString) int {
 		return cmp.Or(cmp.Compare(a.Type, b.Type), cmp.Compare(a.IntVal, b.IntVal), cmp.Compare(a.StrVal, b.StrVal))
