@@ -95,7 +95,7 @@ func (s *Server) serveConnector(w http.ResponseWriter, r *http.Request) {
 	if o.code >= 400 && o.action != string(entra.ActionValidationError) {
 		level = slog.LevelWarn
 	}
-	var buf [17]slog.Attr // the most this line has; LogAttrs copies them, so they stay on the stack
+	var buf [18]slog.Attr // the most this line has, trace_id included; LogAttrs copies them, so they stay on the stack
 	attrs := decisionLog(buf[:0], cfg, id, o, elapsed, s.opts.LogClaims, req)
 	if span != nil {
 		attrs = append(attrs, slog.String("trace_id", span.SpanContext().TraceID().String()))
