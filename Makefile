@@ -53,7 +53,7 @@ help: ## Show this help.
 manifests: ## Generate the CRD and RBAC from the API types and controller markers.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./controllers/... output:rbac:artifacts:config=config/rbac
-	$(GO) run ./hack/apidocs config/crd/bases/apiconnector.dev_apiconnectors.yaml docs/api.md
+	$(GO) run ./hack/apidocs config/crd/bases/apiconnector.dev_apiconnectors.yaml config/crd/bases/apiconnector.dev_entratenants.yaml docs/api.md
 	cp config/crd/bases/*.yaml config/charts/apiconnector-operator/crds/
 	cp config/rbac/role.yaml config/rbac/apiconnector_editor_role.yaml config/rbac/apiconnector_viewer_role.yaml \
 		config/namespaced/manager_crd_role.yaml config/admission/runtime_image_policy.yaml \

@@ -407,6 +407,7 @@ func TestHelmNetworkPolicyAndAnnotationValues(t *testing.T) {
 func TestChartCopiesAreGenerated(t *testing.T) {
 	for src, dst := range map[string]string{
 		"crd/bases/apiconnector.dev_apiconnectors.yaml": chartDir + "/crds/apiconnector.dev_apiconnectors.yaml",
+		"crd/bases/apiconnector.dev_entratenants.yaml":  chartDir + "/crds/apiconnector.dev_entratenants.yaml",
 		"rbac/role.yaml":                            chartDir + "/files/role.yaml",
 		"rbac/apiconnector_editor_role.yaml":        chartDir + "/files/apiconnector_editor_role.yaml",
 		"rbac/apiconnector_viewer_role.yaml":        chartDir + "/files/apiconnector_viewer_role.yaml",

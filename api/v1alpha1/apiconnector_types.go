@@ -122,6 +122,11 @@ const (
 // +kubebuilder:validation:XValidation:rule="self.step == 'OnPasswordSubmit' || !has(self.rules) || self.rules.all(r, !has(r.migratePassword) && !has(r.updatePassword) && !has(r.retry))",message="migratePassword, updatePassword and retry outcomes are only allowed at step OnPasswordSubmit",fieldPath=".rules"
 // +kubebuilder:validation:XValidation:rule="(self.step == 'OnPasswordSubmit') == has(self.passwordDecryption)",message="passwordDecryption is required at step OnPasswordSubmit and not allowed elsewhere",fieldPath=".passwordDecryption"
 // +kubebuilder:validation:XValidation:rule="!has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded) || !has(self.exposure.type) || self.exposure.type != 'LoadBalancer'",message="clientCertificate.forwarded cannot be used with exposure type LoadBalancer: the load balancer can make any internet client look like a trusted proxy; use type Ingress or Gateway, or drop forwarded so the runtime checks the certificate in its own TLS handshake",fieldPath=".authentication.clientCertificate.forwarded"
+// +kubebuilder:validation:XValidation:rule="!has(self.entra) || self.step in ['PostFederationSignup', 'PostAttributeCollection', 'PreTokenIssuance'] || (!has(self.entra.userFlows) && !has(self.entra.clientCertificate) && !has(self.entra.userFlowKind))",message="entra.userFlows, userFlowKind and clientCertificate are for the legacy steps; extension steps list entra.applications",fieldPath=".entra"
+// +kubebuilder:validation:XValidation:rule="!has(self.entra) || !(self.step in ['PostFederationSignup', 'PostAttributeCollection', 'PreTokenIssuance']) || (!has(self.entra.applications) && !has(self.entra.timeout) && !has(self.entra.maximumRetries))",message="entra.applications, timeout and maximumRetries are for the custom authentication extension steps; legacy steps list entra.userFlows",fieldPath=".entra"
+// +kubebuilder:validation:XValidation:rule="!has(self.entra) || !has(self.entra.clientCertificate) || has(self.authentication.clientCertificate)",message="entra.clientCertificate is what Entra presents to a connector with authentication.clientCertificate",fieldPath=".entra.clientCertificate"
+// +kubebuilder:validation:XValidation:rule="!has(self.entra) || !has(self.authentication.clientCertificate) || has(self.entra.clientCertificate)",message="a connector with authentication.clientCertificate needs entra.clientCertificate: the certificate Entra presents",fieldPath=".entra"
+// +kubebuilder:validation:XValidation:rule="!has(self.entra) || self.step != 'PreTokenIssuance' || (has(self.entra.userFlowKind) && self.entra.userFlowKind == 'B2C')",message="PreTokenIssuance exists only in Azure AD B2C user flows: set entra.userFlowKind to B2C",fieldPath=".entra.userFlowKind"
 // +kubebuilder:validation:XValidation:rule="!has(self.runtime) || !has(self.runtime.networkPolicy) || !has(self.runtime.networkPolicy.enabled) || self.runtime.networkPolicy.enabled || !has(self.authentication.clientCertificate) || !has(self.authentication.clientCertificate.forwarded)",message="networkPolicy.enabled cannot be false with authentication.clientCertificate.forwarded: the NetworkPolicy is what keeps pods other than the ingress controller from sending the forwarded certificate header",fieldPath=".runtime.networkPolicy.enabled"
 type APIConnectorSpec struct {
 	// Step is the user-flow step this connector serves. PostFederationSignup runs after the user
@@ -218,6 +223,12 @@ type APIConnectorSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Runtime RuntimeSpec `json:"runtime,omitempty"`
+
+	// Entra registers the connector in Microsoft Entra through Microsoft Graph
+	// (docs/entra-registration.md). Without it, the endpoint in status is configured in Entra by
+	// hand, as before.
+	// +optional
+	Entra *EntraRegistration `json:"entra,omitempty"`
 }
 
 // PasswordDecryption decrypts encryptedPasswordContext, the JWE (RSA-OAEP-256 or RSA-OAEP) that
@@ -1032,6 +1043,10 @@ type APIConnectorStatus struct {
 	// it cannot be used to guess a Secret's value.
 	// +optional
 	ConfigHash string `json:"configHash,omitempty"`
+
+	// Entra is what the operator registered in Entra (spec.entra).
+	// +optional
+	Entra *EntraStatus `json:"entra,omitempty"`
 }
 
 // MaxNameLength is the longest connector name: every child's name is derived from it and the

@@ -17,7 +17,7 @@ var GroupVersion = schema.GroupVersion{Group: "apiconnector.dev", Version: "v1al
 
 // AddToScheme registers the API's types with a scheme.
 func AddToScheme(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &APIConnector{}, &APIConnectorList{})
+	s.AddKnownTypes(GroupVersion, &APIConnector{}, &APIConnectorList{}, &EntraTenant{}, &EntraTenantList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

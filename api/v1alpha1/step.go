@@ -30,18 +30,41 @@ type stepFacts struct {
 	// sensitive names the CEL variable holding what the request carries that only calls may see
 	// (a one-time code, a password); "" when none.
 	sensitive string
+	// graph is how Microsoft Graph registers a connector at the step.
+	graph GraphRegistration
+}
+
+// GraphRegistration is how Microsoft Graph registers a connector at a step: a legacy step's
+// property of a user flow's apiConnectorConfiguration, or an extension step's
+// customAuthenticationExtension, authenticationEventListener and handler types.
+type GraphRegistration struct {
+	// UserFlowProperty is the apiConnectorConfiguration property (legacy steps).
+	UserFlowProperty string
+	// Extension, Listener and Handler are the @odata.type values (extension steps).
+	Extension, Listener, Handler string
 }
 
 var facts = map[Step]stepFacts{
-	StepPostFederationSignup:        {blockPage: true},
-	StepPostAttributeCollection:     {blockPage: true, validationError: true},
-	StepPreTokenIssuance:            {wireNames: []string{"PreTokenApplicationClaims"}},
-	StepOnAttributeCollectionStart:  {extension: true, blockPage: true},
-	StepOnAttributeCollectionSubmit: {extension: true, blockPage: true, validationError: true},
-	StepOnTokenIssuanceStart:        {extension: true},
-	StepOnOtpSend:                   {extension: true, noClaims: true, sensitive: "otp"},
-	StepOnPasswordSubmit:            {extension: true, blockPage: true, noClaims: true, passwordOutcomes: true, sensitive: "credentials"},
+	StepPostFederationSignup: {blockPage: true,
+		graph: GraphRegistration{UserFlowProperty: "postFederationSignup"}},
+	StepPostAttributeCollection: {blockPage: true, validationError: true,
+		graph: GraphRegistration{UserFlowProperty: "postAttributeCollection"}},
+	StepPreTokenIssuance: {wireNames: []string{"PreTokenApplicationClaims"},
+		graph: GraphRegistration{UserFlowProperty: "preTokenIssuance"}},
+	StepOnAttributeCollectionStart: {extension: true, blockPage: true,
+		graph: GraphRegistration{Extension: "#microsoft.graph.onAttributeCollectionStartCustomExtension", Listener: "#microsoft.graph.onAttributeCollectionStartListener", Handler: "#microsoft.graph.onAttributeCollectionStartCustomExtensionHandler"}},
+	StepOnAttributeCollectionSubmit: {extension: true, blockPage: true, validationError: true,
+		graph: GraphRegistration{Extension: "#microsoft.graph.onAttributeCollectionSubmitCustomExtension", Listener: "#microsoft.graph.onAttributeCollectionSubmitListener", Handler: "#microsoft.graph.onAttributeCollectionSubmitCustomExtensionHandler"}},
+	StepOnTokenIssuanceStart: {extension: true,
+		graph: GraphRegistration{Extension: "#microsoft.graph.onTokenIssuanceStartCustomExtension", Listener: "#microsoft.graph.onTokenIssuanceStartListener", Handler: "#microsoft.graph.onTokenIssuanceStartCustomExtensionHandler"}},
+	StepOnOtpSend: {extension: true, noClaims: true, sensitive: "otp",
+		graph: GraphRegistration{Extension: "#microsoft.graph.onOtpSendCustomExtension", Listener: "#microsoft.graph.onEmailOtpSendListener", Handler: "#microsoft.graph.onOtpSendCustomExtensionHandler"}},
+	StepOnPasswordSubmit: {extension: true, blockPage: true, noClaims: true, passwordOutcomes: true, sensitive: "credentials",
+		graph: GraphRegistration{Extension: "#microsoft.graph.onPasswordSubmitCustomExtension", Listener: "#microsoft.graph.onPasswordSubmitListener", Handler: "#microsoft.graph.onPasswordMigrationCustomExtensionHandler"}},
 }
+
+// Graph is how Microsoft Graph registers a connector at the step.
+func (s Step) Graph() GraphRegistration { return facts[s].graph }
 
 // DefaultFailureMessage is the userMessage when a connector fails closed and sets no failureMessage.
 const DefaultFailureMessage = "We can't complete your sign-up right now. Please try again later."
