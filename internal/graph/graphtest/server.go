@@ -388,8 +388,8 @@ func graphError(w http.ResponseWriter, status int, code, msg string) {
 		"code":    code,
 		"message": msg,
 		"innerError": map[string]any{
-			"date":             time.Now().UTC().Format("2006-01-02T15:04:05"),
-			"request-id":       uuid.NewString(),
+			"date":              time.Now().UTC().Format("2006-01-02T15:04:05"),
+			"request-id":        uuid.NewString(),
 			"client-request-id": uuid.NewString(),
 		},
 	}})

@@ -145,10 +145,10 @@ var extensionTypes = []string{
 }
 
 var listenerTypes = map[string][]string{ // listener type → handler types
-	"#microsoft.graph.onTokenIssuanceStartListener":          {"#microsoft.graph.onTokenIssuanceStartCustomExtensionHandler"},
-	"#microsoft.graph.onAttributeCollectionStartListener":    {"#microsoft.graph.onAttributeCollectionStartCustomExtensionHandler"},
-	"#microsoft.graph.onAttributeCollectionSubmitListener":   {"#microsoft.graph.onAttributeCollectionSubmitCustomExtensionHandler"},
-	"#microsoft.graph.onEmailOtpSendListener":                {"#microsoft.graph.onOtpSendCustomExtensionHandler"},
+	"#microsoft.graph.onTokenIssuanceStartListener":            {"#microsoft.graph.onTokenIssuanceStartCustomExtensionHandler"},
+	"#microsoft.graph.onAttributeCollectionStartListener":      {"#microsoft.graph.onAttributeCollectionStartCustomExtensionHandler"},
+	"#microsoft.graph.onAttributeCollectionSubmitListener":     {"#microsoft.graph.onAttributeCollectionSubmitCustomExtensionHandler"},
+	"#microsoft.graph.onEmailOtpSendListener":                  {"#microsoft.graph.onOtpSendCustomExtensionHandler"},
 	"#microsoft.graph.onAuthenticationMethodLoadStartListener": nil,
 }
 
@@ -255,9 +255,6 @@ func (c *connector) wire() map[string]any {
 func (e *extension) validate() error {
 	if !slices.Contains(extensionTypes, e.ODataType) {
 		return badRequest{"BadRequest", "Unsupported or missing @odata.type '" + e.ODataType + "'."}
-	}
-	if e.DisplayName == "" {
-		return badRequest{"BadRequest", "displayName is required."}
 	}
 	if e.EndpointConfiguration == nil || e.EndpointConfiguration.ODataType != "#microsoft.graph.httpRequestEndpoint" {
 		return badRequest{"BadRequest", "endpointConfiguration (#microsoft.graph.httpRequestEndpoint) is required."}
