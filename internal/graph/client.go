@@ -77,8 +77,10 @@ type Options struct {
 	// Transport sends the HTTP requests (token and Graph); nil means
 	// http.DefaultClient.
 	Transport *http.Client
-	// Retry overrides the retry policy; nil means MaxRetries 3 and
-	// MaxRetryDelay 30s on 408, 429, 500, 502, 503, 504.
+	// Retry overrides the retry policy of Graph and token requests; nil means
+	// MaxRetries 3 and MaxRetryDelay 30s on 408, 429, 500, 502, 503, 504. A
+	// Retry-After beyond MaxRetryDelay is not waited for: the error is
+	// returned (see RetryAfter).
 	Retry *policy.RetryOptions
 }
 
@@ -112,8 +114,13 @@ func New(creds Credentials, opts Options) (*Client, error) {
 	if set != 1 {
 		return nil, errors.New("graph: exactly one of client secret, certificate, or assertion is required")
 	}
+	retry := policy.RetryOptions{MaxRetries: 3, MaxRetryDelay: 30 * time.Second}
+	if opts.Retry != nil {
+		retry = *opts.Retry
+	}
 	co := azcore.ClientOptions{
 		Cloud: cloud.Configuration{ActiveDirectoryAuthorityHost: opts.Endpoints.AuthorityHost},
+		Retry: retry,
 	}
 	if opts.Transport != nil {
 		co.Transport = opts.Transport
@@ -142,10 +149,6 @@ func New(creds Credentials, opts Options) (*Client, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("graph: credential: %w", err)
-	}
-	retry := policy.RetryOptions{MaxRetries: 3, MaxRetryDelay: 30 * time.Second}
-	if opts.Retry != nil {
-		retry = *opts.Retry
 	}
 	graphRoot := strings.TrimRight(opts.Endpoints.Graph, "/")
 	scope := graphRoot + "/.default"

@@ -88,7 +88,8 @@ func RetryAfter(err error) (time.Duration, bool) {
 }
 
 // IsTransient reports whether retrying later may succeed: Graph answered 408,
-// 429 or 5xx, the token endpoint answered 429 or 5xx, or the network failed.
+// 429 or 5xx, the token endpoint answered 408, 429 or 5xx or could not be
+// reached, or the network failed.
 func IsTransient(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false
@@ -98,8 +99,9 @@ func IsTransient(err error) bool {
 		return transientStatus(e.StatusCode)
 	}
 	var afe *azidentity.AuthenticationFailedError
-	if errors.As(err, &afe) && afe.RawResponse != nil {
-		return transientStatus(afe.RawResponse.StatusCode)
+	if errors.As(err, &afe) {
+		// No response: the identity platform was not reached.
+		return afe.RawResponse == nil || transientStatus(afe.RawResponse.StatusCode)
 	}
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, context.DeadlineExceeded)

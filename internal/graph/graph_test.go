@@ -9,6 +9,8 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -562,5 +564,21 @@ func TestUnauthenticatedGraphRequest(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 401 {
 		t.Fatalf("status %d", resp.StatusCode)
+	}
+}
+
+func TestNetworkFailureIsTransient(t *testing.T) {
+	srv := graphtest.New(t)
+	dead := httptest.NewTLSServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close()
+	c, err := graph.New(graph.Credentials{TenantID: srv.TenantID, ClientID: clientID, ClientSecret: "s"},
+		graph.Options{Endpoints: graph.Endpoints{AuthorityHost: deadURL + "/", Graph: deadURL}, Transport: srv.HTTPClient(), Retry: fastRetry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.CheckToken(context.Background())
+	if err == nil || !graph.IsTransient(err) {
+		t.Fatalf("unreachable authority: %v (transient %v)", err, graph.IsTransient(err))
 	}
 }

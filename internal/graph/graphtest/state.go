@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"slices"
 	"strings"
@@ -353,5 +352,3 @@ func (st *state) validateAuth(e *extension) map[string]any {
 }
 
 func newID() string { return uuid.NewString() }
-
-var _ = http.StatusOK

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/base64"
 	"math/big"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -110,5 +111,38 @@ func TestFederatedAssertionChecks(t *testing.T) {
 		if status, msg := assertionToken(t, s, "app", tc.assertion); status != 401 || !strings.HasPrefix(msg, tc.code+":") {
 			t.Errorf("%s: %d %s, want %s", name, status, msg, tc.code)
 		}
+	}
+}
+
+func TestFaultInjectionIsCountedAcrossGoroutines(t *testing.T) {
+	s := New(t)
+	s.AddApp("app", "secret")
+	_, tok := token(t, s, "app", "secret")
+	s.FailNext(5, 503)
+	s.Throttle(3, time.Second)
+	codes := make(chan int, 20)
+	for range 20 {
+		go func() {
+			req, _ := http.NewRequest(http.MethodGet, s.URL()+"/v1.0/applications(appId='x')", nil)
+			req.Header.Set("Authorization", "Bearer "+tok["access_token"].(string))
+			resp, err := s.HTTPClient().Do(req)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode == 429 && resp.Header.Get("Retry-After") != "1" {
+				codes <- -1
+				return
+			}
+			codes <- resp.StatusCode
+		}()
+	}
+	n := map[int]int{}
+	for range 20 {
+		n[<-codes]++
+	}
+	if n[503] != 5 || n[429] != 3 || n[404] != 12 {
+		t.Fatalf("answers %v, want 5×503, 3×429, 12×404", n)
 	}
 }
