@@ -91,6 +91,7 @@ func TestFixtures(t *testing.T) {
 	s := New(t)
 	s.AddApp("app", "secret")
 	s.AddUserFlow(graph.UserFlowB2X, "B2X_1_testuserflow")
+	s.AddUserFlow(graph.UserFlowB2C, "B2C_1_testuserflow")
 	const appID = "a13d0fc1-04ab-4ede-b215-63de0174cbb4"
 	s.AddApplication(appID, "api://authenticationeventsAPI.contoso.com/"+appID)
 	_, tok := token(t, s, "app", "secret")
@@ -146,6 +147,12 @@ func TestFixtures(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != f.Status {
 			t.Fatalf("%s: status %d, want %d: %s", file, resp.StatusCode, f.Status, got)
+		}
+		if strings.Contains(file, "b2cuserflow-put-apiconnectorconfiguration.json") && s.UserFlowConnector(graph.UserFlowB2C, "B2C_1_testuserflow", "postAttributeCollection") != vars["certConnectorId"] {
+			t.Fatalf("%s: connector not attached", file)
+		}
+		if strings.Contains(file, "-disable.json") && s.UserFlowConnector(graph.UserFlowB2C, "B2C_1_testuserflow", "postAttributeCollection")+s.UserFlowConnector(graph.UserFlowB2X, "B2X_1_testuserflow", "postFederationSignup") != "" {
+			t.Fatalf("%s: connector still attached", file)
 		}
 		if len(f.Response) == 0 {
 			if len(bytes.TrimSpace(got)) != 0 {
