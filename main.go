@@ -194,6 +194,9 @@ func run() error {
 	if err := r.SetupWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: concurrency}); err != nil {
 		return fmt.Errorf("set up controller: %w", err)
 	}
+	if err := r.SetupEntraTenantWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: 2}); err != nil {
+		return fmt.Errorf("set up EntraTenant controller: %w", err)
+	}
 	if err := ctrlmetrics.Registry.Register(version.Collector()); err != nil {
 		return err
 	}

@@ -37,6 +37,7 @@ import (
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
@@ -50,6 +51,8 @@ type Reconciler struct {
 	Mapper   meta.RESTMapper
 	Recorder events.EventRecorder
 	Options  children.Options
+	// Entra says how registrations in Entra reach it (spec.entra).
+	Entra EntraOptions
 
 	// watch starts watching an optional kind (cert-manager, Gateway API) the first time it is
 	// needed and installed.
@@ -61,15 +64,28 @@ type Reconciler struct {
 	compiled   map[types.NamespacedName]compiled
 
 	metrics *operatorMetrics
+
+	entra entraClients
+	// entraStatus is the status.entra each connector was last given by this process (by UID).
+	entraMu     sync.Mutex
+	entraStatus map[types.UID]*apiv1.EntraStatus
 }
 
 // inputs are what a connector references, read at the start of a reconcile.
 type inputs struct {
 	lists   map[string][]string
 	secrets map[string]map[string][]byte
+	// entraBasic is the Basic credential Entra holds (spec.entra), when recorded.
+	entraBasic map[string][]byte
 }
 
-// +kubebuilder:rbac:groups=apiconnector.dev,resources=apiconnectors,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apiconnector.dev,resources=apiconnectors,verbs=get;list;watch;patch;update
+// +kubebuilder:rbac:groups=apiconnector.dev,resources=apiconnectors/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apiconnector.dev,resources=entratenants,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apiconnector.dev,resources=entratenants/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get
+// +kubebuilder:rbac:groups="",resources=serviceaccounts/token,verbs=create
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=create;update;patch
 // +kubebuilder:rbac:groups=apiconnector.dev,resources=apiconnectors/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=configmaps;services,verbs=create;update;patch;delete
@@ -94,14 +110,26 @@ func (r *Reconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resu
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !conn.DeletionTimestamp.IsZero() {
-		// Children carry owner references; the garbage collector removes them.
-		return ctrl.Result{}, nil
-	}
-
 	// Status is computed and written once, at the end, from what this reconcile observed.
 	base := conn.DeepCopy()
 	s := &scope{conn: conn}
+	if !conn.DeletionTimestamp.IsZero() {
+		// Children carry owner references; the garbage collector removes them. Only a
+		// registration in Entra is removed by the operator (EntraFinalizer).
+		if !controllerutil.ContainsFinalizer(conn, EntraFinalizer) {
+			return ctrl.Result{}, nil
+		}
+		s.err = r.finishEntra(ctx, s)
+		if controllerutil.ContainsFinalizer(conn, EntraFinalizer) && !equality.Semantic.DeepEqual(base.Status, conn.Status) {
+			if err := r.Client.Status().Patch(ctx, conn, client.MergeFrom(base)); client.IgnoreNotFound(err) != nil {
+				return ctrl.Result{}, errors.Join(s.err, fmt.Errorf("patch status: %w", err))
+			}
+		}
+		return ctrl.Result{RequeueAfter: s.recheck}, s.err
+	}
+	if err := r.syncEntraFinalizer(ctx, conn); err != nil {
+		return ctrl.Result{}, err
+	}
 	s.err = r.reconcile(ctx, s)
 	s.status()
 	conn.Status.ObservedGeneration = conn.Generation
@@ -192,6 +220,17 @@ func (r *Reconciler) reconcile(ctx context.Context, s *scope) error {
 		s.warnStalled(ReasonNotHTTPS, notHTTPSMessage(conn))
 	}
 	r.checkTrustedProxies(conn)
+	if conn.Spec.Entra != nil {
+		if err := r.registerInEntra(ctx, s, in); err != nil {
+			r.reportProblems(s)
+			return err
+		}
+	} else if conn.Status.Entra != nil || controllerutil.ContainsFinalizer(conn, EntraFinalizer) {
+		if err := r.finishEntra(ctx, s); err != nil {
+			r.reportProblems(s)
+			return err
+		}
+	}
 	r.reportProblems(s)
 	log.FromContext(ctx).V(1).Info("reconciled", "configHash", hash, "problems", len(s.problems))
 	return nil
@@ -255,6 +294,24 @@ func (r *Reconciler) readInputs(ctx context.Context, s *scope) (in inputs, inbou
 		}
 		checkSecretValues(s, name, sec.Data)
 		in.secrets[name] = sec.Data
+	}
+	if conn.Spec.Entra != nil && conn.Spec.Authentication.Basic != nil {
+		// The credential Entra holds, which the runtime accepts too; absent until registered.
+		// Read after the connector's own Secret, which it is compared with.
+		name := children.EntraBasicSecretName(conn)
+		sec := &corev1.Secret{}
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: conn.Namespace, Name: name}, sec)
+		switch {
+		case err == nil && metav1.IsControlledBy(sec, conn):
+			in.entraBasic = sec.Data
+			if entraBasicRotating(conn, in) {
+				// Only a credential different from the connector's own rolls the pods: they
+				// must accept both until Entra has the new one.
+				in.secrets[name] = sec.Data
+			}
+		case err != nil && !apierrors.IsNotFound(err):
+			return in, false, fmt.Errorf("read Secret %q: %w", name, err)
+		}
 	}
 	for _, l := range conn.Spec.Lists {
 		ref := l.ConfigMapRef

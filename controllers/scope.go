@@ -27,6 +27,13 @@ type scope struct {
 	recheck time.Duration
 }
 
+// recheckWithin makes the connector be looked at again within d at the latest.
+func (s *scope) recheckWithin(d time.Duration) {
+	if d > 0 && (s.recheck == 0 || d < s.recheck) {
+		s.recheck = d
+	}
+}
+
 // problem is one reason the connector cannot be served as specified. blocking problems stop the
 // reconcile before anything is applied (the last good children keep serving); others, such as an
 // endpoint served over plain HTTP, are reported while the children are kept up to date.
@@ -100,7 +107,12 @@ func (s *scope) status() {
 		setCondition(c, ConditionReconciling, metav1.ConditionFalse, ReasonScaledToZero, "Settled.")
 		return
 	}
-	for _, detail := range []string{ConditionRulesValid, ConditionDeploymentAvailable, ConditionCertificateReady, ConditionRouteReady} {
+	details := []string{ConditionRulesValid, ConditionDeploymentAvailable, ConditionCertificateReady, ConditionRouteReady}
+	if c.Spec.Entra != nil {
+		// Ready only once Entra holds the registration (docs/entra-registration.md).
+		details = append(details, ConditionEntraRegistered)
+	}
+	for _, detail := range details {
 		cond := meta.FindStatusCondition(c.Status.Conditions, detail)
 		if cond == nil || cond.Status == metav1.ConditionTrue {
 			continue

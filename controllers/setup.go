@@ -38,6 +38,9 @@ const (
 	IndexConfigMaps = ".spec.configMapRefs"
 	IndexGateways   = ".spec.exposure.gateway.parentRefs"
 	IndexServices   = ".spec.serviceRefs"
+	// IndexEntraTenant: the EntraTenant a connector is registered through (spec, or status once
+	// the section is removed and the registration still has to be deleted).
+	IndexEntraTenant = ".spec.entra.tenantRef"
 )
 
 // LeaderElectionID names the Lease the manager's replicas elect their leader with.
@@ -82,9 +85,14 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 	indexer := mgr.GetFieldIndexer()
 	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexSecrets, func(o client.Object) []string {
 		c := o.(*apiv1.APIConnector)
-		return indexKeys(c.Namespace, children.SecretNames(c))
+		return indexKeys(c.Namespace, append(children.SecretNames(c), entraSecretNames(c)...))
 	}); err != nil {
 		return fmt.Errorf("index Secrets: %w", err)
+	}
+	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexEntraTenant, func(o client.Object) []string {
+		return entraTenantKeys(o.(*apiv1.APIConnector))
+	}); err != nil {
+		return fmt.Errorf("index EntraTenants: %w", err)
 	}
 	if err := indexer.IndexField(ctx, &apiv1.APIConnector{}, IndexConfigMaps, func(o client.Object) []string {
 		c := o.(*apiv1.APIConnector)
@@ -112,7 +120,8 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 	ctl, err := ctrl.NewControllerManagedBy(mgr).
 		Named("apiconnector").
 		For(&apiv1.APIConnector{}, builder.WithPredicates(predicate.Or(
-			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{}))).
+			predicate.GenerationChangedPredicate{}, predicate.AnnotationChangedPredicate{},
+			predicate.NewPredicateFuncs(func(o client.Object) bool { return !o.GetDeletionTimestamp().IsZero() })))).
 		// A connector that lost its endpoint to an earlier one is reconciled again when that one
 		// moves or goes away.
 		Watches(&apiv1.APIConnector{}, handler.EnqueueRequestsFromMapFunc(r.sameEndpoint),
@@ -127,6 +136,8 @@ func (r *Reconciler) setup(ctx context.Context, mgr ctrl.Manager, opts controlle
 		Owns(&corev1.ConfigMap{}, builder.OnlyMetadata).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexSecrets)),
 			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
+		// A tenant turning Ready (or not) re-queues the connectors registered through it.
+		Watches(&apiv1.EntraTenant{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexEntraTenant))).
 		WatchesMetadata(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexConfigMaps)),
 			builder.WithPredicates(predicate.ResourceVersionChangedPredicate{})).
 		WatchesMetadata(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.referencing(IndexServices)),
@@ -183,6 +194,18 @@ func (r *Reconciler) referencing(index string) handler.MapFunc {
 		}
 		return requests(list.Items)
 	}
+}
+
+// entraTenantKeys are the "namespace/name" of the EntraTenant a connector is registered through.
+func entraTenantKeys(c *apiv1.APIConnector) []string {
+	var names []string
+	if c.Spec.Entra != nil {
+		names = append(names, c.Spec.Entra.TenantRef.Name)
+	}
+	if st := c.Status.Entra; st != nil && st.Tenant != "" && !slices.Contains(names, st.Tenant) {
+		names = append(names, st.Tenant)
+	}
+	return indexKeys(c.Namespace, names)
 }
 
 // serviceKeys are the "namespace/name" of the cluster Services the connector connects to.

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
+	"github.com/apiconnector/operator/internal/graph/graphtest"
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -41,6 +43,9 @@ var (
 	counter = &reconcileCounter{counts: map[types.NamespacedName]int{}}
 	// operatorRegistry holds the suite's reconciler's metrics (RegisterMetrics).
 	operatorRegistry = prometheus.NewRegistry()
+	// entraStandIn stands in for Microsoft Graph and the identity platform (internal/graph/graphtest):
+	// the suite's operator registers connectors with spec.entra there.
+	entraStandIn *graphtest.Server
 )
 
 const (
@@ -147,6 +152,12 @@ func runSuite(m *testing.M) int {
 		NetworkPolicy:              children.NetworkPolicyOptions{Enabled: true, IngressNamespaces: *ingressNamespaces, MetricsNamespaces: *metricsNamespaces},
 		// --pod-monitors: PodMonitors once TestPodMonitorAbsentThenInstalled installs the CRDs.
 		PodMonitor: children.PodMonitorOptions{Enabled: true, Labels: map[string]string{"release": "prometheus"}}})
+	entraStandIn = graphtest.Start()
+	defer entraStandIn.Close()
+	endpoints := entraStandIn.Endpoints()
+	r.Entra = EntraOptions{Endpoints: &endpoints, HTTPClient: entraStandIn.HTTPClient(),
+		Retry:             &policy.RetryOptions{MaxRetries: 2, RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 500 * time.Millisecond},
+		ConsistencyWindow: 5 * time.Second}
 	counter.next = r
 	if err := r.RegisterMetrics(operatorRegistry); err != nil {
 		fmt.Fprintln(os.Stderr, "metrics:", err)
@@ -154,6 +165,10 @@ func runSuite(m *testing.M) int {
 	}
 	if err := r.setup(ctx, mgr, controller.Options{MaxConcurrentReconciles: 2, SkipNameValidation: ptrTrue()}, counter); err != nil {
 		fmt.Fprintln(os.Stderr, "setup:", err)
+		return 1
+	}
+	if err := r.SetupEntraTenantWithManager(ctx, mgr, controller.Options{MaxConcurrentReconciles: 2, SkipNameValidation: ptrTrue()}); err != nil {
+		fmt.Fprintln(os.Stderr, "setup EntraTenant:", err)
 		return 1
 	}
 	done := make(chan error, 1)

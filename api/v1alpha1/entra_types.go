@@ -214,6 +214,11 @@ type LocalObjectReference struct {
 
 // EntraStatus is what the operator registered in Entra for the connector.
 type EntraStatus struct {
+	// Tenant is the EntraTenant the objects below were registered through: deleting them needs it
+	// even after spec.entra is gone.
+	// +optional
+	Tenant string `json:"tenant,omitempty"`
+
 	// TenantID is the tenant the objects below live in.
 	// +optional
 	TenantID string `json:"tenantId,omitempty"`

@@ -75,6 +75,9 @@ const (
 	// ExtensionEntraWait is the longest Entra can be configured to wait for a custom
 	// authentication extension (timeoutInMilliseconds 200-2000, 1000 by default; one retry at most).
 	ExtensionEntraWait = 2 * time.Second
+	// MinExtensionEntraWait is the shortest wait Entra can be configured with for an extension
+	// (clientConfiguration.timeoutInMilliseconds).
+	MinExtensionEntraWait = 200 * time.Millisecond
 )
 
 // AnswerMargin is the part of a request's budget kept for encoding and writing the answer. Work for

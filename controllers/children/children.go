@@ -169,6 +169,8 @@ func RenderConfig(c *apiv1.APIConnector, resolved map[string][]string) ([]byte, 
 	}
 	// The runtime does not use these; leaving them out keeps replica changes from rolling pods.
 	spec.Runtime = apiv1.RuntimeSpec{}
+	// Nor how the connector is registered in Entra.
+	spec.Entra = nil
 	out := apiv1.APIConnector{
 		TypeMeta:   metav1.TypeMeta{APIVersion: apiv1.GroupVersion.String(), Kind: "APIConnector"},
 		ObjectMeta: metav1.ObjectMeta{Name: c.Name, Namespace: c.Namespace},

@@ -53,7 +53,7 @@ type wireTokenAuth struct {
 
 type wireClientConf struct {
 	TimeoutInMilliseconds int32 `json:"timeoutInMilliseconds,omitempty"`
-	MaximumRetries        int32 `json:"maximumRetries,omitempty"`
+	MaximumRetries        int32 `json:"maximumRetries"` // 0 is a value: no retry
 }
 
 type wireClaim struct {

@@ -75,6 +75,13 @@ func WithTenantID(id string) Option { return func(s *Server) { s.TenantID = id }
 // New starts a stand-in; it is closed when the test ends.
 func New(t testing.TB, opts ...Option) *Server {
 	t.Helper()
+	s := Start(opts...)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Start starts a stand-in outside a test (a suite's TestMain); Close stops it.
+func Start(opts ...Option) *Server {
 	s := &Server{
 		TenantID: uuid.NewString(),
 		apps:     map[string]*app{},
@@ -85,9 +92,11 @@ func New(t testing.TB, opts ...Option) *Server {
 		o(s)
 	}
 	s.srv = httptest.NewTLSServer(http.HandlerFunc(s.serve))
-	t.Cleanup(s.srv.Close)
 	return s
 }
+
+// Close stops the stand-in.
+func (s *Server) Close() { s.srv.Close() }
 
 // URL is the stand-in's base URL (https://127.0.0.1:port).
 func (s *Server) URL() string { return s.srv.URL }

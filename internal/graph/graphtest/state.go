@@ -100,7 +100,7 @@ type tokenAuthConfig struct {
 type clientConfig struct {
 	ODataType             string `json:"@odata.type,omitempty"`
 	TimeoutInMilliseconds int32  `json:"timeoutInMilliseconds,omitempty"`
-	MaximumRetries        int32  `json:"maximumRetries,omitempty"`
+	MaximumRetries        int32  `json:"maximumRetries"`
 }
 
 type claimConfig struct {
