@@ -230,7 +230,7 @@ func TestCRDRoleIsTheClusterScopedPartOfTheManagerRole(t *testing.T) {
 }
 
 // The connector roles, as both install paths render them, let whoever is bound to them in a
-// namespace manage (editor) or read (viewer) connectors there and nowhere else, and carry the
+// namespace manage (editor) or read (viewer) connectors and EntraTenants there and nowhere else, and carry the
 // labels that aggregate them into the API server's built-in admin, edit and view roles.
 func TestConnectorRolesGrantNamespaceUsers(t *testing.T) {
 	_, c := apiServer(t)
@@ -272,6 +272,12 @@ func TestConnectorRolesGrantNamespaceUsers(t *testing.T) {
 				{bob, "get", "apiconnectors/status", team, true},
 				{bob, "create", "apiconnectors", team, false},
 				{bob, "list", "apiconnectors", other, false},
+				{alice, "create", "entratenants", team, true},
+				{alice, "update", "entratenants/status", team, false},
+				{alice, "create", "entratenants", other, false},
+				{bob, "get", "entratenants", team, true},
+				{bob, "get", "entratenants/status", team, true},
+				{bob, "update", "entratenants", team, false},
 			}
 			eventually(t, 10*time.Second, func() error {
 				for _, w := range want {

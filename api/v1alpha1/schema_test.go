@@ -704,7 +704,7 @@ func TestSamplesAreAccepted(t *testing.T) {
 	seen := 0
 	for _, f := range files {
 		for i, doc := range readDocs(t, f) {
-			if doc["kind"] != "APIConnector" {
+			if doc["kind"] != "APIConnector" && doc["kind"] != "EntraTenant" {
 				continue
 			}
 			seen++

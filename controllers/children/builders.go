@@ -202,18 +202,22 @@ func secretsVolume(c *apiv1.APIConnector) *corev1ac.VolumeApplyConfiguration {
 }
 
 // secretProjections project every referenced Secret into one directory: the inbound credentials
-// at the top (username/password or ca.crt), outbound ones under calls/<name>/ and events/<name>/,
+// at the top (username/password or ca.crt; with spec.entra, the Basic credential registered in
+// Entra under registered/), outbound ones under calls/<name>/ and events/<name>/,
 // and the keys of secretHeaders and secretQueryParams under secret-keys/<Secret name>/<key>, the
 // layout the runtime's --secrets-dir and --outbound-secrets-dir expect. The last are placed by
 // Secret and key rather than by header: a pod that reloads a newer configuration before it is
 // replaced then finds a key it does not have missing, never another key's value.
 func secretProjections(c *apiv1.APIConnector) []*corev1ac.VolumeProjectionApplyConfiguration {
-	project := func(secret string, keys []string, dir string) *corev1ac.VolumeProjectionApplyConfiguration {
-		src := corev1ac.SecretProjection().WithName(secret).WithOptional(false)
+	projectSecret := func(secret string, keys []string, dir string, optional bool) *corev1ac.VolumeProjectionApplyConfiguration {
+		src := corev1ac.SecretProjection().WithName(secret).WithOptional(optional)
 		for _, k := range keys {
 			src.WithItems(corev1ac.KeyToPath().WithKey(k).WithPath(dir + k))
 		}
 		return corev1ac.VolumeProjection().WithSecret(src)
+	}
+	project := func(secret string, keys []string, dir string) *corev1ac.VolumeProjectionApplyConfiguration {
+		return projectSecret(secret, keys, dir, false)
 	}
 	outboundKeys := func(a *apiv1.OutboundAuth) []string {
 		if a.Type == apiv1.OutboundAuthBearer {
@@ -226,6 +230,12 @@ func secretProjections(c *apiv1.APIConnector) []*corev1ac.VolumeProjectionApplyC
 	switch {
 	case auth.Basic != nil:
 		out = append(out, project(auth.Basic.SecretRef.Name, []string{"username", "password"}, ""))
+		if c.Spec.Entra != nil {
+			// The credential registered in Entra, accepted too while a rotated one is registered.
+			// Optional: the operator creates the Secret once the registration exists, and a pod
+			// must not wait for it.
+			out = append(out, projectSecret(EntraBasicSecretName(c), []string{"username", "password"}, RegisteredSecretsDir+"/", true))
+		}
 	case auth.ClientCertificate != nil:
 		out = append(out, project(auth.ClientCertificate.SecretRef.Name, []string{"ca.crt"}, ""))
 	}

@@ -80,6 +80,18 @@ func CertificateName(c *apiv1.APIConnector) string {
 	return c.Name + "-tls"
 }
 
+// EntraBasicSecretName is the operator's Secret (keys username and password) holding the Basic
+// credential registered in Entra for a connector with authentication.basic and spec.entra. The
+// runtime accepts it next to the connector's own while a rotated credential is being registered;
+// it is projected under RegisteredSecretsDir.
+func EntraBasicSecretName(c *apiv1.APIConnector) string {
+	return c.Name + "-entra-basic"
+}
+
+// RegisteredSecretsDir is the sub-directory of SecretsDir the EntraBasicSecretName Secret is
+// projected into: the runtime's server.RegisteredDir.
+const RegisteredSecretsDir = "registered"
+
 // TLSSecretName is the Secret holding the endpoint's certificate: the user's, or the one
 // cert-manager writes for the Certificate we create. Empty when the connector has no TLS.
 func TLSSecretName(c *apiv1.APIConnector) string {
@@ -167,9 +179,9 @@ func RenderConfig(c *apiv1.APIConnector, resolved map[string][]string) ([]byte, 
 		l.ConfigMapRef = nil
 		l.Values = append([]string{}, values...)
 	}
-	// The runtime does not use these; leaving them out keeps replica changes from rolling pods.
+	// The runtime does not use these; leaving them out keeps replica changes and changes of the
+	// Entra registration (user flows, applications, display name) from rolling pods.
 	spec.Runtime = apiv1.RuntimeSpec{}
-	// Nor how the connector is registered in Entra.
 	spec.Entra = nil
 	out := apiv1.APIConnector{
 		TypeMeta:   metav1.TypeMeta{APIVersion: apiv1.GroupVersion.String(), Kind: "APIConnector"},

@@ -83,7 +83,7 @@ func TestGolden(t *testing.T) {
 	opts := Options{RuntimeImage: "apiconnector-runtime:v0.1.0", NetworkPolicy: testNetworkPolicy}
 	// One connector shows the PodMonitor the operator creates with --pod-monitors.
 	podMonitors := Options{PodMonitor: PodMonitorOptions{Enabled: true, Labels: map[string]string{"release": "prometheus", "app.kubernetes.io/name": "ignored"}}}
-	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer", "forwarded", "secret-values", "in-cluster", "autoscaling"} {
+	for _, name := range []string{"basic", "full", "client-certificate", "loadbalancer", "gateway", "bearer", "forwarded", "secret-values", "in-cluster", "autoscaling", "entra-basic"} {
 		t.Run(name, func(t *testing.T) {
 			c := connector(t, name)
 			resolved := map[string][]string{}
@@ -151,6 +151,58 @@ func TestRenderConfigResolvesListsAndDropsRuntime(t *testing.T) {
 	again, _ := RenderConfig(c, map[string][]string{"allowedDomains": {"contoso.com"}})
 	if !bytes.Equal(out, again) {
 		t.Error("rendering is not deterministic")
+	}
+
+	// The Entra registration is the operator's business, not the runtime's.
+	e := connector(t, "entra-basic")
+	if e.Spec.Entra == nil {
+		t.Fatal("entra-basic.input.yaml has no spec.entra")
+	}
+	withEntra, err := RenderConfig(e, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Spec.Entra = nil
+	without, _ := RenderConfig(e, nil)
+	if !bytes.Equal(withEntra, without) {
+		t.Errorf("spec.entra reaches the runtime config (a change of user flows would roll pods):\n%s", withEntra)
+	}
+}
+
+// Only a Basic connector with spec.entra mounts the credential registered in Entra, optionally
+// (the operator writes it after the registration), under registered/ of the secrets directory.
+func TestRegisteredBasicCredentialProjection(t *testing.T) {
+	registered := func(c *apiv1.APIConnector) []string {
+		var out []string
+		for _, p := range secretProjections(c) {
+			if p.Secret == nil || *p.Secret.Name != EntraBasicSecretName(c) {
+				continue
+			}
+			if p.Secret.Optional == nil || !*p.Secret.Optional {
+				t.Errorf("%s: the registered credential's projection is not optional", c.Name)
+			}
+			for _, it := range p.Secret.Items {
+				out = append(out, *it.Key+"->"+*it.Path)
+			}
+		}
+		return out
+	}
+	want := []string{"username->" + RegisteredSecretsDir + "/username", "password->" + RegisteredSecretsDir + "/password"}
+	if got := registered(connector(t, "entra-basic")); !slices.Equal(got, want) {
+		t.Errorf("basic with spec.entra: %v, want %v", got, want)
+	}
+	if got := registered(connector(t, "basic")); got != nil {
+		t.Errorf("basic without spec.entra: %v", got)
+	}
+	cert := connector(t, "client-certificate")
+	cert.Spec.Entra = &apiv1.EntraRegistration{TenantRef: apiv1.LocalObjectReference{Name: "contoso"}}
+	if got := registered(cert); got != nil {
+		t.Errorf("client certificate with spec.entra: %v", got)
+	}
+	bearer := connector(t, "bearer")
+	bearer.Spec.Entra = &apiv1.EntraRegistration{TenantRef: apiv1.LocalObjectReference{Name: "contoso"}}
+	if got := registered(bearer); got != nil {
+		t.Errorf("bearer with spec.entra: %v", got)
 	}
 }
 
@@ -268,7 +320,7 @@ func TestDerivedNamesFitTheirLimits(t *testing.T) {
 	for _, name := range []string{ServiceName(c), MetricsServiceName(c)} {
 		check("Service "+name, validation.IsDNS1035Label(name))
 	}
-	for _, name := range []string{DeploymentName(c), NetworkPolicyName(c), IngressName(c), PDBName(c), HPAName(c), PodMonitorName(c), ConfigMapName(c), CertificateName(c)} {
+	for _, name := range []string{DeploymentName(c), NetworkPolicyName(c), IngressName(c), PDBName(c), HPAName(c), PodMonitorName(c), ConfigMapName(c), CertificateName(c), EntraBasicSecretName(c)} {
 		check(name, validation.IsDNS1123Subdomain(name))
 	}
 	for k, v := range Labels(c) {

@@ -16,6 +16,3 @@ func MakeEntraBasicSecret(c *apiv1.APIConnector, username, password []byte) *cor
 		WithType(corev1.SecretTypeOpaque).
 		WithData(map[string][]byte{"username": username, "password": password})
 }
-
-// EntraBasicSecretName names the Secret holding the Basic credential Entra has.
-func EntraBasicSecretName(c *apiv1.APIConnector) string { return c.Name + "-entra-basic" }

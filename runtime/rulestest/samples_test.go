@@ -24,6 +24,9 @@ func TestSamples(t *testing.T) {
 		if filepath.Base(sample) == "kustomization.yaml" {
 			continue
 		}
+		if b, err := connfile.LoadFiles(sample); err == nil && len(b.Connectors) == 0 {
+			continue // no connector to test (entra-tenant.yaml); an unreadable file fails below
+		}
 		n++
 		name := strings.TrimSuffix(filepath.Base(sample), ".yaml")
 		t.Run(name, func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -20,19 +21,33 @@ const (
 	UsernameFile = "username"
 	PasswordFile = "password"
 	CAFile       = "ca.crt"
+	// RegisteredDir holds, in the secrets directory, the Basic credential registered in Entra
+	// (username and password, projected from the operator's <connector>-entra-basic Secret). While
+	// a rotated credential is being registered, Entra may still send the old one: both pairs are
+	// accepted. The directory is absent for a connector that is not registered in Entra.
+	RegisteredDir = "registered"
 )
 
 // basicCreds holds only hashes: comparing fixed-size digests in constant time hides the length of
 // the stored secrets, which comparing the raw bytes with subtle.ConstantTimeCompare would not.
+// pairs holds the connector's own credential and, when present, the one registered in Entra.
 type basicCreds struct {
+	pairs []basicPair
+}
+
+type basicPair struct {
 	user, pass [sha256.Size]byte
 }
 
 func (b *basicCreds) match(user, pass string) bool {
 	u := sha256.Sum256([]byte(user))
 	p := sha256.Sum256([]byte(pass))
-	// Both comparisons always run, so timing does not tell which part was wrong.
-	return subtle.ConstantTimeCompare(u[:], b.user[:])&subtle.ConstantTimeCompare(p[:], b.pass[:]) == 1
+	// Every comparison always runs, so timing does not tell which part or which pair was wrong.
+	ok := 0
+	for _, pair := range b.pairs {
+		ok |= subtle.ConstantTimeCompare(u[:], pair.user[:]) & subtle.ConstantTimeCompare(p[:], pair.pass[:])
+	}
+	return ok == 1
 }
 
 // trustBundle is the parsed ca.crt: CAs and pinned client certificates, several at once so a
@@ -94,23 +109,55 @@ func readSecretFile(dir, name string) ([]byte, error) {
 	return secretfile.Read(filepath.Join(dir, name))
 }
 
+// loadBasic reads the connector's credential and, when its files exist, the registered one
+// (RegisteredDir). A registered pair that is present but incomplete or invalid fails the whole
+// load, as the connector's own pair does: half a credential is a fault, not a reason to serve.
 func loadBasic(dir string) (*basicCreds, error) {
-	user, err := readSecretFile(dir, UsernameFile)
+	main, err := loadBasicPair(dir)
 	if err != nil {
 		return nil, fmt.Errorf("basic credentials: %w", err)
+	}
+	b := &basicCreds{pairs: []basicPair{*main}}
+	regDir := filepath.Join(dir, RegisteredDir)
+	if !anyExists(filepath.Join(regDir, UsernameFile), filepath.Join(regDir, PasswordFile)) {
+		return b, nil
+	}
+	reg, err := loadBasicPair(regDir)
+	if err != nil {
+		return nil, fmt.Errorf("basic credentials registered in Entra (%s/): %w", RegisteredDir, err)
+	}
+	b.pairs = append(b.pairs, *reg)
+	return b, nil
+}
+
+// anyExists says whether any of paths exists (an error other than "not found" counts as existing,
+// so that the read that follows reports it).
+func anyExists(paths ...string) bool {
+	for _, p := range paths {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			return true
+		}
+	}
+	return false
+}
+
+func loadBasicPair(dir string) (*basicPair, error) {
+	user, err := readSecretFile(dir, UsernameFile)
+	if err != nil {
+		return nil, err
 	}
 	pass, err := readSecretFile(dir, PasswordFile)
 	if err != nil {
-		return nil, fmt.Errorf("basic credentials: %w", err)
+		return nil, err
 	}
 	if len(user) == 0 || len(pass) == 0 {
 		// An empty password would make "user:" a valid credential; refuse to run like that.
-		return nil, errors.New("basic credentials: username and password must not be empty")
+		return nil, errors.New("username and password must not be empty")
 	}
 	if bytes.IndexByte(user, ':') >= 0 {
-		return nil, errors.New("basic credentials: username must not contain ':'")
+		return nil, errors.New("username must not contain ':'")
 	}
-	return &basicCreds{user: sha256.Sum256(user), pass: sha256.Sum256(pass)}, nil
+	return &basicPair{user: sha256.Sum256(user), pass: sha256.Sum256(pass)}, nil
 }
 
 func loadTrust(dir string) (*trustBundle, error) {

@@ -42,7 +42,9 @@ type Options struct {
 	Load          LoadFunc
 
 	// SecretsDir holds username and password (basic) or ca.crt (client certificate). Without the
-	// files of the configured method every request is refused and the server is not ready.
+	// files of the configured method every request is refused and the server is not ready. In
+	// basic mode, registered/username and registered/password, when present, are a second pair
+	// that is accepted too (the credential registered in Entra, during a rotation).
 	SecretsDir string
 
 	// TLSCertFile and TLSKeyFile make the connector listener terminate TLS itself. Both or neither.
@@ -244,7 +246,8 @@ func (s *Server) Ready() (bool, string) {
 
 func (s *Server) credPaths() []string {
 	d := s.opts.SecretsDir
-	return []string{filepath.Join(d, UsernameFile), filepath.Join(d, PasswordFile), filepath.Join(d, CAFile)}
+	return []string{filepath.Join(d, UsernameFile), filepath.Join(d, PasswordFile), filepath.Join(d, CAFile),
+		filepath.Join(d, RegisteredDir, UsernameFile), filepath.Join(d, RegisteredDir, PasswordFile)}
 }
 
 // ReloadConnector loads the connector file again. A file that fails to load or compile is refused:

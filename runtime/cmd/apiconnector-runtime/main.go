@@ -124,7 +124,7 @@ func serveFlags(w io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(w)
 	fs.StringVar(&c.connector, "connector", "", "APIConnector file to serve (required); reloaded when it changes")
-	fs.StringVar(&c.secretsDir, "secrets-dir", "", "directory with username and password (basic) or ca.crt (client certificate) (required)")
+	fs.StringVar(&c.secretsDir, "secrets-dir", "", "directory with username and password (basic; also registered/username and registered/password, accepted too) or ca.crt (client certificate) (required)")
 	fs.StringVar(&c.outboundSecretsDir, "outbound-secrets-dir", "", "directory with outbound credentials at calls/<name>/ and events/<name>/, and the Secret keys of secretHeaders and secretQueryParams at secret-keys/<Secret>/<key>")
 	fs.StringVar(&c.listen, "listen", ":8080", "connector endpoint address")
 	fs.StringVar(&c.opsListen, "ops-listen", ":9090", "address of /healthz, /readyz and /metrics")
