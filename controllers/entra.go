@@ -57,7 +57,7 @@ const (
 	// (a missing permission, an identifier URI) is tried again.
 	entraPermanentRecheck = time.Minute
 	// entraNotVisibleRecheck is when to look again for an object Graph does not show yet.
-	entraNotVisibleRecheck = 5 * time.Second
+	entraNotVisibleRecheck = 2 * time.Second
 )
 
 // errNotVisibleYet: an object the operator just created is not readable yet.

@@ -315,8 +315,8 @@ func TestEntraLegacyConnectorLifecycle(t *testing.T) {
 		}
 		return nil
 	})
-	// Deleted in the admin center (after Graph's replication window): created again.
-	time.Sleep(5 * time.Second)
+	// Deleted in the admin center (after Graph's replication window, 8s in this suite): created again.
+	time.Sleep(8 * time.Second)
 	entraStandIn.DeleteObject(st.APIConnectorID)
 	poke(t, key)
 	eventually(t, timeout, func() error {

@@ -157,7 +157,7 @@ func runSuite(m *testing.M) int {
 	endpoints := entraStandIn.Endpoints()
 	r.Entra = EntraOptions{Endpoints: &endpoints, HTTPClient: entraStandIn.HTTPClient(),
 		Retry:             &policy.RetryOptions{MaxRetries: 2, RetryDelay: 50 * time.Millisecond, MaxRetryDelay: 500 * time.Millisecond},
-		ConsistencyWindow: 5 * time.Second}
+		ConsistencyWindow: 8 * time.Second}
 	counter.next = r
 	if err := r.RegisterMetrics(operatorRegistry); err != nil {
 		fmt.Fprintln(os.Stderr, "metrics:", err)
