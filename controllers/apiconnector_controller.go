@@ -59,6 +59,8 @@ type Reconciler struct {
 	watch   func(schema.GroupVersionKind) error
 	watchMu sync.Mutex
 	watched map[schema.GroupVersionKind]bool
+	// watchedAt is when each optional kind's watch started (watchSettling).
+	watchedAt map[schema.GroupVersionKind]time.Time
 
 	compiledMu sync.Mutex
 	compiled   map[types.NamespacedName]compiled

@@ -117,7 +117,11 @@ func (r *Reconciler) registerInEntra(ctx context.Context, s *scope, in inputs) e
 	}
 	now := metav1.Now()
 	st.LastSyncTime = &now
-	setCondition(conn, ConditionEntraRegistered, metav1.ConditionTrue, ReasonRegistered, registeredMessage(conn, tenant))
+	msg := registeredMessage(conn, tenant)
+	if s.entraWarnings != "" {
+		msg += " " + s.entraWarnings
+	}
+	setCondition(conn, ConditionEntraRegistered, metav1.ConditionTrue, ReasonRegistered, msg)
 	s.recheckWithin(resyncInterval(tenant))
 	return nil
 }
@@ -374,16 +378,21 @@ func (r *Reconciler) updateAPIConnector(ctx context.Context, gc *graph.Client, s
 func (r *Reconciler) attachUserFlows(ctx context.Context, gc *graph.Client, conn *apiv1.APIConnector, st *apiv1.EntraStatus) error {
 	kind, prop := userFlowKind(conn.Spec.Entra), conn.Spec.Step.Graph().UserFlowProperty
 	want := slices.Sorted(slices.Values(conn.Spec.Entra.UserFlows))
+	var errs []error // one flow failing does not keep the others from being attached
 	for _, flow := range want {
 		attached, err := gc.UserFlowAPIConnector(ctx, kind, flow, prop)
 		if err != nil {
-			return fmt.Errorf("read user flow %s: %w", flow, err)
+			errs = append(errs, fmt.Errorf("read user flow %s: %w", flow, err))
+			continue
 		}
 		if attached != st.APIConnectorID {
 			if err := gc.SetUserFlowAPIConnector(ctx, kind, flow, prop, st.APIConnectorID); err != nil {
-				return fmt.Errorf("attach API connector %s to user flow %s at %s: %w", st.APIConnectorID, flow, prop, err)
+				errs = append(errs, fmt.Errorf("attach API connector %s to user flow %s at %s: %w", st.APIConnectorID, flow, prop, err))
 			}
 		}
+	}
+	if len(errs) > 0 {
+		return errors.Join(errs...)
 	}
 	for _, flow := range st.UserFlows {
 		if slices.Contains(want, flow) {
@@ -528,8 +537,13 @@ func (r *Reconciler) registerExtension(ctx context.Context, s *scope, gc *graph.
 		return false, fmt.Errorf("read app registration %s: %w", appID, err)
 	}
 	if !slices.Contains(app.IdentifierURIs, resourceID) {
+		found := "none"
+		if len(app.IdentifierURIs) > 0 {
+			found = strings.Join(app.IdentifierURIs, ", ")
+		}
 		return stalled(ReasonIdentifierURIMismatch, fmt.Sprintf(
-			"the app registration %s (authentication.bearer.audience) has no identifier URI %s: Entra only calls an extension whose endpoint host matches it; add it to the app registration's Application ID URIs", appID, resourceID))
+			"the app registration %s (authentication.bearer.audience) has no identifier URI %s (it has %s): Entra only calls an extension whose endpoint host matches it; add it to the app registration's Application ID URIs",
+			appID, resourceID, found))
 	}
 
 	g := conn.Spec.Step.Graph()
@@ -591,7 +605,7 @@ func (r *Reconciler) registerExtension(ctx context.Context, s *scope, gc *graph.
 		return stalled(ReasonValidationFailed, "Entra's validateAuthenticationConfiguration: "+findings(v.Errors))
 	}
 	if len(v.Warnings) > 0 {
-		r.Recorder.Eventf(conn, nil, corev1.EventTypeWarning, "EntraValidationWarning", "Register", "%s", eventNote(findings(v.Warnings)))
+		s.entraWarnings = "Entra's validateAuthenticationConfiguration warns: " + findings(v.Warnings)
 	}
 
 	if err := r.syncListener(ctx, gc, conn, st, g); err != nil {
@@ -752,7 +766,8 @@ func (r *Reconciler) finishEntra(ctx context.Context, s *scope) error {
 		conn.Status.Entra = known
 	}
 	defer r.entraRemember(conn)
-	if controllerutil.ContainsFinalizer(conn, EntraFinalizer) && conn.Status.Entra != nil {
+	orphan := conn.Spec.Entra != nil && conn.Spec.Entra.DeletionPolicy == apiv1.EntraDeletionOrphan
+	if controllerutil.ContainsFinalizer(conn, EntraFinalizer) && conn.Status.Entra != nil && !orphan {
 		tenantName := conn.Status.Entra.Tenant
 		if tenantName == "" && conn.Spec.Entra != nil {
 			tenantName = conn.Spec.Entra.TenantRef.Name

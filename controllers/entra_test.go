@@ -672,3 +672,46 @@ func clientKeyPair(t *testing.T, cn string) map[string][]byte {
 		corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
 	}
 }
+
+// TestEntraDeletionWithoutTenant: a connector whose tenant can no longer sign in cannot delete
+// its registration; it says so, and deletionPolicy Orphan lets it go.
+func TestEntraDeletionWithoutTenant(t *testing.T) {
+	ns := newNamespace(t)
+	tenant := newEntraTenant(t, ns, "contoso")
+	waitTenant(t, client.ObjectKeyFromObject(tenant), ConditionReady, metav1.ConditionTrue, ReasonSignedIn)
+	conn := newConnector(ns, "stuck")
+	conn.Spec.Entra = &apiv1.EntraRegistration{TenantRef: apiv1.LocalObjectReference{Name: "contoso"}}
+	create(t, basicSecret(ns, "entra-basic", strongPassword), conn)
+	key := client.ObjectKeyFromObject(conn)
+	waitRegisteredAndReady(t, key)
+	id := connectorOf(t, key).Status.Entra.APIConnectorID
+
+	if err := k8s.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "contoso-credentials"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitTenant(t, client.ObjectKeyFromObject(tenant), ConditionStalled, metav1.ConditionTrue, ReasonCredentialsInvalid)
+	if err := k8s.Delete(context.Background(), connectorOf(t, key)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, timeout, func() error {
+		c := connectorOf(t, key)
+		cond := meta.FindStatusCondition(c.Status.Conditions, ConditionEntraRegistered)
+		if cond == nil || cond.Reason != ReasonDeleting || !strings.Contains(cond.Message, "deletionPolicy: Orphan") {
+			return fmt.Errorf("EntraRegistered = %+v", cond)
+		}
+		return nil
+	})
+	if apiConnectorIn(id) == nil {
+		t.Fatal("the API connector was deleted without a tenant to delete it through")
+	}
+	update(t, key, func(c *apiv1.APIConnector) { c.Spec.Entra.DeletionPolicy = apiv1.EntraDeletionOrphan })
+	eventually(t, timeout, func() error {
+		if err := get(t, key, &apiv1.APIConnector{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("still there: %v", err)
+		}
+		return nil
+	})
+	if apiConnectorIn(id) == nil {
+		t.Error("Orphan: the API connector should stay in Entra")
+	}
+}

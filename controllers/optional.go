@@ -92,9 +92,24 @@ func (r *Reconciler) ensureWatch(k optionalKind) error {
 	}
 	if r.watched == nil {
 		r.watched = map[schema.GroupVersionKind]bool{}
+		r.watchedAt = map[schema.GroupVersionKind]time.Time{}
 	}
 	r.watched[k.gvk] = true
+	r.watchedAt[k.gvk] = time.Now()
 	return nil
+}
+
+// watchSettle is how long a watch started on a newly installed kind may take to deliver events:
+// its informer lists only once the API server serves the kind, and an owned object deleted before
+// that is never reported. Connectors using the kind are looked at again until then.
+const watchSettle = 30 * time.Second
+
+// watchSettling reports whether the kind's watch started less than watchSettle ago.
+func (r *Reconciler) watchSettling(k optionalKind) bool {
+	r.watchMu.Lock()
+	defer r.watchMu.Unlock()
+	t, ok := r.watchedAt[k.gvk]
+	return ok && time.Since(t) < watchSettle
 }
 
 // deleteIfInstalled removes a child of an optional kind we no longer want.

@@ -68,6 +68,18 @@ func (p *plan) installed(ctx context.Context, r *Reconciler, k optionalKind) (bo
 	return ok, err
 }
 
+// ensureWatch is Reconciler.ensureWatch for the plan: while the watch settles, the connector is
+// looked at again shortly, so a child deleted before the watch delivers events is recreated.
+func (p *plan) ensureWatch(r *Reconciler, k optionalKind) error {
+	if err := r.ensureWatch(k); err != nil {
+		return err
+	}
+	if r.watchSettling(k) && (p.recheck == 0 || notServedRecheck < p.recheck) {
+		p.recheck = notServedRecheck
+	}
+	return nil
+}
+
 func typedChild(ac applyConfiguration) child {
 	gv, _ := schema.ParseGroupVersion(ptr.Deref(ac.GetAPIVersion(), ""))
 	return child{gvk: gv.WithKind(ptr.Deref(ac.GetKind(), "")), name: ptr.Deref(ac.GetName(), ""), ac: ac}
@@ -142,7 +154,7 @@ func (r *Reconciler) plan(ctx context.Context, conn *apiv1.APIConnector, config 
 			return nil, err
 		}
 		if installed {
-			if err := r.ensureWatch(podMonitorKind); err != nil {
+			if err := p.ensureWatch(r, podMonitorKind); err != nil {
 				return nil, err
 			}
 			p.apply = append(p.apply, unstructuredChild(pm))
@@ -158,7 +170,7 @@ func (r *Reconciler) plan(ctx context.Context, conn *apiv1.APIConnector, config 
 			return nil, err
 		}
 		if installed {
-			if err := r.ensureWatch(certificateKind); err != nil {
+			if err := p.ensureWatch(r, certificateKind); err != nil {
 				return nil, err
 			}
 			p.certificate = cert
@@ -190,7 +202,7 @@ func (r *Reconciler) plan(ctx context.Context, conn *apiv1.APIConnector, config 
 			fmt.Sprintf("spec.exposure.type Gateway needs the Gateway API's %s CRD, which is not installed", route.GetKind()))
 		return p, nil
 	}
-	if err := r.ensureWatch(k); err != nil {
+	if err := p.ensureWatch(r, k); err != nil {
 		return nil, err
 	}
 	p.route = route

@@ -25,6 +25,8 @@ type scope struct {
 	// recheck is when to look again at something no watch reports, such as another owner's
 	// object of a child's name going away; zero when every input is watched.
 	recheck time.Duration
+	// entraWarnings are Entra's validation warnings, quoted in EntraRegistered's message.
+	entraWarnings string
 }
 
 // recheckWithin makes the connector be looked at again within d at the latest.
