@@ -772,19 +772,27 @@ func (r *Reconciler) finishEntra(ctx context.Context, s *scope) error {
 		if tenantName == "" && conn.Spec.Entra != nil {
 			tenantName = conn.Spec.Entra.TenantRef.Name
 		}
+		const hint = "; fix it, or set spec.entra.deletionPolicy: Orphan to leave the registration in Entra"
 		_, gc, ok, err := r.readyTenant(ctx, s, tenantName)
 		if err != nil {
 			return err
 		}
 		if !ok {
-			msg := fmt.Sprintf("cannot delete the registration from Entra: EntraTenant %q is not usable; fix it, or set spec.entra.deletionPolicy: Orphan to leave the registration in Entra", tenantName)
-			setCondition(conn, ConditionEntraRegistered, metav1.ConditionFalse, ReasonDeleting, msg)
+			// The tenant's Secret or ServiceAccount may be gone already (a namespace being
+			// deleted): the client that last signed in may still hold a valid token.
+			gc = r.cachedEntraClient(types.NamespacedName{Namespace: conn.Namespace, Name: tenantName})
+		}
+		if gc == nil {
+			msg := fmt.Sprintf("cannot delete the registration from Entra: EntraTenant %q is not usable", tenantName)
+			setCondition(conn, ConditionEntraRegistered, metav1.ConditionFalse, ReasonDeleting, msg+hint)
 			s.recheckWithin(entraPermanentRecheck)
 			return nil
 		}
 		if err := r.unregisterFromEntra(ctx, gc, conn); err != nil {
-			setCondition(conn, ConditionEntraRegistered, metav1.ConditionFalse, ReasonDeleting, "Deleting the registration from Entra: "+err.Error())
-			return r.entraFailed(s, err)
+			retry := r.entraFailed(s, err) // throttling and backoff as for any Graph failure
+			setCondition(conn, ConditionEntraRegistered, metav1.ConditionFalse, ReasonDeleting,
+				"cannot delete the registration from Entra: Microsoft Graph: "+err.Error()+hint)
+			return retry
 		}
 		r.Recorder.Eventf(conn, nil, corev1.EventTypeNormal, "EntraUnregistered", "Unregister", "Deleted the registration from tenant %s", conn.Status.Entra.TenantID)
 	}

@@ -675,6 +675,7 @@ func clientKeyPair(t *testing.T, cn string) map[string][]byte {
 
 // TestEntraDeletionWithoutTenant: a connector whose tenant can no longer sign in cannot delete
 // its registration; it says so, and deletionPolicy Orphan lets it go.
+// (RevokeTokens affects every test's tokens: the clients sign in again on the next 401.)
 func TestEntraDeletionWithoutTenant(t *testing.T) {
 	ns := newNamespace(t)
 	tenant := newEntraTenant(t, ns, "contoso")
@@ -686,10 +687,12 @@ func TestEntraDeletionWithoutTenant(t *testing.T) {
 	waitRegisteredAndReady(t, key)
 	id := connectorOf(t, key).Status.Entra.APIConnectorID
 
+	// The app registration is deleted in Entra: its tokens stop working and its secret too.
 	if err := k8s.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "contoso-credentials"}}); err != nil {
 		t.Fatal(err)
 	}
 	waitTenant(t, client.ObjectKeyFromObject(tenant), ConditionStalled, metav1.ConditionTrue, ReasonCredentialsInvalid)
+	entraStandIn.RevokeTokens()
 	if err := k8s.Delete(context.Background(), connectorOf(t, key)); err != nil {
 		t.Fatal(err)
 	}
@@ -713,5 +716,44 @@ func TestEntraDeletionWithoutTenant(t *testing.T) {
 	})
 	if apiConnectorIn(id) == nil {
 		t.Error("Orphan: the API connector should stay in Entra")
+	}
+}
+
+// TestEntraTenantDeletedFirst: an EntraTenant deleted before its connectors (as when a namespace
+// is deleted) stays until they have deleted their registrations through it, even once its
+// Secret is gone.
+func TestEntraTenantDeletedFirst(t *testing.T) {
+	ns := newNamespace(t)
+	tenant := newEntraTenant(t, ns, "contoso")
+	tkey := client.ObjectKeyFromObject(tenant)
+	waitTenant(t, tkey, ConditionReady, metav1.ConditionTrue, ReasonSignedIn)
+	conn := newConnector(ns, "ns-deleted")
+	conn.Spec.Entra = &apiv1.EntraRegistration{TenantRef: apiv1.LocalObjectReference{Name: "contoso"}}
+	create(t, basicSecret(ns, "entra-basic", strongPassword), conn)
+	key := client.ObjectKeyFromObject(conn)
+	waitRegisteredAndReady(t, key)
+	id := connectorOf(t, key).Status.Entra.APIConnectorID
+
+	if err := k8s.Delete(context.Background(), tenant); err != nil {
+		t.Fatal(err)
+	}
+	waitTenant(t, tkey, ConditionReconciling, metav1.ConditionTrue, ReasonInUse)
+	if err := k8s.Delete(context.Background(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "contoso-credentials"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Delete(context.Background(), connectorOf(t, key)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, timeout, func() error {
+		if err := get(t, key, &apiv1.APIConnector{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("connector still there: %v", err)
+		}
+		if err := get(t, tkey, &apiv1.EntraTenant{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("tenant still there: %v", err)
+		}
+		return nil
+	})
+	if apiConnectorIn(id) != nil {
+		t.Errorf("API connector %s left in Entra", id)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,6 +28,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
@@ -64,6 +68,13 @@ const (
 	ReasonCredentialsInvalid   = "CredentialsInvalid"
 	ReasonAuthenticationFailed = "AuthenticationFailed"
 )
+
+// EntraTenantFinalizer keeps an EntraTenant while connectors registered through it exist, so they
+// can still delete their registrations (when a whole namespace is deleted, for instance).
+const EntraTenantFinalizer = "apiconnector.dev/entra-tenant-in-use"
+
+// ReasonInUse: an EntraTenant being deleted waits for the connectors registered through it.
+const ReasonInUse = "InUse"
 
 // IndexTenantSecrets: the "namespace/name" of the Secret an EntraTenant's credentials are in.
 const IndexTenantSecrets = ".spec.credentials.secretRef"
@@ -185,6 +196,13 @@ func (r *Reconciler) serviceAccountToken(namespace, name string) func(context.Co
 	}
 }
 
+// cachedEntraClient is the tenant's client that last signed in, if any.
+func (r *Reconciler) cachedEntraClient(key types.NamespacedName) *graph.Client {
+	r.entra.mu.Lock()
+	defer r.entra.mu.Unlock()
+	return r.entra.clients[key].client
+}
+
 func (r *Reconciler) forgetTenant(key types.NamespacedName) {
 	r.entra.mu.Lock()
 	defer r.entra.mu.Unlock()
@@ -196,8 +214,9 @@ type EntraTenantReconciler struct {
 	r *Reconciler
 }
 
-// +kubebuilder:rbac:groups=apiconnector.dev,resources=entratenants,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apiconnector.dev,resources=entratenants,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=apiconnector.dev,resources=entratenants/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=apiconnector.dev,resources=entratenants/finalizers,verbs=update
 
 // Reconcile signs in to the tenant and records the outcome in Ready, Reconciling and Stalled.
 func (t *EntraTenantReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
@@ -208,6 +227,17 @@ func (t *EntraTenantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 			r.forgetTenant(req.NamespacedName)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !tenant.DeletionTimestamp.IsZero() {
+		return t.finalize(ctx, tenant)
+	}
+	if !controllerutil.ContainsFinalizer(tenant, EntraTenantFinalizer) {
+		obj := tenant.DeepCopy()
+		controllerutil.AddFinalizer(obj, EntraTenantFinalizer)
+		if err := r.Client.Patch(ctx, obj, client.MergeFromWithOptions(tenant, client.MergeFromWithOptimisticLock{})); err != nil {
+			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
+		}
+		tenant.Finalizers, tenant.ResourceVersion = obj.Finalizers, obj.ResourceVersion
 	}
 	base := tenant.DeepCopy()
 	set := func(typ string, st metav1.ConditionStatus, reason, msg string) {
@@ -254,6 +284,56 @@ func (t *EntraTenantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	return result, err
 }
 
+// finalize lets a deleted EntraTenant go once no connector is registered through it; until then it
+// stays (its client keeps signing in) and Reconciling says which connectors hold it.
+func (t *EntraTenantReconciler) finalize(ctx context.Context, tenant *apiv1.EntraTenant) (ctrl.Result, error) {
+	r := t.r
+	var list apiv1.APIConnectorList
+	if err := r.Client.List(ctx, &list, client.MatchingFields{IndexEntraTenant: tenant.Namespace + "/" + tenant.Name}); err != nil {
+		return ctrl.Result{}, fmt.Errorf("list connectors registered through the tenant: %w", err)
+	}
+	if len(list.Items) > 0 {
+		names := make([]string, 0, len(list.Items))
+		for _, c := range list.Items {
+			names = append(names, c.Name)
+		}
+		slices.Sort(names)
+		base := tenant.DeepCopy()
+		// Ready is left as it is: the connectors still sign in through the tenant to delete
+		// their registrations.
+		meta.SetStatusCondition(&tenant.Status.Conditions, metav1.Condition{Type: ConditionReconciling, Status: metav1.ConditionTrue, Reason: ReasonInUse,
+			Message: fmt.Sprintf("Being deleted; kept until the registrations of these connectors are removed from Entra: %s", strings.Join(names, ", ")), ObservedGeneration: tenant.Generation})
+		tenant.Status.ObservedGeneration = tenant.Generation
+		if !equality.Semantic.DeepEqual(base.Status, tenant.Status) {
+			if err := r.Client.Status().Patch(ctx, tenant, client.MergeFrom(base)); client.IgnoreNotFound(err) != nil {
+				return ctrl.Result{}, fmt.Errorf("patch status: %w", err)
+			}
+		}
+		return ctrl.Result{}, nil // the connectors going re-queue the tenant
+	}
+	if !controllerutil.ContainsFinalizer(tenant, EntraTenantFinalizer) {
+		return ctrl.Result{}, nil
+	}
+	obj := tenant.DeepCopy()
+	controllerutil.RemoveFinalizer(obj, EntraTenantFinalizer)
+	if err := r.Client.Patch(ctx, obj, client.MergeFromWithOptions(tenant, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
+		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
+	}
+	return ctrl.Result{}, nil
+}
+
+// tenantsOf re-queues the EntraTenants a connector is registered through when the connector goes
+// or its registration changes, so a tenant being deleted can go after its last connector.
+func tenantsOf(_ context.Context, o client.Object) []reconcile.Request {
+	c := o.(*apiv1.APIConnector)
+	var out []reconcile.Request
+	for _, key := range entraTenantKeys(c) {
+		ns, name, _ := strings.Cut(key, "/")
+		out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}})
+	}
+	return out
+}
+
 // SetupEntraTenantWithManager registers the EntraTenant controller, sharing r's Graph clients.
 func (r *Reconciler) SetupEntraTenantWithManager(ctx context.Context, mgr ctrl.Manager, opts controller.Options) error {
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &apiv1.EntraTenant{}, IndexTenantSecrets, func(o client.Object) []string {
@@ -270,7 +350,14 @@ func (r *Reconciler) SetupEntraTenantWithManager(ctx context.Context, mgr ctrl.M
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("entratenant").
-		For(&apiv1.EntraTenant{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&apiv1.EntraTenant{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{},
+			predicate.NewPredicateFuncs(func(o client.Object) bool { return !o.GetDeletionTimestamp().IsZero() })))).
+		Watches(&apiv1.APIConnector{}, handler.EnqueueRequestsFromMapFunc(tenantsOf), builder.WithPredicates(predicate.Funcs{
+			CreateFunc:  func(event.CreateEvent) bool { return false },
+			UpdateFunc:  func(e event.UpdateEvent) bool { return e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() },
+			DeleteFunc:  func(event.DeleteEvent) bool { return true },
+			GenericFunc: func(event.GenericEvent) bool { return false },
+		})).
 		WatchesMetadata(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
 			var list apiv1.EntraTenantList
 			if err := r.Client.List(ctx, &list, client.MatchingFields{IndexTenantSecrets: o.GetNamespace() + "/" + o.GetName()}); err != nil {

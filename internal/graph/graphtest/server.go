@@ -150,6 +150,14 @@ func (s *Server) Requests() []Request {
 	return append([]Request(nil), s.requests...)
 }
 
+// RevokeTokens invalidates every access token issued so far, as deleting an app registration or
+// revoking its consent does: Graph then answers 401.
+func (s *Server) RevokeTokens() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.tokens)
+}
+
 // Throttle makes the next n Graph requests answer 429 with Retry-After.
 func (s *Server) Throttle(n int, retryAfter time.Duration) {
 	s.mu.Lock()
