@@ -2,6 +2,7 @@ package config_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"reflect"
@@ -12,7 +13,13 @@ import (
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers"
 	"github.com/apiconnector/operator/controllers/children"
+	"github.com/apiconnector/operator/internal/graph"
+	"github.com/apiconnector/operator/internal/graph/graphtest"
+	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
+	"github.com/google/uuid"
 	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -23,6 +30,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -61,7 +69,7 @@ func can(t *testing.T, c client.Client, user, verb, group, resource, namespace s
 
 // startManager runs the manager as main.go builds it (cache, client, leader election, hash key,
 // controller) with the given client config, until the test ends.
-func startManager(t *testing.T, cfg *rest.Config, namespaces []string) {
+func startManager(t *testing.T, cfg *rest.Config, namespaces []string, entra ...*graphtest.Server) {
 	t.Helper()
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
@@ -84,8 +92,16 @@ func startManager(t *testing.T, cfg *rest.Config, namespaces []string) {
 		t.Fatalf("hash key as the manager: %v", err)
 	}
 	r := controllers.NewReconciler(mgr, children.Options{RuntimeImage: "apiconnector-runtime:dev", HashKey: hashKey})
+	for _, s := range entra {
+		endpoints := s.Endpoints()
+		r.Entra = controllers.EntraOptions{Endpoints: &endpoints, HTTPClient: s.HTTPClient()}
+	}
 	// Each subtest runs a manager in this process: the controller name repeats.
 	if err := r.SetupWithManager(ctx, mgr, controller.Options{SkipNameValidation: ptr.To(true)}); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if err := r.SetupEntraTenantWithManager(ctx, mgr, controller.Options{SkipNameValidation: ptr.To(true)}); err != nil {
 		cancel()
 		t.Fatal(err)
 	}
@@ -145,7 +161,8 @@ func TestNamespacedManagerRBAC(t *testing.T) {
 				t.Errorf("the manager's ServiceAccount read a Secret in %s: %v", elsewhere, err)
 			}
 
-			startManager(t, asManager(cfg), []string{src.watched})
+			standIn := graphtest.New(t)
+			startManager(t, asManager(cfg), []string{src.watched}, standIn)
 			secret, conn := sample(t, "demo.yaml", src.watched)
 			// Certificates exercise the optional-kind watch, started once the connector needs it.
 			conn.Spec.Exposure.TLS = &apiv1.TLS{IssuerRef: &apiv1.IssuerReference{Name: "letsencrypt", Kind: "ClusterIssuer"}}
@@ -181,8 +198,116 @@ func TestNamespacedManagerRBAC(t *testing.T) {
 				}
 				return nil
 			})
+			registerAsManager(t, cfg, c, standIn, src.watched, conn)
 		})
 	}
+}
+
+// registerAsManager registers a connector in Entra (the stand-in) with workload identity, as the
+// manager's ServiceAccount with only the installed RBAC: the ServiceAccount token it requests
+// for the tenant, its record of the Basic credential, the finalizers and the statuses all need
+// rules of their own.
+func registerAsManager(t *testing.T, cfg *rest.Config, c client.Client, standIn *graphtest.Server, ns string, conn *apiv1.APIConnector) {
+	t.Helper()
+	clientID := uuid.NewString()
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "entra-registration",
+		Annotations: map[string]string{controllers.WorkloadIdentityClientIDAnnotation: clientID}}}
+	if err := c.Create(t.Context(), sa); err != nil {
+		t.Fatal(err)
+	}
+	cs := kubernetes.NewForConfigOrDie(cfg)
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(t.Context(), sa.Name, &authenticationv1.TokenRequest{
+		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{controllers.WorkloadIdentityAudience}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.ParseSigned(tr.Status.Token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims jwt.Claims
+	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		t.Fatal(err)
+	}
+	standIn.AddFederatedCredential(clientID, claims.Issuer, "system:serviceaccount:"+ns+":"+sa.Name, controllers.WorkloadIdentityAudience,
+		func(ctx context.Context) (jose.JSONWebKeySet, error) {
+			var set jose.JSONWebKeySet
+			raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/openid/v1/jwks").DoRaw(ctx)
+			if err != nil {
+				return set, err
+			}
+			return set, json.Unmarshal(raw, &set)
+		})
+	flow := "B2X_1_signup"
+	standIn.AddUserFlow(graph.UserFlowB2X, flow)
+	tenant := &apiv1.EntraTenant{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "contoso"},
+		Spec: apiv1.EntraTenantSpec{TenantID: standIn.TenantID, ClientID: clientID,
+			Credentials: apiv1.EntraCredentials{WorkloadIdentity: &apiv1.EntraWorkloadIdentity{ServiceAccountName: sa.Name}}}}
+	if err := c.Create(t.Context(), tenant); err != nil {
+		t.Fatal(err)
+	}
+	key := client.ObjectKeyFromObject(conn)
+	eventually(t, 30*time.Second, func() error {
+		got := &apiv1.APIConnector{}
+		if err := c.Get(t.Context(), key, got); err != nil {
+			return err
+		}
+		got.Spec.Exposure.TLS = &apiv1.TLS{SecretName: "demo-tls"}
+		got.Spec.Entra = &apiv1.EntraRegistration{TenantRef: apiv1.LocalObjectReference{Name: tenant.Name}, UserFlows: []string{flow}}
+		return c.Update(t.Context(), got)
+	})
+	if err := c.Create(t.Context(), &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "demo-tls"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": []byte("x"), "tls.key": []byte("x")}}); err != nil {
+		t.Fatal(err)
+	}
+	// No kube-controller-manager: write the Deployment status it would, as often as it rolls.
+	eventually(t, 60*time.Second, func() error {
+		d := &appsv1.Deployment{}
+		if err := c.Get(t.Context(), key, d); err != nil {
+			return err
+		}
+		n := ptr.Deref(d.Spec.Replicas, 1)
+		if d.Status.ObservedGeneration != d.Generation || d.Status.AvailableReplicas != n {
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n,
+				Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable"}}}
+			if err := c.Status().Update(t.Context(), d); err != nil {
+				return err
+			}
+		}
+		got := &apiv1.APIConnector{}
+		if err := c.Get(t.Context(), key, got); err != nil {
+			return err
+		}
+		cond := meta.FindStatusCondition(got.Status.Conditions, controllers.ConditionEntraRegistered)
+		if cond == nil || cond.Status != metav1.ConditionTrue {
+			return fmt.Errorf("EntraRegistered = %+v; tenant conditions: %+v", cond, tenantConditions(t, c, tenant))
+		}
+		if id := standIn.UserFlowConnector(graph.UserFlowB2X, flow, "postAttributeCollection"); id == "" || id != got.Status.Entra.APIConnectorID {
+			return fmt.Errorf("user flow has %q, status %+v", id, got.Status.Entra)
+		}
+		return nil
+	})
+	// Deleting the connector deletes its registration first (the finalizer).
+	if err := c.Delete(t.Context(), conn); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() error {
+		if err := c.Get(t.Context(), key, &apiv1.APIConnector{}); !apierrors.IsNotFound(err) {
+			return fmt.Errorf("connector still there: %v", err)
+		}
+		if n := len(standIn.APIConnectors()); n != 0 {
+			return fmt.Errorf("%d API connectors left in Entra", n)
+		}
+		return nil
+	})
+}
+
+func tenantConditions(t *testing.T, c client.Client, tenant *apiv1.EntraTenant) []metav1.Condition {
+	got := &apiv1.EntraTenant{}
+	if err := c.Get(t.Context(), client.ObjectKeyFromObject(tenant), got); err != nil {
+		t.Log(err)
+	}
+	return got.Status.Conditions
 }
 
 // The manager's only cluster-scoped need, config/namespaced/manager_crd_role.yaml, is exactly the
