@@ -2,7 +2,6 @@ package config_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"reflect"
@@ -15,11 +14,8 @@ import (
 	"github.com/apiconnector/operator/controllers/children"
 	"github.com/apiconnector/operator/internal/graph"
 	"github.com/apiconnector/operator/internal/graph/graphtest"
-	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/uuid"
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -30,7 +26,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -215,29 +210,9 @@ func registerAsManager(t *testing.T, cfg *rest.Config, c client.Client, standIn 
 	if err := c.Create(t.Context(), sa); err != nil {
 		t.Fatal(err)
 	}
-	cs := kubernetes.NewForConfigOrDie(cfg)
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(t.Context(), sa.Name, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{controllers.WorkloadIdentityAudience}}}, metav1.CreateOptions{})
-	if err != nil {
+	if err := standIn.TrustServiceAccount(t.Context(), cfg, clientID, controllers.WorkloadIdentityAudience, ns, sa.Name); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := jwt.ParseSigned(tr.Status.Token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var claims jwt.Claims
-	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
-		t.Fatal(err)
-	}
-	standIn.AddFederatedCredential(clientID, claims.Issuer, "system:serviceaccount:"+ns+":"+sa.Name, controllers.WorkloadIdentityAudience,
-		func(ctx context.Context) (jose.JSONWebKeySet, error) {
-			var set jose.JSONWebKeySet
-			raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/openid/v1/jwks").DoRaw(ctx)
-			if err != nil {
-				return set, err
-			}
-			return set, json.Unmarshal(raw, &set)
-		})
 	flow := "B2X_1_signup"
 	standIn.AddUserFlow(graph.UserFlowB2X, flow)
 	tenant := &apiv1.EntraTenant{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "contoso"},

@@ -6,7 +6,6 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -18,17 +17,13 @@ import (
 	apiv1 "github.com/apiconnector/operator/api/v1alpha1"
 	"github.com/apiconnector/operator/controllers/children"
 	"github.com/apiconnector/operator/internal/graph"
-	jose "github.com/go-jose/go-jose/v4"
-	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/uuid"
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -153,8 +148,9 @@ func TestEntraTenantWorkloadIdentity(t *testing.T) {
 	clientID := uuid.NewString()
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "entra"}}
 	create(t, sa)
-	issuer := serviceAccountIssuer(t, ns, sa.Name)
-	entraStandIn.AddFederatedCredential(clientID, issuer, "system:serviceaccount:"+ns+":entra", WorkloadIdentityAudience, apiServerKeys)
+	if err := entraStandIn.TrustServiceAccount(context.Background(), cfg, clientID, WorkloadIdentityAudience, ns, sa.Name); err != nil {
+		t.Fatal(err)
+	}
 
 	tenant := &apiv1.EntraTenant{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "wi"},
 		Spec: apiv1.EntraTenantSpec{TenantID: entraStandIn.TenantID, ClientID: clientID,
@@ -190,36 +186,6 @@ func TestEntraTenantWorkloadIdentity(t *testing.T) {
 			Credentials: apiv1.EntraCredentials{WorkloadIdentity: &apiv1.EntraWorkloadIdentity{ServiceAccountName: "entra"}}}}
 	create(t, other)
 	waitTenant(t, client.ObjectKeyFromObject(other), ConditionStalled, metav1.ConditionTrue, ReasonCredentialsInvalid)
-}
-
-// serviceAccountIssuer reads the API server's service account issuer off a token it issues.
-func serviceAccountIssuer(t *testing.T, ns, sa string) string {
-	t.Helper()
-	cs := kubernetes.NewForConfigOrDie(cfg)
-	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), sa, &authenticationv1.TokenRequest{
-		Spec: authenticationv1.TokenRequestSpec{Audiences: []string{WorkloadIdentityAudience}}}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("TokenRequest (does the envtest API server issue ServiceAccount tokens?): %v", err)
-	}
-	tok, err := jwt.ParseSigned(tr.Status.Token, []jose.SignatureAlgorithm{jose.RS256, jose.ES256})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var claims jwt.Claims
-	if err := tok.UnsafeClaimsWithoutVerification(&claims); err != nil {
-		t.Fatal(err)
-	}
-	return claims.Issuer
-}
-
-// apiServerKeys are the API server's ServiceAccount token signing keys (its /openid/v1/jwks).
-func apiServerKeys(ctx context.Context) (jose.JSONWebKeySet, error) {
-	var set jose.JSONWebKeySet
-	raw, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().RESTClient().Get().AbsPath("/openid/v1/jwks").DoRaw(ctx)
-	if err != nil {
-		return set, err
-	}
-	return set, json.Unmarshal(raw, &set)
 }
 
 func TestEntraLegacyConnectorLifecycle(t *testing.T) {
