@@ -379,6 +379,7 @@ func TestEntraThrottlingAndTransientFailures(t *testing.T) {
 
 	// Graph throttles for longer than the client waits: the connector says so and waits for
 	// Retry-After, without a hot loop.
+	throttledBefore, _ := sample(t, "apiconnector_graph_requests_total", map[string]string{"code": "429"})
 	entraStandIn.Throttle(1000, 3*time.Second)
 	conn := newConnector(ns, "throttled")
 	conn.Spec.Entra = &apiv1.EntraRegistration{TenantRef: apiv1.LocalObjectReference{Name: "contoso"}, UserFlows: []string{flow}}
@@ -388,6 +389,9 @@ func TestEntraThrottlingAndTransientFailures(t *testing.T) {
 	c := waitCondition(t, key, ConditionEntraRegistered, metav1.ConditionFalse, ReasonThrottled)
 	if conditionIs(c, ConditionReady, metav1.ConditionTrue) {
 		t.Errorf("Ready while Entra holds nothing")
+	}
+	if after, _ := sample(t, "apiconnector_graph_requests_total", map[string]string{"code": "429"}); after <= throttledBefore {
+		t.Errorf("apiconnector_graph_requests_total{code=\"429\"} did not grow: %v", after)
 	}
 	before := len(entraStandIn.Requests())
 	time.Sleep(4 * time.Second)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -163,7 +164,9 @@ func (r *Reconciler) entraClient(ctx context.Context, t *apiv1.EntraTenant) (gc 
 	if e, ok := r.entra.clients[nn]; ok && e.key == key {
 		return e.client, "", nil
 	}
-	opts := graph.Options{Transport: r.Entra.HTTPClient, Retry: r.Entra.Retry}
+	opts := graph.Options{Transport: r.Entra.HTTPClient, Retry: r.Entra.Retry, Observe: func(method string, status int) {
+		r.metrics.graphRequests.WithLabelValues(method, strconv.Itoa(status)).Inc()
+	}}
 	if r.Entra.Endpoints != nil {
 		opts.Endpoints = *r.Entra.Endpoints
 	} else if opts.Endpoints, err = graph.CloudEndpoints(string(t.Spec.Cloud)); err != nil {

@@ -38,6 +38,8 @@ type operatorMetrics struct {
 	reader client.Reader
 	// readyDuration is observed when a connector turns Ready for a generation it was not Ready for.
 	readyDuration prometheus.Histogram
+	// graphRequests counts the requests sent to Microsoft Graph (spec.entra), by method and status.
+	graphRequests *prometheus.CounterVec
 
 	mu      sync.Mutex
 	pending map[types.NamespacedName]generationWatch
@@ -54,6 +56,10 @@ type generationWatch struct {
 func newOperatorMetrics(reader client.Reader) *operatorMetrics {
 	return &operatorMetrics{
 		reader: reader,
+		graphRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "apiconnector_graph_requests_total",
+			Help: "Requests sent to Microsoft Graph to register connectors in Entra (each retry counts), by method and HTTP status (0: no answer); 429 is throttling.",
+		}, []string{"method", "code"}),
 		readyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "apiconnector_connector_ready_duration_seconds",
 			Help: "Time from the operator first seeing a connector's generation (created or its spec changed) to its Ready condition turning True for it.",
@@ -67,8 +73,10 @@ func newOperatorMetrics(reader client.Reader) *operatorMetrics {
 
 // RegisterMetrics registers the operator's metrics on reg (the manager's: ctrlmetrics.Registry).
 func (r *Reconciler) RegisterMetrics(reg prometheus.Registerer) error {
-	if err := reg.Register(r.metrics.readyDuration); err != nil {
-		return err
+	for _, c := range []prometheus.Collector{r.metrics.readyDuration, r.metrics.graphRequests} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
 	}
 	return reg.Register(r.metrics)
 }

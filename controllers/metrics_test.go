@@ -48,6 +48,8 @@ next:
 		switch {
 		case m.Gauge != nil:
 			return m.Gauge.GetValue(), true
+		case m.Counter != nil:
+			return m.Counter.GetValue(), true
 		case m.Histogram != nil:
 			return float64(m.Histogram.GetSampleCount()), true
 		}

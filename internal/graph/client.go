@@ -82,6 +82,22 @@ type Options struct {
 	// Retry-After beyond MaxRetryDelay is not waited for: the error is
 	// returned (see RetryAfter).
 	Retry *policy.RetryOptions
+	// Observe, when set, is told of every Graph request sent (each retry too): its method and
+	// the HTTP status of the answer, 0 when none came.
+	Observe func(method string, status int)
+}
+
+// observePolicy reports each request sent to Options.Observe.
+type observePolicy func(method string, status int)
+
+func (o observePolicy) Do(req *policy.Request) (*http.Response, error) {
+	resp, err := req.Next()
+	status := 0
+	if resp != nil {
+		status = resp.StatusCode
+	}
+	o(req.Raw().Method, status)
+	return resp, err
 }
 
 // Client calls Microsoft Graph. It is safe for concurrent use.
@@ -156,9 +172,11 @@ func New(creds Credentials, opts Options) (*Client, error) {
 	if opts.Transport != nil {
 		po.Transport = opts.Transport
 	}
-	pl := runtime.NewPipeline("graph", "v0", runtime.PipelineOptions{
-		PerRetry: []policy.Policy{runtime.NewBearerTokenPolicy(cred, []string{scope}, nil)},
-	}, po)
+	perRetry := []policy.Policy{runtime.NewBearerTokenPolicy(cred, []string{scope}, nil)}
+	if opts.Observe != nil {
+		perRetry = append(perRetry, observePolicy(opts.Observe))
+	}
+	pl := runtime.NewPipeline("graph", "v0", runtime.PipelineOptions{PerRetry: perRetry}, po)
 	return &Client{pl: pl, cred: cred, scope: scope, graph: graphRoot}, nil
 }
 

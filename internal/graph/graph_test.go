@@ -8,11 +8,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -580,5 +582,32 @@ func TestNetworkFailureIsTransient(t *testing.T) {
 	err = c.CheckToken(context.Background())
 	if err == nil || !graph.IsTransient(err) {
 		t.Fatalf("unreachable authority: %v (transient %v)", err, graph.IsTransient(err))
+	}
+}
+
+func TestObserveSeesEveryAttempt(t *testing.T) {
+	srv := graphtest.New(t)
+	srv.AddApp("app", "secret")
+	var seen []string
+	var mu sync.Mutex
+	c, err := graph.New(graph.Credentials{TenantID: srv.TenantID, ClientID: "app", ClientSecret: "secret"},
+		graph.Options{Endpoints: srv.Endpoints(), Transport: srv.HTTPClient(), Retry: fastRetry(),
+			Observe: func(method string, status int) {
+				mu.Lock()
+				defer mu.Unlock()
+				seen = append(seen, fmt.Sprintf("%s %d", method, status))
+			}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.AddApplication("a")
+	srv.FailNext(1, 503)
+	if _, err := c.ApplicationByAppID(context.Background(), "a"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"GET 503", "GET 200"}; !slices.Equal(seen, want) {
+		t.Errorf("observed %v, want %v (token requests are not Graph requests)", seen, want)
 	}
 }
