@@ -36,6 +36,7 @@ func TestDefaultOverlayRenders(t *testing.T) {
 	for _, want := range []string{
 		"Namespace/apiconnector-system",
 		"CustomResourceDefinition/apiconnectors.apiconnector.dev",
+		"CustomResourceDefinition/entratenants.apiconnector.dev",
 		"ServiceAccount/apiconnector-controller-manager",
 		"ClusterRole/apiconnector-manager-role",
 		"ClusterRoleBinding/apiconnector-manager-rolebinding",

@@ -209,7 +209,7 @@ func (r release) installYAML(pinned map[string]string) ([]byte, error) {
 			return nil, fmt.Errorf("the rendered manifests still refer to %s:dev", name)
 		}
 	}
-	header := fmt.Sprintf("# apiconnector-operator %s: CRD, RBAC and the operator in namespace apiconnector-system.\n"+
+	header := fmt.Sprintf("# apiconnector-operator %s: CRDs, RBAC and the operator in namespace apiconnector-system.\n"+
 		"#   kubectl apply --server-side -f install.yaml\n", r.version)
 	return append([]byte(header), out...), nil
 }

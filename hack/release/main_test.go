@@ -137,7 +137,7 @@ func TestChartPackage(t *testing.T) {
 			t.Errorf("values.yaml lost its comments:\n%s", f.Data)
 		}
 	}
-	if len(ch.CRDObjects()) != 1 {
+	if len(ch.CRDObjects()) != 2 { // APIConnector, EntraTenant
 		t.Errorf("the chart has %d CRDs", len(ch.CRDObjects()))
 	}
 	vals, err := chartutil.ToRenderValues(ch, nil, common.ReleaseOptions{Name: "apiconnector", Namespace: "apiconnector-system", IsInstall: true}, common.DefaultCapabilities)
