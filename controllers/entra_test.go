@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 )
 
 // The tests below run the real operator, azidentity and Graph client against the stand-in
@@ -527,6 +528,12 @@ func TestEntraExtensionLifecycle(t *testing.T) {
 	if l == nil || l.ODataType != "#microsoft.graph.onTokenIssuanceStartListener" || l.HandlerODataType != "#microsoft.graph.onTokenIssuanceStartCustomExtensionHandler" ||
 		l.ExtensionID != st.CustomExtensionID || !slices.Equal(l.AppIDs, []string{clientApp}) {
 		t.Errorf("listener = %+v", l)
+	}
+
+	// Registered: read back every resyncInterval of the tenant (default 10m).
+	res, err := counter.next.Reconcile(context.Background(), reconcile.Request{NamespacedName: key})
+	if err != nil || res.RequeueAfter != DefaultEntraResync {
+		t.Errorf("a registered connector is looked at again in %s (%v), want the resync interval %s", res.RequeueAfter, err, DefaultEntraResync)
 	}
 
 	// Edits: another application, another claim, Entra's retries off.
