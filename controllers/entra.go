@@ -102,6 +102,9 @@ func (r *Reconciler) registerInEntra(ctx context.Context, s *scope, in inputs) e
 	}
 	st.Tenant, st.TenantID = tenant.Name, tenant.Spec.TenantID
 	conn.Status.Entra = st
+	if err := r.stepChanged(ctx, gc, conn, st); err != nil {
+		return r.entraFailed(s, err)
+	}
 
 	var done bool
 	if conn.Spec.Step.IsExtension() {
@@ -123,6 +126,37 @@ func (r *Reconciler) registerInEntra(ctx context.Context, s *scope, in inputs) e
 	}
 	setCondition(conn, ConditionEntraRegistered, metav1.ConditionTrue, ReasonRegistered, msg)
 	s.recheckWithin(resyncInterval(tenant))
+	return nil
+}
+
+// stepChanged removes what was registered for another step: the user flow attachments at the old
+// step's property (or of the other kind of user flow), or the objects of the other protocol (an API connector for an extension step,
+// an extension and its listener for a legacy step). An extension of another event type is
+// replaced by registerExtension.
+func (r *Reconciler) stepChanged(ctx context.Context, gc *graph.Client, conn *apiv1.APIConnector, st *apiv1.EntraStatus) error {
+	step := conn.Spec.Step
+	moved := st.Step != step || userFlowKind(st.UserFlowKind) != userFlowKind(conn.Spec.Entra.UserFlowKind)
+	if st.Step != "" && moved && st.APIConnectorID != "" {
+		if step.IsExtension() {
+			if err := deleteAPIConnector(ctx, gc, st); err != nil {
+				return err
+			}
+		} else {
+			prop := st.Step.Graph().UserFlowProperty
+			for _, flow := range st.UserFlows {
+				if err := detachUserFlow(ctx, gc, userFlowKind(st.UserFlowKind), flow, prop, st.APIConnectorID); err != nil {
+					return err
+				}
+			}
+			st.UserFlows = nil
+		}
+	}
+	if !step.IsExtension() && st.CustomExtensionID != "" {
+		if err := deleteExtension(ctx, gc, st); err != nil {
+			return err
+		}
+	}
+	st.Step = step
 	return nil
 }
 
@@ -376,7 +410,7 @@ func (r *Reconciler) updateAPIConnector(ctx context.Context, gc *graph.Client, s
 // attachUserFlows attaches the API connector to every listed user flow at the step and detaches
 // it from flows no longer listed (only where it is still the one attached).
 func (r *Reconciler) attachUserFlows(ctx context.Context, gc *graph.Client, conn *apiv1.APIConnector, st *apiv1.EntraStatus) error {
-	kind, prop := userFlowKind(conn.Spec.Entra), conn.Spec.Step.Graph().UserFlowProperty
+	kind, prop := userFlowKind(conn.Spec.Entra.UserFlowKind), conn.Spec.Step.Graph().UserFlowProperty
 	want := slices.Sorted(slices.Values(conn.Spec.Entra.UserFlows))
 	var errs []error // one flow failing does not keep the others from being attached
 	for _, flow := range want {
@@ -402,7 +436,7 @@ func (r *Reconciler) attachUserFlows(ctx context.Context, gc *graph.Client, conn
 			return err
 		}
 	}
-	st.UserFlows = want
+	st.UserFlows, st.UserFlowKind = want, conn.Spec.Entra.UserFlowKind
 	return nil
 }
 
@@ -423,8 +457,8 @@ func detachUserFlow(ctx context.Context, gc *graph.Client, kind graph.UserFlowKi
 	return nil
 }
 
-func userFlowKind(e *apiv1.EntraRegistration) graph.UserFlowKind {
-	if e != nil && e.UserFlowKind == apiv1.EntraUserFlowB2C {
+func userFlowKind(k apiv1.EntraUserFlowKind) graph.UserFlowKind {
+	if k == apiv1.EntraUserFlowB2C {
 		return graph.UserFlowB2C
 	}
 	return graph.UserFlowB2X
@@ -706,21 +740,30 @@ func (r *Reconciler) unregisterFromEntra(ctx context.Context, gc *graph.Client, 
 	if st == nil {
 		return nil
 	}
-	if st.APIConnectorID != "" {
-		kind := userFlowKind(conn.Spec.Entra)
-		prop := conn.Spec.Step.Graph().UserFlowProperty
-		for _, flow := range st.UserFlows {
-			if err := detachUserFlow(ctx, gc, kind, flow, prop, st.APIConnectorID); err != nil {
-				return err
-			}
-		}
-		st.UserFlows = nil
-		if err := gc.DeleteAPIConnector(ctx, st.APIConnectorID); err != nil {
-			return fmt.Errorf("delete API connector %s: %w", st.APIConnectorID, err)
-		}
-		st.APIConnectorID = ""
+	if err := deleteAPIConnector(ctx, gc, st); err != nil {
+		return err
 	}
 	return deleteExtension(ctx, gc, st)
+}
+
+// deleteAPIConnector detaches the API connector from its user flows, at the step it was
+// registered for, and deletes it.
+func deleteAPIConnector(ctx context.Context, gc *graph.Client, st *apiv1.EntraStatus) error {
+	if st.APIConnectorID == "" {
+		return nil
+	}
+	prop := st.Step.Graph().UserFlowProperty
+	for _, flow := range st.UserFlows {
+		if err := detachUserFlow(ctx, gc, userFlowKind(st.UserFlowKind), flow, prop, st.APIConnectorID); err != nil {
+			return err
+		}
+	}
+	st.UserFlows = nil
+	if err := gc.DeleteAPIConnector(ctx, st.APIConnectorID); err != nil {
+		return fmt.Errorf("delete API connector %s: %w", st.APIConnectorID, err)
+	}
+	st.APIConnectorID, st.CertificateThumbprint = "", ""
+	return nil
 }
 
 func deleteExtension(ctx context.Context, gc *graph.Client, st *apiv1.EntraStatus) error {

@@ -298,6 +298,23 @@ func TestEntraLegacyConnectorLifecycle(t *testing.T) {
 	})
 	waitRegisteredAndReady(t, key)
 
+	// Another step: the user flow is attached at the new step's property, detached from the old.
+	update(t, key, func(c *apiv1.APIConnector) {
+		c.Spec.Step = apiv1.StepPostFederationSignup
+		c.Spec.Rules = []apiv1.Rule{{Name: "partners", When: "!claims.email.endsWith('@fabrikam.example')", Block: &apiv1.Outcome{Message: "Partners only."}}}
+	})
+	waitRegisteredAndReady(t, key)
+	eventually(t, timeout, func() error {
+		id := connectorOf(t, key).Status.Entra.APIConnectorID
+		if got := entraStandIn.UserFlowConnector(graph.UserFlowB2X, flowB, "postAttributeCollection"); got != "" {
+			return fmt.Errorf("still at postAttributeCollection: %s", got)
+		}
+		if got := entraStandIn.UserFlowConnector(graph.UserFlowB2X, flowB, "postFederationSignup"); got != id {
+			return fmt.Errorf("postFederationSignup has %q, want %s", got, id)
+		}
+		return nil
+	})
+
 	// Deletion removes what the operator created, then the connector goes.
 	id := connectorOf(t, key).Status.Entra.APIConnectorID
 	if err := k8s.Delete(context.Background(), connectorOf(t, key)); err != nil {
@@ -312,7 +329,7 @@ func TestEntraLegacyConnectorLifecycle(t *testing.T) {
 	if apiConnectorIn(id) != nil {
 		t.Errorf("API connector %s left in Entra", id)
 	}
-	if got := entraStandIn.UserFlowConnector(graph.UserFlowB2X, flowB, "postAttributeCollection"); got != "" {
+	if got := entraStandIn.UserFlowConnector(graph.UserFlowB2X, flowB, "postFederationSignup"); got != "" {
 		t.Errorf("user flow %s still has %s", flowB, got)
 	}
 }

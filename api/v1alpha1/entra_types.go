@@ -223,9 +223,18 @@ type EntraStatus struct {
 	// +optional
 	TenantID string `json:"tenantId,omitempty"`
 
+	// Step is the step the objects below were registered for: a user flow attachment is made at
+	// the step's property, so a changed step is detached from the old one.
+	// +optional
+	Step Step `json:"step,omitempty"`
+
 	// APIConnectorID is the identityApiConnector's ID (legacy steps).
 	// +optional
 	APIConnectorID string `json:"apiConnectorId,omitempty"`
+
+	// UserFlowKind is the kind of the user flows below (B2X or B2C).
+	// +optional
+	UserFlowKind EntraUserFlowKind `json:"userFlowKind,omitempty"`
 
 	// UserFlows are the user flows the API connector is attached to.
 	// +optional
