@@ -67,7 +67,9 @@ func TestPatchCarriesTheScript(t *testing.T) {
 	if err := yaml.Unmarshal(b, &cm); err != nil {
 		t.Fatal(err)
 	}
-	if got := cm.Data["resource.customizations.health.apiconnector.dev_APIConnector"]; got != Script {
-		t.Errorf("argocd-cm-patch.yaml differs from health.lua:\n%s", got)
+	for _, kind := range []string{"APIConnector", "EntraTenant"} {
+		if got := cm.Data["resource.customizations.health.apiconnector.dev_"+kind]; got != Script {
+			t.Errorf("argocd-cm-patch.yaml's %s check differs from health.lua:\n%s", kind, got)
+		}
 	}
 }
