@@ -1,9 +1,11 @@
 package graphtest
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -74,6 +76,9 @@ func (s *Server) route(method, version, path string, q url.Values, body []byte) 
 		return http.StatusMethodNotAllowed, nil, errors.New("The HTTP method '" + method + "' is not supported on this resource.")
 	}
 	switch {
+	case len(p) == 2 && p[0] == "identity" && method == http.MethodGet &&
+		(p[1] == "apiConnectors" || p[1] == "customAuthenticationExtensions" || p[1] == "authenticationEventListeners"):
+		return s.list(version, p[1], q)
 	case len(p) >= 2 && p[0] == "identity" && p[1] == "apiConnectors":
 		return s.apiConnectors(method, p[2:], body)
 	case len(p) >= 2 && p[0] == "identity" && (p[1] == "b2xUserFlows" || p[1] == "b2cUserFlows"):
@@ -101,6 +106,65 @@ func (s *Server) route(method, version, path string, q url.Values, body []byte) 
 		return http.StatusOK, map[string]any{"id": a.ID, "appId": a.AppID, "displayName": a.DisplayName, "identifierUris": a.IdentifierURIs}, nil
 	}
 	return 0, nil, badRequest{"BadRequest", "Resource not found for the segment '" + p[len(p)-1] + "'."}
+}
+
+// page is one page of a list answer.
+type page struct {
+	Context  string `json:"@odata.context"`
+	NextLink string `json:"@odata.nextLink,omitempty"`
+	Value    []any  `json:"value"`
+}
+
+// list serves GET /identity/{collection}: the objects sorted by ID, as GET
+// renders them (passwords masked), s.pageSize a page. The $skiptoken of the
+// nextLink is the last ID of the page, encoded, so that a page stays right
+// when objects are created or deleted meanwhile. Query options other than
+// $skiptoken are refused rather than ignored.
+func (s *Server) list(version, collection string, q url.Values) (int, any, error) {
+	for k := range q {
+		if k != "$skiptoken" {
+			return 0, nil, badRequest{"BadRequest", "Query option '" + k + "' is not supported by the stand-in."}
+		}
+	}
+	after := ""
+	if tok := q.Get("$skiptoken"); q.Has("$skiptoken") {
+		b, err := base64.RawURLEncoding.DecodeString(tok)
+		if err != nil || len(b) == 0 {
+			return 0, nil, badRequest{"BadRequest", "Invalid $skiptoken."}
+		}
+		after = string(b)
+	}
+	st := &s.state
+	items := map[string]any{}
+	switch collection {
+	case "apiConnectors":
+		for id, c := range st.connectors {
+			items[id] = c.wire()
+		}
+	case "customAuthenticationExtensions":
+		for id, e := range st.extensions {
+			items[id] = e
+		}
+	case "authenticationEventListeners":
+		for id, l := range st.listeners {
+			items[id] = l
+		}
+	}
+	ids := slices.Sorted(maps.Keys(items))
+	start, _ := slices.BinarySearch(ids, after)
+	if after != "" && start < len(ids) && ids[start] == after {
+		start++
+	}
+	root := s.srv.URL + "/" + version + "/"
+	out := page{Context: root + "$metadata#identity/" + collection, Value: []any{}}
+	end := min(len(ids), start+s.pageSize)
+	for _, id := range ids[start:end] {
+		out.Value = append(out.Value, items[id])
+	}
+	if end < len(ids) {
+		out.NextLink = root + "identity/" + collection + "?$skiptoken=" + base64.RawURLEncoding.EncodeToString([]byte(ids[end-1]))
+	}
+	return http.StatusOK, out, nil
 }
 
 // get returns a stored object, or errNotFound while NotFoundAfterCreate is

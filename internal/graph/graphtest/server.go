@@ -50,6 +50,7 @@ type Server struct {
 	failN     int
 	failCode  int
 	notFoundN int
+	pageSize  int
 }
 
 // Request is one request the stand-in received.
@@ -87,6 +88,7 @@ func Start(opts ...Option) *Server {
 		apps:     map[string]*app{},
 		tokens:   map[string]time.Time{},
 		state:    newState(),
+		pageSize: defaultPageSize,
 	}
 	for _, o := range opts {
 		o(s)
@@ -171,6 +173,21 @@ func (s *Server) FailNext(n int, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.failN, s.failCode = n, status
+}
+
+// defaultPageSize is the number of objects in one page of a list answer.
+const defaultPageSize = 100
+
+// SetPageSize sets the number of objects in one page of a list answer; when
+// there are more, the answer has an @odata.nextLink to the next page. n < 1
+// restores the default, 100.
+func (s *Server) SetPageSize(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n < 1 {
+		n = defaultPageSize
+	}
+	s.pageSize = n
 }
 
 // NotFoundAfterCreate makes the next n GETs of an object created but not yet
