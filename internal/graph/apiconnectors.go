@@ -113,6 +113,12 @@ func (c *Client) GetAPIConnector(ctx context.Context, id string) (APIConnector, 
 	return out.connector(), nil
 }
 
+// ListAPIConnectors reads every API connector of the tenant, following
+// Graph's paging (at most 50 pages). Passwords are never returned.
+func (c *Client) ListAPIConnectors(ctx context.Context) ([]APIConnector, error) {
+	return list(ctx, c, apiConnectorsVersion, apiConnectorsPath, wireAPIConnector.connector)
+}
+
 // UpdateAPIConnector changes the non-empty fields of an API connector (PATCH).
 func (c *Client) UpdateAPIConnector(ctx context.Context, id string, a APIConnector) error {
 	if id == "" {

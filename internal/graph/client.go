@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -199,6 +200,12 @@ func (c *Client) do(ctx context.Context, method string, v apiVersion, path, rawQ
 	if rawQuery != "" {
 		req.Raw().URL.RawQuery = rawQuery
 	}
+	return c.send(req, path, in, out)
+}
+
+// send sends a request built by do or list; path names the call in errors.
+func (c *Client) send(req *policy.Request, path string, in, out any) error {
+	method := req.Raw().Method
 	req.Raw().Header.Set("Accept", "application/json")
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -225,6 +232,70 @@ func (c *Client) do(ctx context.Context, method string, v apiVersion, path, rawQ
 		if err := json.Unmarshal(body, out); err != nil {
 			return fmt.Errorf("graph: %s %s: decode response: %w", method, path, err)
 		}
+	}
+	return nil
+}
+
+// maxPages bounds the pages one list call follows.
+const maxPages = 50
+
+// list GETs the collection at path and the pages its @odata.nextLink points
+// at, at most maxPages, and converts each element with conv. A nextLink must
+// be an absolute URL on the Graph host: the bearer token is never sent
+// elsewhere.
+func list[W, T any](ctx context.Context, c *Client, v apiVersion, path string, conv func(W) T) ([]T, error) {
+	out := []T{}
+	next := ""
+	for page := 1; ; page++ {
+		var body struct {
+			Value    *[]W   `json:"value"`
+			NextLink string `json:"@odata.nextLink"`
+		}
+		if page == 1 {
+			if err := c.do(ctx, http.MethodGet, v, path, "", nil, &body); err != nil {
+				return nil, err
+			}
+		} else {
+			req, err := runtime.NewRequest(ctx, http.MethodGet, next)
+			if err != nil {
+				return nil, fmt.Errorf("graph: GET %s: page %d: %w", path, page, err)
+			}
+			if err := c.send(req, path, nil, &body); err != nil {
+				return nil, err
+			}
+		}
+		if body.Value == nil {
+			return nil, fmt.Errorf("graph: GET %s: page %d of the answer has no value", path, page)
+		}
+		for _, w := range *body.Value {
+			out = append(out, conv(w))
+		}
+		if body.NextLink == "" {
+			return out, nil
+		}
+		if page == maxPages {
+			return nil, fmt.Errorf("graph: GET %s: more than %d pages", path, maxPages)
+		}
+		if err := c.checkNextLink(body.NextLink); err != nil {
+			return nil, fmt.Errorf("graph: GET %s: page %d: %w", path, page, err)
+		}
+		next = body.NextLink
+	}
+}
+
+// checkNextLink accepts an @odata.nextLink that is an absolute URL with the
+// scheme and host of the Graph endpoint.
+func (c *Client) checkNextLink(link string) error {
+	root, err := url.Parse(c.graph)
+	if err != nil {
+		return fmt.Errorf("parse Graph endpoint: %w", err)
+	}
+	u, err := url.Parse(link)
+	if err != nil || !u.IsAbs() || u.Host == "" {
+		return errors.New("@odata.nextLink is not an absolute URL")
+	}
+	if u.User != nil || !strings.EqualFold(u.Scheme, root.Scheme) || !strings.EqualFold(u.Host, root.Host) {
+		return fmt.Errorf("@odata.nextLink points at %s://%s, not at the Graph endpoint %s://%s; refused", u.Scheme, u.Host, root.Scheme, root.Host)
 	}
 	return nil
 }

@@ -119,6 +119,12 @@ func (c *Client) GetCustomExtension(ctx context.Context, id string) (CustomExten
 	return out.extension(), nil
 }
 
+// ListCustomExtensions reads every custom authentication extension of the
+// tenant, following Graph's paging (at most 50 pages).
+func (c *Client) ListCustomExtensions(ctx context.Context) ([]CustomExtension, error) {
+	return list(ctx, c, extensionsVersion, customExtensionsPath, wireExtension.extension)
+}
+
 // UpdateCustomExtension changes a custom authentication extension (PATCH);
 // ODataType must be the extension's type.
 func (c *Client) UpdateCustomExtension(ctx context.Context, id string, e CustomExtension) error {

@@ -105,6 +105,12 @@ func (c *Client) GetEventListener(ctx context.Context, id string) (EventListener
 	return out.listener(), nil
 }
 
+// ListEventListeners reads every authentication event listener of the
+// tenant, following Graph's paging (at most 50 pages).
+func (c *Client) ListEventListeners(ctx context.Context) ([]EventListener, error) {
+	return list(ctx, c, listenersVersion, eventListenersPath, wireListener.listener)
+}
+
 // UpdateEventListener replaces the conditions and handler of an
 // authentication event listener (PATCH); ODataType must be the listener's type.
 func (c *Client) UpdateEventListener(ctx context.Context, id string, l EventListener) error {

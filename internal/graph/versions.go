@@ -13,7 +13,7 @@ const (
 // The paths and API versions of every call, in one place. Each is the version
 // under which Microsoft's Graph reference documents the call:
 //
-//   - API connectors, /identity/apiConnectors (create, get, update, delete,
+//   - API connectors, /identity/apiConnectors (list, create, get, update, delete,
 //     uploadClientCertificate): v1.0.
 //   - Self-service sign-up user flows, /identity/b2xUserFlows/{id}/apiConnectorConfiguration
 //     (get with $expand, PUT {step}/$ref): v1.0. Steps: postFederationSignup,
@@ -24,8 +24,11 @@ const (
 //     apiConnectorConfiguration/{step}/$ref" says the body can be {} to disable
 //     the API connector; that is what ClearUserFlowAPIConnector sends.
 //   - Custom authentication extensions, /identity/customAuthenticationExtensions
-//     (create, get, update, delete, {id}/validateAuthenticationConfiguration): v1.0.
-//   - Authentication event listeners, /identity/authenticationEventListeners: v1.0.
+//     (list, create, get, update, delete, {id}/validateAuthenticationConfiguration): v1.0.
+//   - Authentication event listeners, /identity/authenticationEventListeners
+//     (list, create, get, update, delete): v1.0.
+//   - Lists follow @odata.nextLink, an absolute URL that must be on the Graph
+//     host, for at most 50 pages.
 //   - Applications, /applications(appId='{appId}'): v1.0.
 const (
 	apiConnectorsPath    = "/identity/apiConnectors"
