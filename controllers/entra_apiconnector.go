@@ -91,6 +91,23 @@ func (r *Reconciler) registerAPIConnector(ctx context.Context, s *scope, gc *gra
 		}
 	}
 	if st.APIConnectorID == "" {
+		// One this connector created before its status could record it (the operator stopped in
+		// between) has its display name and endpoint: adopt it rather than create a second.
+		all, err := gc.ListAPIConnectors(ctx)
+		if err != nil {
+			return false, fmt.Errorf("list API connectors: %w", err)
+		}
+		if i := slices.IndexFunc(all, func(a graph.APIConnector) bool {
+			return a.DisplayName == desired.DisplayName && a.TargetURL == desired.TargetURL
+		}); i >= 0 {
+			st.APIConnectorID = all[i].ID
+			log.FromContext(ctx).Info("adopting the API connector with this connector's name and endpoint", "id", st.APIConnectorID)
+			if err := r.updateAPIConnector(ctx, gc, st, all[i], desired, true, thumbprint); err != nil {
+				return false, err
+			}
+		}
+	}
+	if st.APIConnectorID == "" {
 		created, err := gc.CreateAPIConnector(ctx, desired)
 		if err != nil {
 			return false, fmt.Errorf("create API connector: %w", err)

@@ -89,6 +89,25 @@ func (r *Reconciler) registerExtension(ctx context.Context, s *scope, gc *graph.
 		}
 	}
 	if st.CustomExtensionID == "" {
+		// Adopt one this connector created before its status could record it: its type,
+		// endpoint and description (which names the connector) match.
+		all, err := gc.ListCustomExtensions(ctx)
+		if err != nil {
+			return false, fmt.Errorf("list custom authentication extensions: %w", err)
+		}
+		if i := slices.IndexFunc(all, func(e graph.CustomExtension) bool {
+			return e.ODataType == desired.ODataType && e.TargetURL == desired.TargetURL && e.Description == desired.Description
+		}); i >= 0 {
+			st.CustomExtensionID = all[i].ID
+			log.FromContext(ctx).Info("adopting the custom authentication extension made for this connector", "id", st.CustomExtensionID)
+			if !sameExtension(all[i], desired) {
+				if err := gc.UpdateCustomExtension(ctx, st.CustomExtensionID, desired); err != nil {
+					return false, fmt.Errorf("update custom authentication extension %s: %w", st.CustomExtensionID, err)
+				}
+			}
+		}
+	}
+	if st.CustomExtensionID == "" {
 		created, err := gc.CreateCustomExtension(ctx, desired)
 		if err != nil {
 			return false, fmt.Errorf("create custom authentication extension: %w", err)
@@ -165,6 +184,23 @@ func (r *Reconciler) syncListener(ctx context.Context, gc *graph.Client, conn *a
 			!slices.Equal(slices.Sorted(slices.Values(got.AppIDs)), apps):
 			if err := gc.UpdateEventListener(ctx, st.EventListenerID, desired); err != nil {
 				return fmt.Errorf("update event listener %s: %w", st.EventListenerID, err)
+			}
+		}
+	}
+	if st.EventListenerID == "" {
+		// Adopt the listener of this extension created before the status could record it.
+		all, err := gc.ListEventListeners(ctx)
+		if err != nil {
+			return fmt.Errorf("list event listeners: %w", err)
+		}
+		if i := slices.IndexFunc(all, func(l graph.EventListener) bool {
+			return l.ODataType == desired.ODataType && l.ExtensionID == desired.ExtensionID
+		}); i >= 0 {
+			st.EventListenerID = all[i].ID
+			if !slices.Equal(slices.Sorted(slices.Values(all[i].AppIDs)), apps) {
+				if err := gc.UpdateEventListener(ctx, st.EventListenerID, desired); err != nil {
+					return fmt.Errorf("update event listener %s: %w", st.EventListenerID, err)
+				}
 			}
 		}
 	}

@@ -751,3 +751,67 @@ func TestEntraTenantDeletedFirst(t *testing.T) {
 		t.Errorf("API connector %s left in Entra", id)
 	}
 }
+
+// TestEntraAdoptsWhatItCreatedBefore: an operator that lost the IDs it created (it stopped between
+// a create and its status write) finds its objects again instead of creating second ones.
+func TestEntraAdoptsWhatItCreatedBefore(t *testing.T) {
+	ns := newNamespace(t)
+	tenant := newEntraTenant(t, ns, "contoso")
+	waitTenant(t, client.ObjectKeyFromObject(tenant), ConditionReady, metav1.ConditionTrue, ReasonSignedIn)
+	apiApp, clientApp := uuid.NewString(), uuid.NewString()
+	entraStandIn.AddApplication(apiApp, "api://claims.contoso.example/"+apiApp)
+	legacy := newConnector(ns, "legacy")
+	legacy.Spec.Entra = &apiv1.EntraRegistration{TenantRef: apiv1.LocalObjectReference{Name: "contoso"}}
+	ext := bearerConnector(ns, "ext", apiApp)
+	ext.Spec.Entra = &apiv1.EntraRegistration{TenantRef: apiv1.LocalObjectReference{Name: "contoso"}, Applications: []string{clientApp}}
+	create(t, basicSecret(ns, "entra-basic", strongPassword), legacy, ext)
+	rec := counter.next.(*Reconciler)
+	for _, conn := range []*apiv1.APIConnector{legacy, ext} {
+		key := client.ObjectKeyFromObject(conn)
+		waitRegisteredAndReady(t, key)
+		before := *connectorOf(t, key).Status.Entra
+
+		// As after a restart: no status.entra, nothing remembered.
+		eventually(t, timeout, func() error {
+			c := connectorOf(t, key)
+			rec.entraRemember(&apiv1.APIConnector{ObjectMeta: metav1.ObjectMeta{UID: c.UID}})
+			base := c.DeepCopy()
+			c.Status.Entra = nil
+			return k8s.Status().Patch(context.Background(), c, client.MergeFrom(base))
+		})
+		listed := len(entraStandIn.Requests())
+		poke(t, key)
+		eventually(t, timeout, func() error {
+			after := connectorOf(t, key).Status.Entra
+			if after == nil || after.APIConnectorID != before.APIConnectorID || after.CustomExtensionID != before.CustomExtensionID ||
+				after.EventListenerID != before.EventListenerID {
+				return fmt.Errorf("status.entra = %+v, want the IDs of %+v", after, before)
+			}
+			return nil
+		})
+		found := false
+		for _, r := range entraStandIn.Requests()[listed:] {
+			if r.Method == "GET" && (r.Path == "/v1.0/identity/apiConnectors" || r.Path == "/v1.0/identity/customAuthenticationExtensions") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("%s: the IDs came back without looking for the objects in Entra", key.Name)
+		}
+	}
+	count := 0
+	for _, a := range entraStandIn.APIConnectors() {
+		if a.DisplayName == ns+"/legacy" {
+			count++
+		}
+	}
+	exts := 0
+	for _, e := range entraStandIn.CustomExtensions() {
+		if e.DisplayName == ns+"/ext" {
+			exts++
+		}
+	}
+	if count != 1 || exts != 1 {
+		t.Errorf("%d API connectors and %d extensions for the two connectors, want one each", count, exts)
+	}
+}
