@@ -68,9 +68,13 @@ func (r *Reconciler) registerInEntra(ctx context.Context, s *scope, in inputs) e
 		setCondition(conn, ConditionEntraRegistered, metav1.ConditionFalse, reason, msg)
 	}
 	if msg, ok := endpointServed(conn); !ok {
-		if entraBasicRotating(conn, in) {
+		switch {
+		case entraBasicRotating(conn, in):
 			notYet(ReasonRotatingCredential, rotatingMessage)
-		} else {
+		case conn.Status.Entra != nil && conditionIs(conn, ConditionEntraRegistered, metav1.ConditionTrue):
+			// Registered, and the endpoint is rolling out a change: Entra keeps calling it; the
+			// registration is looked at again once it is served.
+		default:
 			notYet(ReasonWaitingForEndpoint, "Waiting for the endpoint to be served before registering it in Entra: "+msg)
 		}
 		return nil
