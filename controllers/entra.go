@@ -129,9 +129,9 @@ func (r *Reconciler) registerInEntra(ctx context.Context, s *scope, in inputs) e
 }
 
 // stepChanged removes what was registered for another step: the user flow attachments at the old
-// step's property (or of the other kind of user flow), or the objects of the other protocol (an API connector for an extension step,
-// an extension and its listener for a legacy step). An extension of another event type is
-// replaced by registerExtension.
+// step's property (or of the other kind of user flow), or the objects of the other protocol (an
+// API connector for an extension step, an extension and its listener for a legacy step). An
+// extension of another event type is replaced by registerExtension.
 func (r *Reconciler) stepChanged(ctx context.Context, gc *graph.Client, conn *apiv1.APIConnector, st *apiv1.EntraStatus) error {
 	step := conn.Spec.Step
 	moved := st.Step != step || userFlowKind(st.UserFlowKind) != userFlowKind(conn.Spec.Entra.UserFlowKind)
