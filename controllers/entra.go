@@ -318,7 +318,7 @@ func (r *Reconciler) syncEntraFinalizer(ctx context.Context, conn *apiv1.APIConn
 	if !want && conn.Spec.Entra == nil && conn.Status.Entra != nil {
 		return nil // the section was removed: finishEntra deletes first, then drops it
 	}
-	return r.patchFinalizers(ctx, conn, func(o client.Object) bool {
+	return patchFinalizers(ctx, r.Client, conn, func(o client.Object) bool {
 		if want {
 			return controllerutil.AddFinalizer(o, EntraFinalizer)
 		}
@@ -367,7 +367,7 @@ func (r *Reconciler) finishEntra(ctx context.Context, s *scope) error {
 	}
 	conn.Status.Entra = nil
 	meta.RemoveStatusCondition(&conn.Status.Conditions, ConditionEntraRegistered)
-	return r.patchFinalizers(ctx, conn, func(o client.Object) bool {
+	return patchFinalizers(ctx, r.Client, conn, func(o client.Object) bool {
 		return controllerutil.RemoveFinalizer(o, EntraFinalizer)
 	})
 }
@@ -389,17 +389,17 @@ func entraSecretNames(c *apiv1.APIConnector) []string {
 	return out
 }
 
-// patchFinalizers writes conn's finalizers, changed by edit, leaving the rest of conn (its status
-// being computed) as it is.
-func (r *Reconciler) patchFinalizers(ctx context.Context, conn *apiv1.APIConnector, edit func(client.Object) bool) error {
-	obj := conn.DeepCopy()
-	base := obj.DeepCopy()
-	if !edit(obj) {
+// patchFinalizers writes obj's finalizers, changed by edit, leaving the rest of obj (its status
+// being computed) as it is. A NotFound is returned (the object may just have gone).
+func patchFinalizers[T client.Object](ctx context.Context, c client.Client, obj T, edit func(client.Object) bool) error {
+	changed := obj.DeepCopyObject().(T)
+	if !edit(changed) {
 		return nil
 	}
-	if err := r.Client.Patch(ctx, obj, client.MergeFromWithOptions(base, client.MergeFromWithOptimisticLock{})); err != nil {
+	if err := c.Patch(ctx, changed, client.MergeFromWithOptions(obj, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("update finalizers: %w", err)
 	}
-	conn.Finalizers, conn.ResourceVersion = obj.Finalizers, obj.ResourceVersion
+	obj.SetFinalizers(changed.GetFinalizers())
+	obj.SetResourceVersion(changed.GetResourceVersion())
 	return nil
 }

@@ -234,13 +234,10 @@ func (t *EntraTenantReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	if !tenant.DeletionTimestamp.IsZero() {
 		return t.finalize(ctx, tenant)
 	}
-	if !controllerutil.ContainsFinalizer(tenant, EntraTenantFinalizer) {
-		obj := tenant.DeepCopy()
-		controllerutil.AddFinalizer(obj, EntraTenantFinalizer)
-		if err := r.Client.Patch(ctx, obj, client.MergeFromWithOptions(tenant, client.MergeFromWithOptimisticLock{})); err != nil {
-			return ctrl.Result{}, fmt.Errorf("add finalizer: %w", err)
-		}
-		tenant.Finalizers, tenant.ResourceVersion = obj.Finalizers, obj.ResourceVersion
+	if err := patchFinalizers(ctx, r.Client, tenant, func(o client.Object) bool {
+		return controllerutil.AddFinalizer(o, EntraTenantFinalizer)
+	}); err != nil {
+		return ctrl.Result{}, err
 	}
 	base := tenant.DeepCopy()
 	set := func(typ string, st metav1.ConditionStatus, reason, msg string) {
@@ -314,15 +311,10 @@ func (t *EntraTenantReconciler) finalize(ctx context.Context, tenant *apiv1.Entr
 		}
 		return ctrl.Result{}, nil // the connectors going re-queue the tenant
 	}
-	if !controllerutil.ContainsFinalizer(tenant, EntraTenantFinalizer) {
-		return ctrl.Result{}, nil
-	}
-	obj := tenant.DeepCopy()
-	controllerutil.RemoveFinalizer(obj, EntraTenantFinalizer)
-	if err := r.Client.Patch(ctx, obj, client.MergeFromWithOptions(tenant, client.MergeFromWithOptimisticLock{})); client.IgnoreNotFound(err) != nil {
-		return ctrl.Result{}, fmt.Errorf("remove finalizer: %w", err)
-	}
-	return ctrl.Result{}, nil
+	err := patchFinalizers(ctx, r.Client, tenant, func(o client.Object) bool {
+		return controllerutil.RemoveFinalizer(o, EntraTenantFinalizer)
+	})
+	return ctrl.Result{}, client.IgnoreNotFound(err)
 }
 
 // tenantsOf re-queues the EntraTenants a connector is registered through when the connector goes
